@@ -1,0 +1,23 @@
+"""Model zoo: the paper's architectures behind a timm-style name registry.
+
+>>> from tpp.models import create_model, example_inputs
+>>> model = create_model("resnet56", num_classes=10)
+>>> model(example_inputs("resnet56", batch_size=2)).shape
+torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+# importing the family modules registers their models
+from tpp.models import mlp, resnet_cifar, resnet_imagenet, vgg  # noqa: F401
+from tpp.models.layers import ChannelPadShortcut
+from tpp.models.registry import create_model, example_inputs, list_models, model_image_size, register_model
+
+__all__ = [
+    "ChannelPadShortcut",
+    "create_model",
+    "example_inputs",
+    "list_models",
+    "model_image_size",
+    "register_model",
+]
