@@ -1,0 +1,101 @@
+"""``build_loaders``: train/test loaders plus :class:`DatasetInfo` for any supported dataset."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from tpp.data.arrays import load_arrays
+from tpp.data.info import DatasetInfo, dataset_info, resolve_data_dir
+from tpp.data.loader import TensorLoader
+from tpp.errors import DataError
+
+
+def stratified_first(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of ``n`` examples taken round-robin over classes, earliest examples first.
+
+    Deterministic and class-balanced (up to one example), so quick runs on a subset see
+    every class. Returned indices are sorted.
+    """
+    labels = labels.cpu()
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank_in_class = torch.empty_like(order)
+    rank_in_class[order] = torch.arange(len(order)) - starts
+    # sort by (rank within class, original index): class-interleaved, earliest first
+    key = rank_in_class * len(labels) + torch.arange(len(labels))
+    return torch.sort(torch.argsort(key)[:n]).values
+
+
+def build_loaders(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int = 128,
+    test_batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    download: bool = False,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 4,
+    train_subset: int | None = None,
+) -> tuple[Any, Any, DatasetInfo]:
+    """Build ``(train_loader, test_loader, info)`` for a dataset.
+
+    Small datasets use :class:`TensorLoader` (data resident on ``device``; ``num_workers``
+    is unused). Training batches are shuffled and augmented per ``info.augment`` and sharded
+    over ``world_size`` ranks; the test loader is never sharded, so evaluation runs the whole
+    test set on every rank. ImageNet uses torchvision ``ImageFolder`` loaders (needs the
+    ``vision`` extra) with the same ``set_epoch`` contract.
+
+    Args:
+        name: dataset name (see :data:`DATASETS`).
+        data_dir: dataset root; see :func:`resolve_data_dir`.
+        batch_size: training batch size per rank.
+        test_batch_size: evaluation batch size.
+        device: where in-memory datasets live and batches are produced.
+        download: fetch missing files from official URLs (never implicit).
+        seed: base seed of the per-epoch order/augmentation.
+        rank: this process's rank.
+        world_size: number of data-parallel processes.
+        num_workers: DataLoader workers (ImageNet only).
+        train_subset: keep only this many training images, class-balanced, for quick runs.
+
+    Raises:
+        DataError: unknown dataset, missing/corrupt data, or a bad ``train_subset``.
+    """
+    info = dataset_info(name)
+    if info.name == "imagenet":
+        if train_subset is not None:
+            raise DataError("train_subset is not supported for imagenet; omit it or use a smaller dataset.")
+        from tpp.data.imagenet import build_imagenet_loaders
+
+        train, test = build_imagenet_loaders(
+            resolve_data_dir(data_dir), info, batch_size=batch_size, test_batch_size=test_batch_size,
+            num_workers=num_workers, seed=seed, rank=rank, world_size=world_size,
+        )
+        return train, test, info
+
+    x_train, y_train = load_arrays(info.name, "train", data_dir, download)
+    x_test, y_test = load_arrays(info.name, "test", data_dir, download)
+    if train_subset is not None:
+        n = int(train_subset)
+        if not 0 < n <= len(y_train):
+            raise DataError(
+                f"train_subset={train_subset} is outside 1..{len(y_train)} (the {info.name} training set size); "
+                "pass a value in that range or omit it."
+            )
+        keep = stratified_first(y_train, n)
+        x_train, y_train = x_train[keep], y_train[keep]
+    train = TensorLoader(
+        x_train, y_train, batch_size=batch_size, mean=info.mean, std=info.std, shuffle=True,
+        augment=info.augment, device=device, seed=seed, rank=rank, world_size=world_size,
+    )
+    test = TensorLoader(
+        x_test, y_test, batch_size=test_batch_size, mean=info.mean, std=info.std, device=device,
+    )
+    return train, test, info
