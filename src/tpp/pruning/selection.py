@@ -93,42 +93,82 @@ def layer_ratios(names: Sequence[Sequence[str]], ratio: RatioSpec) -> list[float
     return resolved
 
 
-def filter_scores(weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Per-output-channel L1 score: mean ``|w|`` of each filter, summed over the unit's layers.
+def filter_scores(members: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], channels: int) -> torch.Tensor:
+    """Per-channel L1 score of a unit: mean ``|w|`` of each filter, summed over the unit's layers.
 
-    For one layer this is the official criterion (L1 norm divided by the filter size, the same
-    ranking as the L1 norm). For residual-coupled units every layer that loses the channel votes.
+    ``members`` holds ``(weight, roots, local)``: filter ``local[i]`` of ``weight`` removes the unit's
+    channel ``roots[i]``. For one layer this is the official criterion (L1 norm divided by the filter
+    size, the same ranking as the L1 norm); in coupled units every layer that loses the channel votes.
     """
-    score = None
-    for weight in weights:
-        rows = weight.detach().abs().flatten(1).mean(dim=1).float()
-        score = rows if score is None else score + rows
-    assert score is not None
+    score = torch.zeros(channels)
+    for weight, roots, local in members:
+        rows = weight.detach().abs().flatten(1).mean(dim=1).float().cpu()
+        score.index_add_(0, roots, rows[local])
     return score
 
 
-def smallest(scores: torch.Tensor, count: int, candidates: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of the ``count`` smallest scores (sorted ascending by index), among ``candidates``."""
+class KeepOneGuard:
+    """Refuses a removal that would leave any member layer of a unit with no channel.
+
+    In a coupled unit (e.g. a concat of two convs feeding a residual add) one layer may own only a
+    few of the unit's channels; removing all of them would empty that layer.
+    """
+
+    def __init__(self, member_roots: Sequence[torch.Tensor] = ()):
+        self._left = [len(roots) for roots in member_roots]
+        self._owners: dict[int, list[int]] = {}
+        for member, roots in enumerate(member_roots):
+            for root in roots.tolist():
+                self._owners.setdefault(root, []).append(member)
+
+    def take(self, root: int) -> bool:
+        """Remove ``root`` if every layer owning it keeps another channel; report success."""
+        owners = self._owners.get(root, [])
+        if any(self._left[m] <= 1 for m in owners):
+            return False
+        for m in owners:
+            self._left[m] -= 1
+        return True
+
+
+def smallest(
+    scores: torch.Tensor,
+    count: int,
+    candidates: torch.Tensor | None = None,
+    member_roots: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """Indices of the ``count`` smallest scores (returned in ascending index order).
+
+    Only ``candidates`` are eligible (all if None), and every member layer keeps a channel.
+    """
     if count <= 0:
         return torch.empty(0, dtype=torch.long)
     scores = scores.detach().cpu()
+    allowed = torch.ones(len(scores), dtype=torch.bool)
     if candidates is not None:
-        masked = torch.full_like(scores, float("inf"))
-        masked[candidates] = scores[candidates]
-        scores = masked
+        allowed[:] = False
+        allowed[candidates] = True
+    guard = KeepOneGuard(member_roots)
+    chosen = []
     # stable sort: ties broken by index, so every process picks the same filters
-    order = torch.sort(scores, stable=True).indices[:count]
-    return torch.sort(order).values
+    for index in torch.sort(scores, stable=True).indices.tolist():
+        if len(chosen) == count:
+            break
+        if allowed[index] and guard.take(index):
+            chosen.append(index)
+    return torch.tensor(sorted(chosen), dtype=torch.long)
 
 
 def global_selection(
-    scores: Sequence[torch.Tensor], ratio: float, candidates: Sequence[torch.Tensor | None]
+    scores: Sequence[torch.Tensor],
+    ratio: float,
+    candidates: Sequence[torch.Tensor | None],
+    member_roots: Sequence[Sequence[torch.Tensor]],
 ) -> list[torch.Tensor]:
     """Network-wide ranking: prune ``ratio`` of all candidate channels by one threshold.
 
     Scores are divided by their unit's mean first, because raw mean-|w| differs across layers by
-    orders of magnitude (this is Torch-Pruning's ``normalizer="mean"``). Each unit keeps at least one
-    channel.
+    orders of magnitude (Torch-Pruning's ``normalizer="mean"``). Every layer keeps a channel.
     """
     entries = []
     for unit, (score, allowed) in enumerate(zip(scores, candidates)):
@@ -137,13 +177,14 @@ def global_selection(
             continue
         normalised = score[idx] / score[idx].mean().clamp_min(1e-12)
         entries.extend((float(v), unit, int(i)) for v, i in zip(normalised, idx))
-    total = num_to_prune(ratio, len(entries) + 1) if entries else 0
+    total = math.ceil(ratio * len(entries) - _CEIL_EPSILON)
     entries.sort()
+    guards = [KeepOneGuard(list(roots) + [torch.arange(len(score))]) for roots, score in zip(member_roots, scores)]
     chosen: list[list[int]] = [[] for _ in scores]
     for _, unit, index in entries:
         if total == 0:
             break
-        if len(chosen[unit]) + 1 < len(scores[unit]):  # keep at least one channel per unit
+        if guards[unit].take(index):
             chosen[unit].append(index)
             total -= 1
     return [torch.tensor(sorted(c), dtype=torch.long) for c in chosen]

@@ -27,6 +27,7 @@ from tpp.errors import ConfigError, PruningError
 from tpp.pruning import selection
 from tpp.pruning.penalties import GramPenalty, SelectedParameters
 from tpp.pruning.removal import remove_channels
+from tpp.pruning.serialization import record_plan
 from tpp.pruning.units import PruningUnit, build_graph, find_units, unwrap
 
 PHASES = ("regularize", "stabilize", "done")
@@ -99,9 +100,11 @@ class TPPPruner:
 
     # ------------------------------------------------------------------ selection
     def _select(self, ratio, global_ratio) -> None:
-        scores = [selection.filter_scores([m.module.weight[m.local] for m in u.rows]) for u in self.units]
+        scores = [selection.filter_scores([(m.module.weight, m.roots, m.local) for m in u.rows], u.channels) for u in self.units]
         if global_ratio is not None:
-            chosen = selection.global_selection(scores, selection.parse_ratio(global_ratio), [u.candidates for u in self.units])
+            chosen = selection.global_selection(
+                scores, selection.parse_ratio(global_ratio), [u.candidates for u in self.units],
+                [[m.roots for m in u.rows + u.norms] for u in self.units])
         else:
             if ratio is None:
                 raise ConfigError("give ratio= (float or pattern mapping) or global_ratio=")
@@ -114,7 +117,7 @@ class TPPPruner:
                         f"tpp: {unit.name} can lose only {len(unit.candidates)} of {count} requested channels "
                         "(the others carry an identity shortcut)", stacklevel=3)
                     count = len(unit.candidates)
-                chosen.append(selection.smallest(score, count, unit.candidates))
+                chosen.append(selection.smallest(score, count, unit.candidates, [m.roots for m in unit.rows + unit.norms]))
         chosen = _broadcast_from_rank0(chosen)
         self._pruned_roots = {u.name: c for u, c in zip(self.units, chosen) if len(c) > 0}
         self.units = [u for u in self.units if u.name in self._pruned_roots]
@@ -243,7 +246,9 @@ class TPPPruner:
         if self._pruned:
             return self.model
         self.zero_pruned()
+        before = len(self.graph.pruning_history())
         remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs, optimizer)
+        record_plan(self.module, self.graph.pruning_history()[before:], self.example_inputs)
         self._pruned = True
         return _rewrap(self.model, self.module)
 

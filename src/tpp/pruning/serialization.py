@@ -1,0 +1,118 @@
+"""Save and load pruned models as data: a channel plan plus a state_dict, never a pickled module.
+
+The plan is Torch-Pruning's pruning history (``[layer name, out-channel?, indices]`` per group, plain
+lists), the example-input shapes used to trace the graph, and the model's registry spec. Loading
+rebuilds the unpruned architecture, replays the plan, then loads the weights with
+``torch.load(weights_only=True)``, so a file can never run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from tpp.errors import CheckpointError
+from tpp.pruning.units import build_graph, unwrap
+
+FORMAT = "tpp-pruned-v1"
+
+
+def record_plan(model: nn.Module, history: list, example_inputs: Any) -> None:
+    """Append a pruning history to the plan carried by ``model`` (attribute ``tpp_plan``)."""
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    plan = getattr(model, "tpp_plan", None) or {"history": [], "input_shapes": [list(t.shape) for t in inputs]}
+    for name, is_out, idxs in history:
+        plan["history"].append([str(name), bool(is_out), [int(i) for i in idxs]])
+    model.tpp_plan = plan
+
+
+def save_pruned(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``model`` (pruned by tpp) to ``path`` atomically, as plan + state_dict."""
+    module = unwrap(model)
+    plan = getattr(module, "tpp_plan", None)
+    if plan is None:
+        plan = {"history": [], "input_shapes": None}
+    payload = {
+        "format": FORMAT,
+        "spec": dict(getattr(module, "tpp_spec", {}) or {}),
+        "plan": plan,
+        "state_dict": module.state_dict(),
+        "extra": extra or {},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_pruned(path: str | os.PathLike) -> dict:
+    """Read and validate a pruned-model file (weights only; no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pruned model not found: {path}; check the path")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or unsafe files
+        raise CheckpointError(
+            f"{path} is not a readable tpp pruned model ({type(error).__name__}); re-create it with tpp.save_pruned"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tpp pruned model (expected format {FORMAT}); save it with tpp.save_pruned")
+    return payload
+
+
+def load_pruned(path: str | os.PathLike, base_model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pruned`.
+
+    Args:
+        path: the file.
+        base_model: an *unpruned* instance of the architecture. If omitted, it is built from the
+            registry spec stored in the file (models created with ``tpp.create_model``).
+    """
+    payload = read_pruned(path)
+    if base_model is None:
+        from tpp.models import create_model
+
+        spec = dict(payload["spec"])
+        if "name" not in spec:
+            raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
+        base_model = create_model(**spec)
+    module = unwrap(base_model)
+    plan = payload["plan"]
+    if plan["history"]:
+        shapes = plan["input_shapes"]
+        inputs = tuple(torch.zeros(s, device=_device_of(module)) for s in shapes)
+        graph = build_graph(module, inputs if len(inputs) > 1 else inputs[0])
+        try:
+            graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
+        except (AttributeError, IndexError, ValueError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{path} was pruned from a different architecture ({error.__class__.__name__}: {error}); "
+                "pass the matching base_model") from None
+        module.tpp_plan = plan
+    try:
+        module.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path} does not match the given base model ({first}); pass the matching base_model") from None
+    return base_model
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
