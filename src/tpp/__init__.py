@@ -39,7 +39,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+_SUBPACKAGES = {"data", "models", "training", "pruning", "metrics", "pipeline", "deploy", "cli"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"tpp.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tpp' has no attribute {name!r}")

@@ -1,0 +1,205 @@
+"""The end-to-end pruning job: regularise -> remove -> fine-tune, with a report.
+
+Stage 1 (regularised methods only) trains at a constant ``prune_lr`` with the pruner's hooks until
+``pruner.done`` (digest §2.7). Stage 2 removes the channels physically and saves the pruned model
+as data. Stage 3 fine-tunes with a fresh SGD optimizer and the given LR schedule (digest §2.9).
+Every stage checkpoints, so ``resume=True`` continues a killed job where it stopped.
+
+Folder layout under ``out``::
+
+    prune/last.pt        stage-1 checkpoint (model, optimizer, pruner state, RNG)
+    pruned.pt            the model right after removal (tpp.save_pruned format)
+    finetune/last.pt     stage-3 checkpoints (best.pt too)
+    pruned_model.pt      the fine-tuned pruned model (tpp.save_pruned format)
+    report.json          sizes, speedup and accuracies before / right after removal / after fine-tuning
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from tpp.metrics.counting import count
+from tpp.pruning.methods import get_method
+from tpp.pruning.serialization import load_pruned, save_pruned
+from tpp.training import (
+    StepHooks,
+    Trainer,
+    atomic_write_json,
+    build_optimizer,
+    evaluate,
+    load_checkpoint,
+    parse_lr_schedule,
+)
+from tpp.training.checkpoint import unwrap_model
+
+TPP_OPTION_NAMES = ("reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval",
+                    "gram_weight", "bn_reg", "weight_reg", "gram_target", "ignored_layers")
+
+
+@dataclass
+class PruneJobConfig:
+    """Everything a pruning job needs besides the model and the data (defaults: the paper's CIFAR recipe)."""
+
+    method: str = "tpp"
+    ratio: Any = 0.5
+    global_ratio: float | None = None
+    scope: str = "internal"
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    prune_lr: float = 1e-3
+    ft_epochs: int = 120
+    ft_lr: str = "0:0.01,60:0.001,90:0.0001"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    jsv_batches: int = 1
+    jsv_every_epoch: bool = False
+
+
+@dataclass
+class JobContext:
+    """Where and how the job runs."""
+
+    out: Path | None = None
+    resume: bool = False
+    quiet: bool = False
+    rank: int = 0
+    print_fn: Callable[[str], None] = print
+    loggers: list = field(default_factory=list)
+
+
+def run_prune_job(
+    model: nn.Module,
+    train_loader: Iterable,
+    test_loader: Iterable,
+    example_inputs: torch.Tensor,
+    config: PruneJobConfig,
+    context: JobContext | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Run the three stages on a pretrained ``model``; returns the fine-tuned pruned model and the report."""
+    context = context or JobContext()
+    method = get_method(config.method)
+    out = Path(context.out) if context.out is not None else None
+    device = next(model.parameters()).device
+    say = context.print_fn if (context.rank == 0 and not context.quiet) else (lambda _: None)
+    started = time.perf_counter()
+    base_counts = count(model, example_inputs)
+    accuracy_before = evaluate(model, test_loader, device)
+    report: dict[str, Any] = {"method": config.method, "config": _plain(asdict(config)),
+                              "accuracy_before": accuracy_before, "counts_before": base_counts.as_dict()}
+
+    pruned_file = out / "pruned.pt" if out is not None else None
+    if context.resume and pruned_file is not None and pruned_file.is_file():
+        say(f"resuming: loading the pruned model from {pruned_file}")
+        model = load_pruned(pruned_file, base_model=model)
+        report["regularization"] = {"resumed_after_removal": True}
+    else:
+        pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
+                                    global_ratio=config.global_ratio, **_pruner_options(config, method))
+        report["pruned_indices"] = pruner.pruned_indices
+        if method.regularized:
+            report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out, say)
+        say(f"removing channels ({config.method}, {_describe(pruner)})")
+        model = pruner.prune()
+        if method.after_prune is not None:
+            method.after_prune(unwrap_model(model))
+        if pruned_file is not None and context.rank == 0:
+            save_pruned(model, pruned_file)
+    report["accuracy_after_removal"] = evaluate(model, test_loader, device)
+    pruned_counts = count(model, example_inputs)
+    report["counts_after"] = pruned_counts.as_dict()
+    report["speedup"] = pruned_counts.speedup_over(base_counts)
+    report["params_reduction"] = pruned_counts.params_reduction(base_counts)
+    say(f"after removal: top1 {report['accuracy_after_removal']['top1']:.2f}  "
+        f"params {base_counts.params} -> {pruned_counts.params}  FLOPs speedup {report['speedup']:.2f}x")
+
+    model, finetune = _finetune(model, train_loader, test_loader, config, method, context, out)
+    report["finetune"] = finetune
+    report["wall_seconds"] = time.perf_counter() - started
+    if out is not None and context.rank == 0:
+        save_pruned(model, out / "pruned_model.pt", extra={"report": _plain(report)})
+        atomic_write_json(out / "report.json", _plain(report))
+    return model, report
+
+
+def _pruner_options(config: PruneJobConfig, method) -> dict[str, Any]:
+    return {k: v for k, v in config.pruner_options.items() if k in TPP_OPTION_NAMES and v is not None}
+
+
+def _regularize(model, pruner, train_loader, test_loader, config, context, out, say) -> dict[str, Any]:
+    """Stage 1: train with the pruner's hooks at a constant LR until it is done."""
+    iterations = _total_iterations(pruner)
+    epochs = math.ceil(iterations / max(len(train_loader), 1)) + 1
+    say(f"regularising: {iterations} iterations (~{epochs - 1} epochs) at lr {config.prune_lr:g}")
+    optimizer = build_optimizer(model, config.prune_lr, config.momentum, config.weight_decay)
+    hooks = StepHooks(
+        penalty=pruner.penalty, after_backward=pruner.regularize, after_step=pruner.step,
+        should_stop=lambda: pruner.done,
+        postfix=lambda: {"phase": pruner.phase, "lambda": f"{pruner.reg_value:.4g}"},
+    )
+    trainer = Trainer(
+        model, optimizer, train_loader, test_loader, epochs=epochs, schedule=parse_lr_schedule(f"0:{config.prune_lr}"),
+        hooks=hooks, checkpoint_dir=out / "prune" if out is not None else None,
+        extra_state={"pruner": pruner}, quiet=context.quiet, rank=context.rank, print_fn=context.print_fn,
+        loggers=[_StageLogger(logger, "regularize") for logger in context.loggers],
+    )
+    last = out / "prune" / "last.pt" if out is not None else None
+    if context.resume and last is not None and last.is_file():
+        trainer.resume(last, load_checkpoint(last))
+    result = trainer.fit()
+    return {"iterations": pruner.iteration, "epochs": result.epochs_completed, "final_lambda": pruner.reg_value,
+            "best_top1": result.best_top1, "last_top1": result.last_top1}
+
+
+def _total_iterations(pruner) -> int:
+    config = pruner.config
+    return math.ceil(config["reg_ceiling"] / config["reg_step"] - 1e-9) * config["reg_interval"] + config["stabilize_iters"]
+
+
+def _finetune(model, train_loader, test_loader, config, method, context, out) -> tuple[nn.Module, dict[str, Any]]:
+    """Stage 3: a fresh SGD optimizer (the old one points at replaced tensors) and the LR schedule."""
+    if config.ft_epochs == 0:
+        return model, {"epochs": 0, "best_top1": None, "last_top1": None, "history": []}
+    schedule = parse_lr_schedule(config.ft_lr)
+    optimizer = build_optimizer(model, schedule.lr_at(0, config.ft_epochs), config.momentum, config.weight_decay)
+    hooks = StepHooks()
+    if method.finetune_penalty is not None:
+        hooks.penalty = method.finetune_penalty(unwrap_model(model))
+    trainer = Trainer(
+        model, optimizer, train_loader, test_loader, epochs=config.ft_epochs, schedule=schedule, hooks=hooks,
+        checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,
+        print_fn=context.print_fn, loggers=[_StageLogger(logger, "finetune") for logger in context.loggers],
+    )
+    last = out / "finetune" / "last.pt" if out is not None else None
+    if context.resume and last is not None and last.is_file():
+        trainer.resume(last, load_checkpoint(last))
+    result = trainer.fit()
+    history = [{k: r.get(k) for k in ("epoch", "lr", "train_loss", "test_top1", "best_top1")} for r in result.history]
+    return model, {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
+                   "last_top5": result.last_top5, "history": history}
+
+
+class _StageLogger:
+    """Tags each epoch record with the stage it belongs to."""
+
+    def __init__(self, logger, stage: str):
+        self.logger, self.stage = logger, stage
+
+    def log_epoch(self, record) -> None:
+        self.logger.log_epoch({**record, "stage": self.stage})
+
+
+def _describe(pruner) -> str:
+    pruned = sum(len(v) for v in pruner.pruned_indices.values())
+    return f"{pruned} channels in {len(pruner.pruned_indices)} units"
+
+
+def _plain(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
