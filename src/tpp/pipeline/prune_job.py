@@ -133,7 +133,7 @@ def _pruner_options(config: PruneJobConfig, method) -> dict[str, Any]:
 
 def _regularize(model, pruner, train_loader, test_loader, config, context, out, say) -> dict[str, Any]:
     """Stage 1: train with the pruner's hooks at a constant LR until it is done."""
-    iterations = _total_iterations(pruner)
+    iterations = pruner.total_iterations
     epochs = math.ceil(iterations / max(len(train_loader), 1)) + 1
     say(f"regularising: {iterations} iterations (~{epochs - 1} epochs) at lr {config.prune_lr:g}")
     optimizer = build_optimizer(model, config.prune_lr, config.momentum, config.weight_decay)
@@ -154,11 +154,6 @@ def _regularize(model, pruner, train_loader, test_loader, config, context, out, 
     result = trainer.fit()
     return {"iterations": pruner.iteration, "epochs": result.epochs_completed, "final_lambda": pruner.reg_value,
             "best_top1": result.best_top1, "last_top1": result.last_top1}
-
-
-def _total_iterations(pruner) -> int:
-    config = pruner.config
-    return math.ceil(config["reg_ceiling"] / config["reg_step"] - 1e-9) * config["reg_interval"] + config["stabilize_iters"]
 
 
 def _finetune(model, train_loader, test_loader, config, method, context, out) -> tuple[nn.Module, dict[str, Any]]:

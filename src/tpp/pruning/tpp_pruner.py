@@ -186,6 +186,11 @@ class TPPPruner:
         return self.phase == "done"
 
     @property
+    def total_iterations(self) -> int:
+        """Iterations from the start to ``done``: growth to the ceiling, then stabilisation."""
+        return self._steps_to_ceiling * self.config["reg_interval"] + self.config["stabilize_iters"]
+
+    @property
     def reg_value(self) -> float:
         """The current growing-penalty strength lambda."""
         steps = min(self.iteration // self.config["reg_interval"], self._steps_to_ceiling)
