@@ -1,0 +1,158 @@
+"""Shared pieces of the command modules: parser class, help formatting, option groups.
+
+Heavy libraries (torch, models, data) are imported inside functions so that ``tpp --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tpp.cli.config_file import apply_config_file
+from tpp.errors import ConfigError
+
+__all__ = [
+    "ArgumentParser",
+    "HelpFormatter",
+    "UsageError",
+    "add_command",
+    "add_data_args",
+    "add_model_args",
+    "add_runtime_args",
+    "add_train_args",
+    "apply_config_file",
+    "non_negative_float",
+    "positive_int",
+    "require",
+    "resolved_config",
+]
+
+
+class UsageError(ConfigError):
+    """Bad command-line usage (argparse's complaint, as a one-line TPPError)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps description line breaks and appends ``(default: X)`` where a default is meaningful."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in text
+            and action.option_strings
+            and default is not None and default is not False and default is not argparse.SUPPRESS
+            and not isinstance(action, argparse._VersionAction)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become :class:`UsageError` (one line, exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def add_command(subparsers: Any, name: str, *, help: str, description: str | None = None) -> ArgumentParser:
+    """Create the sub-parser of a command with tpp's parser class and help formatter."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,  # abbreviations would also bypass --config detection
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--model`` (validated when the command runs, so YAML configs can supply it)."""
+    need = "required" if required else "optional"
+    parser.add_argument(
+        "--model", metavar="NAME",
+        help=f"model name ({need}; see `tpp info` for the list), e.g. mlp7_linear, resnet56, vgg19_bn",
+    )
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> None:
+    """``--dataset``, ``--data-dir``, ``--download``, batch sizes and, for training, ``--train-subset``."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", metavar="NAME", help="mnist, fashion_mnist, cifar10, cifar100, imagenet or mnist_subset (built in)")
+    group.add_argument("--data-dir", metavar="DIR", help="dataset root (default: $TPP_DATA, else ~/.cache/tpp/data)")
+    group.add_argument("--download", action="store_true", help="download missing dataset files from the official URLs")
+    if train:
+        group.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="training batch size")
+        group.add_argument("--train-subset", type=positive_int, metavar="N", help="train on N class-balanced images only")
+    group.add_argument("--test-batch-size", type=positive_int, default=256, metavar="N", help="evaluation batch size")
+    group.add_argument("--num-workers", type=int, default=4, metavar="N", help="loader worker processes (ImageNet only)")
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Epochs, learning-rate schedule, momentum, weight decay."""
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=positive_int, default=120, metavar="N", help="number of epochs (the paper fine-tunes 120 on CIFAR)")
+    group.add_argument(
+        "--lr", default="step:0.01", metavar="SCHEDULE",
+        help="learning rate: a number (constant), 'EPOCH:LR,...' as in the paper (e.g. 0:0.01,60:0.001,90:0.0001), "
+        "'step:BASE' (x0.1 at 50%% and 75%% of the epochs) or 'cosine:BASE'",
+    )
+    group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    group.add_argument("--weight-decay", type=non_negative_float, default=5e-4, metavar="WD", help="L2 weight decay (paper: 5e-4 CIFAR, 1e-4 ImageNet)")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
+    """``--device``, ``--seed``, ``--quiet``, ``--threads``, ``--config`` and, if ``out``, ``--out``."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation")
+    group.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    group.add_argument(
+        "--threads", type=positive_int, metavar="N",
+        help="CPU threads for torch (default: torch's choice; 1 is much faster on a busy machine)",
+    )
+    if out:
+        group.add_argument("--out", metavar="DIR", help="run directory (default: runs/<model>-<dataset>-<time>)")
+    group.add_argument(
+        "--config", metavar="FILE",
+        help="YAML file of option values (keys are option names, e.g. 'batch-size: 64'); the command line overrides it",
+    )
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    """Raise :class:`ConfigError` if an option needed by the command was given neither on the
+    command line nor in ``--config``."""
+    for name in names:
+        if getattr(args, name, None) in (None, ""):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} is required (give it on the command line or in the --config file)")
+
+
+def resolved_config(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """All options of ``args`` (internal ``_`` entries dropped) updated with resolved values."""
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    config.update(overrides)
+    return config

@@ -1,0 +1,118 @@
+"""``--config FILE``: option values from YAML, overridden by the command line.
+
+Keys are long option names with dashes or underscores (``batch-size`` or ``batch_size``). The file
+is applied as parser defaults before parsing, so anything given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Sequence
+
+from tpp.errors import ConfigError, TPPError
+
+
+def find_config_path(args_list: Sequence[str]) -> str | None:
+    """The value of ``--config`` in ``args_list`` (last one wins, as argparse does), or None."""
+    found = None
+    for i, token in enumerate(args_list):
+        if token == "--":
+            break
+        if token == "--config" and i + 1 < len(args_list):
+            found = args_list[i + 1]
+        elif token.startswith("--config="):
+            found = token.split("=", 1)[1]
+    return found
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; an empty file is ``{}``.
+
+    Raises:
+        ConfigError: unreadable file, malformed YAML, or a top level that is not a mapping.
+    """
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        raise ConfigError(f"config file {path} is not valid YAML ({problem}{where})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of option: value, not a {type(data).__name__}")
+    return data
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    table = {}
+    for action in parser._actions:
+        if action.dest in ("help", "config") or isinstance(action, argparse._VersionAction):
+            continue
+        for flag in action.option_strings:
+            if flag.startswith("--"):
+                table[flag[2:].replace("-", "_")] = action
+    return table
+
+
+def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"config file {path}: invalid value {value!r} for {key!r} ({why})")
+
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise bad("expected true or false")
+        return value
+    if value is None:
+        return None
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    items = value if many and isinstance(value, list) else [value]
+    if isinstance(value, (list, dict)) and not many:
+        raise bad("expected a single value")
+    converted = []
+    for item in items:
+        if isinstance(item, (list, dict)):
+            raise bad("expected a single value")
+        text = item if isinstance(item, str) else str(item)
+        try:
+            item = action.type(text) if callable(action.type) else text
+        except (argparse.ArgumentTypeError, ValueError, TypeError, TPPError) as error:
+            raise bad(str(error) or "wrong type") from None
+        if action.choices is not None and item not in action.choices:
+            raise bad("choose from " + ", ".join(map(str, action.choices)))
+        converted.append(item)
+    return converted if many else converted[0]
+
+
+def apply_config_file(parser: argparse.ArgumentParser, args_list: Sequence[str]) -> dict[str, Any]:
+    """If ``args_list`` has ``--config FILE``, set ``parser``'s defaults from it.
+
+    Returns the applied ``{dest: value}`` (empty without ``--config``).
+
+    Raises:
+        ConfigError: unreadable/malformed YAML, an unknown key (the message lists the valid
+            ones), or a value of the wrong type.
+    """
+    path = find_config_path(args_list)
+    if path is None:
+        return {}
+    data = load_yaml_mapping(path)
+    options = _options(parser)
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        action = options.get(str(key).strip().lstrip("-").replace("-", "_"))
+        if action is None:
+            valid = ", ".join(sorted(name.replace("_", "-") for name in options))
+            raise ConfigError(f"unknown key {key!r} in config file {path}; valid keys: {valid}")
+        defaults[action.dest] = _convert(action, str(key), value, path)
+    parser.set_defaults(**defaults)
+    return defaults

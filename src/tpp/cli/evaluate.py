@@ -1,0 +1,59 @@
+"""``tpp eval``: test-set accuracy and loss of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tpp.cli.common import add_command, add_data_args, add_model_args, add_runtime_args, require
+from tpp.errors import ConfigError
+
+DESCRIPTION = """\
+Evaluate a checkpoint (from `tpp train`, a pruned model, or a raw state_dict) on a test set and
+print top-1, top-5 and the mean cross-entropy. The model and dataset default to those recorded
+in the checkpoint.
+
+examples:
+  tpp eval --checkpoint runs/mlp/best.pt --data-dir ../shared/data
+  tpp eval --checkpoint resnet56_state_dict.pt --model resnet56 --dataset cifar10
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``tpp eval``."""
+    parser = add_command(subparsers, "eval", help="evaluate a checkpoint on a test set", description=DESCRIPTION)
+    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint to evaluate (required)")
+    add_model_args(parser, required=False)
+    add_data_args(parser, train=False)
+    add_runtime_args(parser, out=False)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print ``top-1 / top-5 / loss`` of the checkpoint. Returns 0."""
+    require(args, "checkpoint")
+    from tpp.cli.loading import model_from_checkpoint
+    from tpp.data import build_loaders, dataset_info
+    from tpp.training import evaluate, load_checkpoint, resolve_device, seed_everything
+
+    device = resolve_device(args.device)
+    payload = load_checkpoint(args.checkpoint)
+    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    dataset = args.dataset or config.get("dataset")
+    if not dataset:
+        raise ConfigError(f"{args.checkpoint} does not record its dataset; pass --dataset")
+    info = dataset_info(dataset)
+    seed_everything(args.seed)
+    model = model_from_checkpoint(
+        args.checkpoint, payload, model_name=args.model, num_classes=info.num_classes, in_channels=info.in_channels
+    ).to(device)
+    _, test_loader, info = build_loaders(
+        info.name, args.data_dir, test_batch_size=args.test_batch_size, device=device,
+        download=args.download, seed=args.seed, num_workers=args.num_workers,
+    )
+    result = evaluate(model, test_loader, device)
+    print(
+        f"{args.checkpoint}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+        f"loss {result['loss']:.4f}  ({result['samples']} {info.name} test images)"
+    )
+    return 0

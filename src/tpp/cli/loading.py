@@ -1,0 +1,77 @@
+"""Rebuild a model from any tpp checkpoint for the ``eval`` and ``info`` commands.
+
+Handles three kinds of file: training checkpoints (``tpp.training``: ``model`` + ``tpp_spec`` and,
+for pruned models, ``tpp_plan``), pruned-model files (``tpp.save_pruned``) and raw state_dicts
+(which need ``--model``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tpp.errors import CheckpointError, ConfigError
+
+PRUNED_FORMAT = "tpp-pruned-v1"
+# spec keys that are not builder arguments
+_SPEC_META = ("name", "num_classes", "in_channels")
+
+
+def _replay_plan(model: nn.Module, plan: dict[str, Any], path: Path) -> None:
+    """Shrink a freshly built model to a pruned checkpoint's shapes (Torch-Pruning history)."""
+    import torch
+
+    from tpp.pruning.units import build_graph
+
+    inputs = tuple(torch.zeros(shape) for shape in plan["input_shapes"])
+    graph = build_graph(model, inputs if len(inputs) > 1 else inputs[0])
+    try:
+        graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
+    except (AttributeError, IndexError, ValueError, RuntimeError, KeyError):
+        raise CheckpointError(
+            f"checkpoint {path} was pruned from a different architecture; pass --model matching the checkpoint"
+        ) from None
+    model.tpp_plan = plan
+
+
+def model_from_checkpoint(
+    path: str | Path,
+    payload: dict[str, Any],
+    *,
+    model_name: str | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+) -> nn.Module:
+    """Build the architecture recorded in ``payload`` (or ``model_name``) and load its weights.
+
+    ``num_classes``/``in_channels`` override the recorded ones (e.g. from ``--dataset``).
+
+    Raises:
+        ConfigError: the file does not say which model it holds and ``model_name`` is None.
+        ModelError: unknown model name.
+        CheckpointError: weights of another architecture.
+    """
+    from tpp.models import create_model
+    from tpp.training import load_model_weights
+
+    path = Path(path)
+    pruned_file = payload.get("format") == PRUNED_FORMAT
+    spec = dict(payload.get("spec" if pruned_file else "tpp_spec") or {})
+    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    name = model_name or spec.get("name") or config.get("model")
+    if not name:
+        raise ConfigError(f"{path} does not record which model it holds; pass --model")
+    kwargs = {k: v for k, v in spec.items() if k not in _SPEC_META} if spec.get("name") == name else {}
+    model = create_model(
+        name,
+        num_classes=int(num_classes if num_classes is not None else spec.get("num_classes", 10)),
+        in_channels=int(in_channels if in_channels is not None else spec.get("in_channels", 3)),
+        **kwargs,
+    )
+    plan = payload.get("plan" if pruned_file else "tpp_plan")
+    if isinstance(plan, dict) and plan.get("history"):
+        _replay_plan(model, plan, path)
+    load_model_weights(model, payload, path)
+    return model

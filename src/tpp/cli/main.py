@@ -1,0 +1,127 @@
+"""``tpp`` entry point: sub-command registration, ``--config`` handling, one-line errors.
+
+Each command is a module ``tpp.cli.<module>`` exposing ``add_parser(subparsers)`` (returning the
+parser it created, see :func:`tpp.cli.common.add_command`) and ``run(args) -> int``. To add a
+command, create its module and list it in :data:`COMMAND_MODULES`; modules that do not exist
+yet are skipped.
+
+Errors: a :class:`tpp.errors.TPPError` (and argparse misuse) prints exactly one line
+``tpp: error: <message>`` on stderr and exits 2; Ctrl-C exits 130. Set ``TPP_DEBUG=1`` to get the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import Sequence
+
+from tpp.cli.common import ArgumentParser, HelpFormatter, apply_config_file
+from tpp.errors import TPPError
+
+# order = order in `tpp --help`
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "evaluate",  # the `tpp eval` command
+    "info",
+    "prune",
+    "demo",
+    "jsv",
+    "report",
+    "run",
+    "bench",
+    "export",
+)
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _import_command(name: str) -> ModuleType | None:
+    full = f"{__package__}.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as error:
+        if error.name == full:  # not written yet; a broken import inside it still surfaces
+            return None
+        raise
+
+
+def build_parser() -> tuple[ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and ``{command name: sub-parser}`` for every available command."""
+    import tpp
+
+    parser = ArgumentParser(
+        prog="tpp",
+        description="Trainability Preserving Pruning (Wang & Fu, ICLR 2023) for PyTorch CNNs.",
+        epilog="Run `tpp COMMAND --help` for the options of a command.",
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"tpp {tpp.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    commands: dict[str, argparse.ArgumentParser] = {}
+    for module_name in COMMAND_MODULES:
+        module = _import_command(module_name)
+        if module is None:
+            continue
+        before = set(subparsers.choices)
+        created = module.add_parser(subparsers)
+        added = [name for name in subparsers.choices if name not in before]
+        sub = created if created is not None else subparsers.choices[added[0]]
+        sub.set_defaults(_run=module.run)
+        for name in added:
+            commands[name] = subparsers.choices[name]
+    return parser, commands
+
+
+def _command_index(args_list: Sequence[str], commands: dict[str, argparse.ArgumentParser]) -> int | None:
+    for i, token in enumerate(args_list):
+        if not token.startswith("-"):
+            return i if token in commands else None
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tpp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("TPP_DEBUG", "").strip() not in ("", "0")
+    try:
+        parser, commands = build_parser()
+        index = _command_index(args_list, commands)
+        if index is not None:
+            apply_config_file(commands[args_list[index]], args_list[index + 1 :])
+        args = parser.parse_args(args_list)
+        args._argv = ["tpp", *args_list]  # the real invocation, also when main() is called in-process
+        if getattr(args, "threads", None):  # --threads of add_runtime_args, for every command
+            import torch
+
+            torch.set_num_threads(args.threads)
+        run = getattr(args, "_run", None)
+        if run is None:
+            parser.print_help()
+            return EXIT_ERROR
+        return int(run(args) or 0)
+    except SystemExit as exit_:  # --help / --version
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_ERROR)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("tpp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (TPPError, OSError) as error:
+        if debug:
+            raise
+        print(f"tpp: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""``tpp train``: train a model from scratch (or resume a run) with the paper's SGD recipe."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tpp.cli.common import (
+    add_command,
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    add_train_args,
+    require,
+    resolved_config,
+)
+from tpp.errors import ConfigError, ModelError
+
+DESCRIPTION = """\
+Train a model with SGD (momentum, weight decay) and a per-epoch LR schedule, evaluating on the
+test set after every epoch. The run directory receives config.json, meta.json, metrics.jsonl,
+last.pt (every epoch) and best.pt (best test top-1).
+
+examples:
+  tpp train --model mlp7_linear --dataset mnist --data-dir ../shared/data --epochs 10 --out runs/mlp
+  tpp train --model resnet56 --dataset cifar10 --lr 0:0.1,100:0.01,150:0.001 --epochs 200
+  tpp train --out runs/mlp --resume --model mlp7_linear --dataset mnist --epochs 20
+"""
+
+# options whose change would make a resumed run differ from the original one
+_RESUME_MUST_MATCH = ("model", "dataset", "seed", "batch_size", "train_subset")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``tpp train``."""
+    parser = add_command(subparsers, "train", help="train a model (from scratch or --resume)", description=DESCRIPTION)
+    add_model_args(parser)
+    add_data_args(parser, train=True)
+    add_train_args(parser)
+    add_runtime_args(parser, out=True)
+    group = parser.add_argument_group("run directory")
+    group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    group.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing tpp's files there")
+    group.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in <out>/tb (if installed)")
+    return parser
+
+
+def _check_input_shape(model: Any, info: Any, model_name: str) -> None:
+    """Fail early, with one line, when the model cannot consume the dataset's images."""
+    import torch
+
+    shape = (1, info.in_channels, info.image_size, info.image_size)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape, device=next(model.parameters()).device))
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(
+            f"model {model_name} cannot take {info.name} images of shape {list(shape)} ({first}); pick another --model"
+        ) from None
+    finally:
+        model.train(training)
+
+
+def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    saved = payload.get("config") or {}
+    for key in _RESUME_MUST_MATCH:
+        if key in saved and saved[key] != config.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{path} was trained with {flag} {saved[key]}, not {config.get(key)}; resume with the same {flag}"
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; prints a final one-line summary. Returns 0."""
+    require(args, "model", "dataset")
+    from tpp import training
+    from tpp.data import build_loaders, dataset_info
+    from tpp.models import create_model
+
+    schedule = training.parse_lr_schedule(args.lr)
+    device = training.resolve_device(args.device)
+    info = dataset_info(args.dataset)
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out pointing at the run directory to continue")
+    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    training.seed_everything(args.seed)
+    model = create_model(args.model, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
+    _check_input_shape(model, info, args.model)
+    train_loader, test_loader, info = build_loaders(
+        info.name, args.data_dir, batch_size=args.batch_size, test_batch_size=args.test_batch_size,
+        device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
+        train_subset=args.train_subset,
+    )
+    # the run folder is touched only once model and data are known to be fine
+    run_dir = training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite)
+    config = resolved_config(
+        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out)
+    )
+    optimizer = training.build_optimizer(model, schedule.lr_at(0, args.epochs), args.momentum, args.weight_decay)
+    loggers: list[Any] = [run_dir]
+    if args.tensorboard:
+        board, note = training.open_tensorboard(out / "tb")
+        if board is not None:
+            loggers.append(board)
+        elif not args.quiet:
+            print(note)
+    trainer = training.Trainer(
+        model, optimizer, train_loader, test_loader, epochs=args.epochs, schedule=schedule, device=device,
+        loggers=loggers, checkpoint_dir=run_dir.path, config=config, quiet=args.quiet,
+    )
+    if args.resume:
+        payload = training.load_checkpoint(run_dir.last_checkpoint)
+        _check_resume_matches(payload, config, run_dir.last_checkpoint)
+        done = trainer.resume(run_dir.last_checkpoint, payload)
+        run_dir.truncate_metrics(done)
+        if not args.quiet:
+            print(f"resuming {out} after epoch {done} of {args.epochs}")
+    run_dir.write_config(config)
+    run_dir.write_meta(
+        argv=getattr(args, "_argv", None) or sys.argv,
+        command="train", seed=args.seed, device=str(device), device_name=training.device_name(device)
+    )
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    finally:
+        for logger in loggers:
+            logger.close()
+    best = "n/a" if result.best_top1 is None else f"{result.best_top1:.2f}%"
+    last = "n/a" if result.last_top1 is None else f"{result.last_top1:.2f}%"
+    print(
+        f"{args.model} on {info.name}: best top-1 {best}, last top-1 {last} after {result.epochs_completed} "
+        f"epochs ({time.perf_counter() - started:.0f}s); run directory {out}"
+    )
+    return 0

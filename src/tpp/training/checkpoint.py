@@ -1,0 +1,153 @@
+"""Safe checkpoint files: atomic saves, weights-only loads, one-line errors.
+
+A tpp checkpoint is a plain dict (see :func:`make_payload`) holding only tensors, numbers,
+strings and containers, so it is always loaded with ``torch.load(..., weights_only=True)``: a
+file carrying pickled Python objects is refused rather than executed. Raw ``state_dict`` files
+(e.g. from ``torch.save(model.state_dict())``) are accepted wherever a checkpoint is.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from tpp.errors import CheckpointError
+from tpp.training.atomic import atomic_write, describe_os_error
+
+FORMAT = "tpp.checkpoint"
+FORMAT_VERSION = 1
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside ``DataParallel``/``DistributedDataParallel`` wrappers."""
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
+
+
+def make_payload(model: nn.Module, **fields: Any) -> dict[str, Any]:
+    """A checkpoint dict: ``format``, ``version``, ``model`` (state_dict), ``tpp_spec``,
+    ``tpp_plan`` (only for pruned models) + ``fields``.
+
+    Typical ``fields`` of a training run: ``optimizer``, ``epoch`` (completed epochs),
+    ``best_top1``, ``rng`` (:func:`tpp.training.seeding.get_rng_state`), ``config``.
+    """
+    bare = unwrap_model(model)
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "model": bare.state_dict(),
+        "tpp_spec": dict(getattr(bare, "tpp_spec", None) or {}),
+    }
+    plan = getattr(bare, "tpp_plan", None)
+    if plan:  # a pruned model: the channel plan needed to rebuild its shapes (plain lists)
+        payload["tpp_plan"] = plan
+    payload.update(fields)
+    return payload
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
+    """Atomically save ``payload`` with ``torch.save``; an existing file is replaced only on success.
+
+    Raises:
+        CheckpointError: the directory does not exist or is not writable, or the disk is full.
+    """
+    data = dict(payload)
+    return atomic_write(path, lambda handle: torch.save(data, handle))
+
+
+def _unreadable(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable tpp checkpoint (corrupt or truncated?); "
+        "re-create it or point --checkpoint at another file"
+    )
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint (payload dict or raw state_dict) with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: missing file, unreadable/corrupt file, or a file that needs unpickling
+            arbitrary Python objects.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path given to --checkpoint")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; point --checkpoint at a .pt file in it")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # the weights-only unpickler names the first non-allowed class/function it met
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise CheckpointError(
+                f"{path} contains pickled Python objects ({found.group(1)}) that tpp refuses to load "
+                "(weights-only loading never runs code); re-save it as a state_dict, "
+                "e.g. torch.save(model.state_dict(), path)"
+            ) from None
+        raise _unreadable(path) from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {describe_os_error(error)}") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError):
+        raise _unreadable(path) from None
+    if not isinstance(obj, dict) or not obj:
+        raise _unreadable(path)
+    return obj
+
+
+def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The model state_dict inside a payload (key ``model`` or ``state_dict``) or a raw state_dict,
+    with any leading ``module.`` (DataParallel/DDP) removed from its keys."""
+    inner = checkpoint
+    for key in ("model", "state_dict"):
+        candidate = checkpoint.get(key)
+        if isinstance(candidate, Mapping):
+            inner = candidate
+            break
+    state = {k: v for k, v in inner.items() if torch.is_tensor(v)}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _shape(value: Any) -> str:
+    return "[" + ",".join(str(d) for d in value.shape) + "]"
+
+
+def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: str | os.PathLike[str]) -> None:
+    """Copy weights from a payload or raw state_dict into ``model`` (strict: keys and shapes).
+
+    Raises:
+        CheckpointError: one line naming the first missing/unexpected/mismatched entry.
+    """
+    bare = unwrap_model(model)
+    state = extract_state_dict(checkpoint)
+    if not state:
+        raise CheckpointError(f"{source} holds no model weights; point --checkpoint at a tpp checkpoint")
+    expected = bare.state_dict()
+    problem = None
+    for key, value in expected.items():
+        if key not in state:
+            problem = f"{key} {_shape(value)} missing from the checkpoint"
+        elif state[key].shape != value.shape:
+            problem = f"{key} {_shape(state[key])} in the checkpoint vs {_shape(value)} in the model"
+        if problem:
+            break
+    if problem is None:
+        extra = [key for key in state if key not in expected]
+        if extra:
+            problem = f"unexpected {extra[0]} {_shape(state[extra[0]])} in the checkpoint"
+    if problem is not None:
+        raise CheckpointError(
+            f"checkpoint {source} was saved from a different architecture (first mismatch: {problem}); "
+            "pass --model matching the checkpoint"
+        )
+    bare.load_state_dict(state, strict=True)

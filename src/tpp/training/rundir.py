@@ -1,0 +1,186 @@
+"""A training run's output folder: config, metadata, per-epoch metrics and checkpoints.
+
+Layout::
+
+    <run>/config.json     fully resolved configuration (rewritten on resume)
+    <run>/meta.json       argv, versions, git commit, device, seed, host, start time
+    <run>/metrics.jsonl   one JSON object per finished epoch (0-based "epoch" as in LR schedules)
+    <run>/last.pt         checkpoint after the latest finished epoch (what --resume reads)
+    <run>/best.pt         checkpoint of the epoch with the best test top-1
+
+Overwrite policy: a new run refuses a non-empty folder (nothing there is touched) unless
+``resume`` (continue from ``last.pt``) or ``overwrite`` (delete the old ``last.pt``, ``best.pt``
+and ``metrics.jsonl``, replace the other files above, keep any other file) is requested.
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from tpp.errors import CheckpointError
+from tpp.training.atomic import atomic_write_json, atomic_write_text, describe_os_error
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def source_git_commit() -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the git checkout tpp runs from, or None (installed copy, no git)."""
+    package_dir = Path(__file__).resolve().parents[1]
+    # only trust the answer if tpp's own files are tracked there (a venv inside some repo is not)
+    if _git(["ls-files", "--error-unmatch", "__init__.py"], package_dir) is None:
+        return None
+    commit = _git(["rev-parse", "HEAD"], package_dir)
+    if not commit:
+        return None
+    status = _git(["status", "--porcelain", "--untracked-files=no", "."], package_dir)
+    return {"commit": commit, "dirty": bool(status)}
+
+
+class RunDirectory:
+    """Creates/validates a run folder and writes its files; also a metrics logger (``log_epoch``).
+
+    Raises:
+        CheckpointError: the folder cannot be created or written, is a file, is non-empty without
+            ``resume``/``overwrite``, or ``resume`` is asked but there is no ``last.pt``.
+    """
+
+    CONFIG = "config.json"
+    META = "meta.json"
+    METRICS = "metrics.jsonl"
+    LAST = "last.pt"
+    BEST = "best.pt"
+
+    def __init__(self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.resume = resume
+        self._records: list[dict[str, Any]] = []
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(f"run directory {self.path} exists and is a file; pass another --out")
+        non_empty = self.path.is_dir() and any(self.path.iterdir())
+        if resume and not (self.path / self.LAST).is_file():
+            raise CheckpointError(
+                f"--resume given but {self.path / self.LAST} does not exist; start without --resume"
+            )
+        if non_empty and not (resume or overwrite):
+            raise CheckpointError(
+                f"run directory {self.path} already exists and is not empty; "
+                "pass --resume to continue it, --overwrite to reuse it, or another --out"
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CheckpointError(
+                f"cannot create run directory {self.path}: {describe_os_error(error)}; pass a writable --out"
+            ) from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise CheckpointError(f"run directory {self.path} is not writable; pass a writable --out")
+        if resume:
+            self._records = self._read_metrics()
+        elif non_empty:
+            self._remove_stale_outputs()
+
+    def _remove_stale_outputs(self) -> None:
+        # an old last.pt left in an overwritten folder could later be "resumed" by mistake
+        for name in (self.LAST, self.BEST, self.METRICS):
+            try:
+                (self.path / name).unlink(missing_ok=True)
+            except OSError as error:
+                raise CheckpointError(f"cannot replace {self.path / name}: {describe_os_error(error)}") from None
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """Path of ``last.pt``."""
+        return self.path / self.LAST
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """Path of ``best.pt``."""
+        return self.path / self.BEST
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Write ``config.json`` (the fully resolved configuration)."""
+        atomic_write_json(self.path / self.CONFIG, dict(config))
+
+    def write_meta(self, **fields: Any) -> dict[str, Any]:
+        """Write ``meta.json``: argv, tpp/torch/python versions, git commit, host, start time + ``fields``.
+
+        On resume the original metadata is kept and this invocation is appended to ``resumes``.
+        """
+        import torch
+
+        import tpp
+
+        meta: dict[str, Any] = {
+            "argv": list(sys.argv),
+            "tpp_version": tpp.__version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "git": source_git_commit(),
+            "hostname": socket.gethostname(),
+            "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **fields,
+        }
+        previous = self._read_json(self.META) if self.resume else None
+        if isinstance(previous, dict):
+            previous.setdefault("resumes", []).append(meta)
+            meta = previous
+        atomic_write_json(self.path / self.META, meta)
+        return meta
+
+    def truncate_metrics(self, before_epoch: int) -> None:
+        """Drop metric records of epochs >= ``before_epoch`` (written after the checkpoint we resume)."""
+        self._records = [r for r in self._records if int(r.get("epoch", -1)) < before_epoch]
+        self._write_metrics()
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """Append one record to ``metrics.jsonl`` (rewritten atomically, so never half a line)."""
+        self._records.append(dict(record))
+        self._write_metrics()
+
+    def close(self) -> None:
+        """Nothing to release; present for the logger protocol."""
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Metric records written so far (including those kept from a resumed run)."""
+        return list(self._records)
+
+    def _write_metrics(self) -> None:
+        lines = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in self._records)
+        atomic_write_text(self.path / self.METRICS, lines)
+
+    def _read_metrics(self) -> list[dict[str, Any]]:
+        try:
+            text = (self.path / self.METRICS).read_text(encoding="utf-8")
+        except OSError:
+            return []
+        records = []
+        for line in text.splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a hand-edited or foreign line is not worth failing a resume for
+        return [r for r in records if isinstance(r, dict)]
+
+    def _read_json(self, name: str) -> Any:
+        try:
+            return json.loads((self.path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None

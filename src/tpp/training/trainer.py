@@ -1,0 +1,299 @@
+"""The epoch loop: SGD on cross-entropy with hooks for pruning regularisers, evaluation every
+epoch, best/last checkpoints and bit-exact resume.
+
+Per training step, in this order::
+
+    loss = CE(model(x), y) [+ hooks.penalty()]      # NaN/inf -> TrainingError
+    loss.backward(); hooks.after_backward()          # gradient-space regularisation
+    optimizer.step(); hooks.after_step()
+    if hooks.should_stop(): finish this epoch early and stop
+
+Exact resume relies on three things: the LR is a function of the epoch (set at its start), the
+loader's ``set_epoch(epoch)`` makes each epoch's batches a pure function of (seed, epoch), and
+the checkpoint stores the optimizer and all RNG states captured at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from tpp.errors import CheckpointError, TPPError
+from tpp.training.checkpoint import load_checkpoint, load_model_weights, make_payload, save_checkpoint
+from tpp.training.evaluation import evaluate, topk_correct
+from tpp.training.hooks import Stateful, StepHooks
+from tpp.training.loggers import MetricsLogger
+from tpp.training.optim import set_lr
+from tpp.training.schedule import LRSchedule
+from tpp.training.seeding import get_rng_state, set_rng_state
+
+
+class TrainingError(TPPError):
+    """Training cannot continue (e.g. the loss became NaN or infinite)."""
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit` (accuracies in percent, None without a test loader)."""
+
+    best_top1: float | None
+    last_top1: float | None
+    last_top5: float | None
+    epochs_completed: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _plain(obj: Any) -> Any:
+    # checkpoints must stay weights_only-loadable: keep only JSON-like data in the config
+    return json.loads(json.dumps(obj, default=str))
+
+
+class Trainer:
+    """Trains ``model`` for ``epochs`` epochs following ``schedule``.
+
+    Args:
+        model: the network (may be DataParallel/DDP-wrapped; checkpoints hold the bare weights).
+        optimizer: typically :func:`tpp.training.build_optimizer`.
+        train_loader: yields ``(inputs, targets)``; ``set_epoch(epoch)`` is called if present.
+        test_loader: evaluated after every epoch; None skips evaluation and ``best.pt``.
+        epochs: total number of epochs of the run (also the horizon of relative schedules).
+        schedule: learning rate per epoch, applied at the start of each epoch.
+        device: where batches are moved (default: the model's device).
+        hooks: per-step callbacks for regularisers/pruners.
+        loggers: receive one record per epoch (e.g. a :class:`RunDirectory`).
+        checkpoint_dir: if given, ``last.pt`` is written every epoch and ``best.pt`` on improvement.
+        config: resolved configuration stored in checkpoints.
+        extra_state: named objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
+        quiet: no progress bars and no per-epoch lines.
+        rank: only rank 0 writes checkpoints, logs and prints (multi-process training).
+        print_fn: where per-epoch summary lines go.
+
+    Attributes:
+        start_epoch: epochs completed so far, i.e. the next epoch :meth:`fit` runs.
+        global_step: optimizer steps taken so far.
+        best_top1, last_top1, last_top5: test accuracies in percent (None before any evaluation).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_loader: Iterable,
+        test_loader: Iterable | None = None,
+        *,
+        epochs: int,
+        schedule: LRSchedule,
+        device: torch.device | str | None = None,
+        hooks: StepHooks | None = None,
+        loggers: Sequence[MetricsLogger] = (),
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        extra_state: Mapping[str, Stateful] | None = None,
+        quiet: bool = False,
+        rank: int = 0,
+        print_fn: Callable[[str], None] = print,
+    ) -> None:
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        self.model = model
+        self.optimizer = optimizer
+        self.train_loader = train_loader
+        self.test_loader = test_loader
+        self.epochs = int(epochs)
+        self.schedule = schedule
+        self.device = torch.device(device) if device is not None else next(
+            (p.device for p in model.parameters()), torch.device("cpu")
+        )
+        self.hooks = hooks or StepHooks()
+        self.loggers = list(loggers)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.config = _plain(dict(config or {}))
+        self.extra_state = dict(extra_state or {})
+        self.quiet = quiet
+        self.is_main = rank == 0
+        self.print_fn = print_fn
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best_top1: float | None = None
+        self.last_top1: float | None = None
+        self.last_top5: float | None = None
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """Everything needed to resume after the epochs completed so far."""
+        return make_payload(
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            epoch=self.start_epoch,
+            global_step=self.global_step,
+            best_top1=self.best_top1,
+            last_top1=self.last_top1,
+            rng=get_rng_state(),
+            config=self.config,
+            extra={name: obj.state_dict() for name, obj in self.extra_state.items()},
+        )
+
+    def resume(self, path: str | os.PathLike[str], payload: Mapping[str, Any] | None = None) -> int:
+        """Restore model, optimizer, counters, extra state and RNGs from ``path``
+        (or from ``payload``, the already loaded content of ``path``).
+
+        Returns:
+            The number of epochs already completed (the next epoch to run).
+
+        Raises:
+            CheckpointError: unreadable file, other architecture, or incompatible optimizer state.
+        """
+        if payload is None:
+            payload = load_checkpoint(path)
+        load_model_weights(self.model, payload, path)
+        if "optimizer" in payload:
+            try:
+                self.optimizer.load_state_dict(payload["optimizer"])
+            except (ValueError, KeyError, RuntimeError) as error:
+                raise CheckpointError(f"optimizer state in {path} does not fit this run: {error}") from None
+        self.start_epoch = int(payload.get("epoch", 0))
+        self.global_step = int(payload.get("global_step", 0))
+        self.best_top1 = payload.get("best_top1")
+        self.last_top1 = payload.get("last_top1")
+        for name, state in (payload.get("extra") or {}).items():
+            if name in self.extra_state:
+                self.extra_state[name].load_state_dict(state)
+        if "rng" in payload:
+            set_rng_state(payload["rng"])
+        return self.start_epoch
+
+    # ----------------------------------------------------------------------------- training
+    def _bar(self, epoch: int, total: int | None) -> tqdm:
+        disabled = self.quiet or not self.is_main or not sys.stderr.isatty()
+        return tqdm(
+            total=total, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False, dynamic_ncols=True, disable=disabled
+        )
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training loader at the current learning rate.
+
+        Returns:
+            ``{"train_loss", "train_top1", "train_penalty"?, "steps", "stopped"}``.
+
+        Raises:
+            TrainingError: the loss is NaN or infinite.
+        """
+        hooks, model, device = self.hooks, self.model, self.device
+        model.train()
+        loss_sum, penalty_sum, seen, steps, stopped = 0.0, 0.0, 0, 0, False
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        with self._bar(epoch, total) as bar:
+            for inputs, targets in self.train_loader:
+                inputs = inputs.to(device, non_blocking=True)
+                targets = targets.to(device, non_blocking=True)
+                logits = model(inputs)
+                loss = F.cross_entropy(logits, targets)
+                ce_value = loss.item()
+                if hooks.penalty is not None:
+                    penalty = hooks.penalty()
+                    penalty_sum += float(penalty.detach()) * targets.shape[0]
+                    loss = loss + penalty
+                value = loss.item() if hooks.penalty is not None else ce_value
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the loss became {value} at epoch {epoch} step {steps} (lr "
+                        f"{self.optimizer.param_groups[0]['lr']:g}); training diverged - lower the learning rate"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if hooks.after_backward is not None:
+                    hooks.after_backward()
+                self.optimizer.step()
+                if hooks.after_step is not None:
+                    hooks.after_step()
+                self.global_step += 1
+                steps += 1
+                loss_sum += ce_value * targets.shape[0]
+                seen += targets.shape[0]
+                correct += topk_correct(logits.detach(), targets, (1,))[0]
+                bar.update(1)
+                if steps % 10 == 0 and not bar.disable:
+                    info = {"loss": f"{loss_sum / seen:.4f}", "lr": f"{self.optimizer.param_groups[0]['lr']:g}"}
+                    if hooks.postfix is not None:
+                        info.update(hooks.postfix())
+                    bar.set_postfix(info, refresh=False)
+                if hooks.should_stop is not None and hooks.should_stop():
+                    stopped = True
+                    break
+        stats: dict[str, Any] = {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_top1": 100.0 * correct.item() / max(seen, 1),
+            "steps": steps,
+            "stopped": stopped,
+        }
+        if hooks.penalty is not None:
+            stats["train_penalty"] = penalty_sum / max(seen, 1)
+        return stats
+
+    def fit(self) -> FitResult:
+        """Run epochs ``start_epoch .. epochs-1`` (start_epoch > 0 after :meth:`resume`)."""
+        history: list[dict[str, Any]] = []
+        stopped = False
+        for epoch in range(self.start_epoch, self.epochs):
+            started = time.perf_counter()
+            lr = self.schedule.lr_at(epoch, self.epochs)
+            set_lr(self.optimizer, lr)
+            if hasattr(self.train_loader, "set_epoch"):
+                self.train_loader.set_epoch(epoch)
+            stats = self.train_epoch(epoch)
+            stopped = bool(stats.pop("stopped"))
+            record: dict[str, Any] = {"epoch": epoch, "lr": lr, **stats}
+            improved = False
+            if self.test_loader is not None:
+                test = evaluate(self.model, self.test_loader, self.device)
+                self.last_top1, self.last_top5 = test["top1"], test["top5"]
+                improved = self.best_top1 is None or test["top1"] > self.best_top1
+                if improved:
+                    self.best_top1 = test["top1"]
+                record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
+            record.update(best_top1=self.best_top1, step=self.global_step, time=time.perf_counter() - started)
+            self.start_epoch = epoch + 1
+            if self.is_main:
+                self._save(improved)
+                for logger in self.loggers:
+                    logger.log_epoch(record)
+                if not self.quiet:
+                    self.print_fn(self._summary(record))
+            history.append(record)
+            if stopped:
+                break
+        return FitResult(self.best_top1, self.last_top1, self.last_top5, self.start_epoch, stopped, history)
+
+    def _save(self, improved: bool) -> None:
+        if self.checkpoint_dir is None:
+            return
+        try:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CheckpointError(f"cannot create checkpoint directory {self.checkpoint_dir}: {error.strerror}") from None
+        payload = self.checkpoint_payload()
+        save_checkpoint(self.checkpoint_dir / "last.pt", payload)
+        if improved:
+            save_checkpoint(self.checkpoint_dir / "best.pt", payload)
+
+    def _summary(self, r: Mapping[str, Any]) -> str:
+        text = f"epoch {r['epoch'] + 1}/{self.epochs}  lr {r['lr']:g}  train loss {r['train_loss']:.4f}"
+        text += f" top1 {r['train_top1']:.2f}"
+        if "train_penalty" in r:
+            text += f" penalty {r['train_penalty']:.4g}"
+        if "test_top1" in r:
+            text += f"  test top1 {r['test_top1']:.2f} top5 {r['test_top5']:.2f}  best {r['best_top1']:.2f}"
+        return text + f"  ({r['time']:.1f}s)"

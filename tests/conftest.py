@@ -1,0 +1,53 @@
+"""Shared fixtures: the real-data folder and an in-process ``tpp`` runner."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Tests use tiny models on a small shared machine: with several intra-op threads, OpenMP
+# oversubscription under load made them 5-10x slower. Results do not depend on the count.
+torch.set_num_threads(int(os.environ.get("TPP_TEST_THREADS", "1")))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` (real MNIST); the test is skipped where it is absent."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not found under {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@dataclass
+class CliResult:
+    """Exit code and captured output of one ``tpp`` invocation."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Call ``tpp.cli.main.main([...])`` in-process and capture stdout/stderr."""
+    from tpp.cli.main import main
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()  # drop anything printed before
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
