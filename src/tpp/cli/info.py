@@ -102,4 +102,5 @@ def run(args: argparse.Namespace) -> int:
         f"total: params {human(totals.params)} ({_int(totals.params)}), MACs {human(totals.macs)} "
         f"({_int(totals.macs)}), FLOPs {human(totals.flops)} ({_int(totals.flops)}; FLOPs = 2 x MACs)"
     )
+    print(f"(totals count conv and linear layers, as the paper does; all rows above: {_int(totals.all_macs)} MACs)")
     return 0
