@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{spec['name']}: input {list(inputs.shape)}, {spec.get('num_classes')} classes")
     _print_table(rows)
+    print(f"(totals count conv and linear layers, as the paper does; all rows above: {_int(totals.all_macs)} MACs)")
     print(
         f"total: params {human(totals.params)} ({_int(totals.params)}), MACs {human(totals.macs)} "
         f"({_int(totals.macs)}), FLOPs {human(totals.flops)} ({_int(totals.flops)}; FLOPs = 2 x MACs)"
     )
-    print(f"(totals count conv and linear layers, as the paper does; all rows above: {_int(totals.all_macs)} MACs)")
     return 0

@@ -19,23 +19,6 @@ PRUNED_FORMAT = "tpp-pruned-v1"
 _SPEC_META = ("name", "num_classes", "in_channels")
 
 
-def _replay_plan(model: nn.Module, plan: dict[str, Any], path: Path) -> None:
-    """Shrink a freshly built model to a pruned checkpoint's shapes (Torch-Pruning history)."""
-    import torch
-
-    from tpp.pruning.units import build_graph
-
-    inputs = tuple(torch.zeros(shape) for shape in plan["input_shapes"])
-    graph = build_graph(model, inputs if len(inputs) > 1 else inputs[0])
-    try:
-        graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
-    except (AttributeError, IndexError, ValueError, RuntimeError, KeyError):
-        raise CheckpointError(
-            f"checkpoint {path} was pruned from a different architecture; pass --model matching the checkpoint"
-        ) from None
-    model.tpp_plan = plan
-
-
 def model_from_checkpoint(
     path: str | Path,
     payload: dict[str, Any],
@@ -54,6 +37,7 @@ def model_from_checkpoint(
         CheckpointError: weights of another architecture.
     """
     from tpp.models import create_model
+    from tpp.pruning.serialization import replay_plan
     from tpp.training import load_model_weights
 
     path = Path(path)
@@ -71,7 +55,7 @@ def model_from_checkpoint(
         **kwargs,
     )
     plan = payload.get("plan" if pruned_file else "tpp_plan")
-    if isinstance(plan, dict) and plan.get("history"):
-        _replay_plan(model, plan, path)
+    if isinstance(plan, dict):
+        replay_plan(model, plan, path)
     load_model_weights(model, payload, path)
     return model

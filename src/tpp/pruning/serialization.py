@@ -92,24 +92,28 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module | None = None) ->
             raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
         base_model = create_model(**spec)
     module = unwrap(base_model)
-    plan = payload["plan"]
-    if plan["history"]:
-        shapes = plan["input_shapes"]
-        inputs = tuple(torch.zeros(s, device=_device_of(module)) for s in shapes)
-        graph = build_graph(module, inputs if len(inputs) > 1 else inputs[0])
-        try:
-            graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
-        except (AttributeError, IndexError, ValueError, RuntimeError) as error:
-            raise CheckpointError(
-                f"{path} was pruned from a different architecture ({error.__class__.__name__}: {error}); "
-                "pass the matching base_model") from None
-        module.tpp_plan = plan
+    replay_plan(module, payload["plan"], path)
     try:
         module.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         first = str(error).strip().splitlines()[-1].strip()
         raise CheckpointError(f"{path} does not match the given base model ({first}); pass the matching base_model") from None
     return base_model
+
+
+def replay_plan(module: nn.Module, plan: dict | None, source: str | os.PathLike) -> None:
+    """Shrink an unpruned ``module`` to the shapes recorded in ``plan`` (Torch-Pruning history)."""
+    if not plan or not plan.get("history"):
+        return
+    inputs = tuple(torch.zeros(shape, device=_device_of(module)) for shape in plan["input_shapes"])
+    graph = build_graph(module, inputs if len(inputs) > 1 else inputs[0])
+    try:
+        graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
+    except (AttributeError, IndexError, KeyError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{source} was pruned from a different architecture ({type(error).__name__}); "
+            "pass the matching model") from None
+    module.tpp_plan = plan
 
 
 def _device_of(module: nn.Module) -> torch.device:
