@@ -57,8 +57,8 @@ class PruneJobConfig:
     ft_lr: str = "0:0.01,60:0.001,90:0.0001"
     weight_decay: float = 5e-4
     momentum: float = 0.9
-    jsv_batches: int = 1
-    jsv_every_epoch: bool = False
+    jsv_batches: int = 1  # batches for the JSV right after removal (0: skip)
+    jsv_every_epoch: bool = False  # also measure it after every fine-tuning epoch
 
 
 @dataclass
@@ -111,6 +111,9 @@ def run_prune_job(
         if pruned_file is not None and context.rank == 0:
             save_pruned(model, pruned_file)
     report["accuracy_after_removal"] = evaluate(model, test_loader, device)
+    if config.jsv_batches > 0:
+        report["jsv_after_prune"] = _jsv(model, train_loader, config)
+        say(f"mean JSV right after removal: {report['jsv_after_prune']['mean']:.4g}")
     pruned_counts = count(model, example_inputs)
     report["counts_after"] = pruned_counts.as_dict()
     report["speedup"] = pruned_counts.speedup_over(base_counts)
@@ -124,6 +127,7 @@ def run_prune_job(
     if out is not None and context.rank == 0:
         save_pruned(model, out / "pruned_model.pt", extra={"report": _plain(report)})
         atomic_write_json(out / "report.json", _plain(report))
+        plot_jsv_curve(report, out / "jsv.png")
     return model, report
 
 
@@ -163,6 +167,8 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     schedule = parse_lr_schedule(config.ft_lr)
     optimizer = build_optimizer(model, schedule.lr_at(0, config.ft_epochs), config.momentum, config.weight_decay)
     hooks = StepHooks()
+    if config.jsv_every_epoch and config.jsv_batches > 0:
+        hooks.epoch_end = lambda epoch: {"jsv_mean": _jsv(model, train_loader, config)["mean"]}
     if method.finetune_penalty is not None:
         hooks.penalty = method.finetune_penalty(unwrap_model(model))
     trainer = Trainer(
@@ -174,9 +180,43 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     if context.resume and last is not None and last.is_file():
         trainer.resume(last, load_checkpoint(last))
     result = trainer.fit()
-    history = [{k: r.get(k) for k in ("epoch", "lr", "train_loss", "test_top1", "best_top1")} for r in result.history]
+    keys = ("epoch", "lr", "train_loss", "test_top1", "best_top1", "jsv_mean")
+    history = [{k: r[k] for k in keys if k in r} for r in result.history]
     return model, {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
                    "last_top5": result.last_top5, "history": history}
+
+
+def _jsv(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> dict[str, Any]:
+    """Mean JSV etc. on the first ``jsv_batches`` training batches (the paper reads the train loader, §3)."""
+    from tpp.metrics.jacobian import jacobian_singular_values
+
+    return jacobian_singular_values(model, loader, max_batches=config.jsv_batches).as_dict()
+
+
+def plot_jsv_curve(report: dict[str, Any], path: Path) -> Path | None:
+    """Mean JSV against fine-tuning epoch (epoch 0 = right after removal), if it was measured."""
+    history = report.get("finetune", {}).get("history", [])
+    points = [h["jsv_mean"] for h in history if "jsv_mean" in h]
+    if not points or "jsv_after_prune" not in report:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = [report["jsv_after_prune"]["mean"]] + points
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.plot(range(len(curve)), curve, marker="o")
+    axis.set_xlabel("fine-tuning epoch (0 = right after removal)")
+    axis.set_ylabel("mean JSV")
+    axis.set_title(f"{report['method']}: trainability during fine-tuning")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
 
 
 class _StageLogger:

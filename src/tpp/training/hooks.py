@@ -26,6 +26,8 @@ class StepHooks:
         after_step: called after ``optimizer.step()``.
         should_stop: checked after each step; True ends the epoch and the run.
         postfix: extra fields shown in the progress bar.
+        epoch_end: called with the epoch index after evaluation; its fields join the epoch's record
+            (e.g. the mean Jacobian singular value during fine-tuning).
     """
 
     penalty: Callable[[], torch.Tensor] | None = None
@@ -33,3 +35,4 @@ class StepHooks:
     after_step: Callable[[], None] | None = None
     should_stop: Callable[[], bool] | None = None
     postfix: Callable[[], Mapping[str, Any]] | None = None
+    epoch_end: Callable[[int], Mapping[str, Any]] | None = None

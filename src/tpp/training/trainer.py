@@ -264,6 +264,8 @@ class Trainer:
                 if improved:
                     self.best_top1 = test["top1"]
                 record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
+            if self.hooks.epoch_end is not None:
+                record.update(self.hooks.epoch_end(epoch))
             record.update(best_top1=self.best_top1, step=self.global_step, time=time.perf_counter() - started)
             self.start_epoch = epoch + 1
             if self.is_main:

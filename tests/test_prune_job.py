@@ -1,0 +1,98 @@
+"""`tpp prune` end to end on real (embedded) MNIST: three stages, report, pruned model, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tpp
+from tpp.cli.main import main
+
+SHORT = ["--reg-step", "0.05", "--reg-interval", "1", "--stabilize-iters", "20", "--zero-out-interval", "2"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "run"
+    assert main(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "2", "--lr", "0.01",
+                 "--out", str(out), "--quiet"]) == 0
+    return out / "best.pt"
+
+
+def _prune(pretrained, out, *extra):
+    return main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
+                 "--ratio", "0.5", *SHORT, "--ft-epochs", "1", "--ft-lr", "0.001", "--out", str(out), "--quiet", *extra])
+
+
+def test_prune_writes_report_and_a_loadable_pruned_model(pretrained, tmp_path):
+    out = tmp_path / "job"
+    assert _prune(pretrained, out) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts_after"]["params"] < report["counts_before"]["params"]
+    assert report["speedup"] > 1.5
+    for key in ("accuracy_before", "accuracy_after_removal"):
+        assert 0 <= report[key]["top1"] <= 100
+    assert report["finetune"]["best_top1"] is not None and report["finetune"]["last_top1"] is not None
+    assert report["regularization"]["final_lambda"] == 1.0
+    model = tpp.load_pruned(out / "pruned_model.pt")
+    assert model.fc1.out_features == 50
+    # TPP removal is function-preserving: accuracy right after removal equals the end of regularisation
+    stages = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last_regularised = [r for r in stages if r["stage"] == "regularize"][-1]
+    assert abs(last_regularised["test_top1"] - report["accuracy_after_removal"]["top1"]) < 1e-9
+
+
+def test_jsv_is_logged_after_removal_and_every_epoch(pretrained, tmp_path):
+    out = tmp_path / "job"
+    assert _prune(pretrained, out, "--jsv-every-epoch", "--ft-epochs", "2") == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["jsv_after_prune"]["mean"] > 0
+    assert [("jsv_mean" in h) for h in report["finetune"]["history"]] == [True, True]
+    assert (out / "jsv.png").stat().st_size > 1000
+
+
+def test_prune_resumes_a_killed_job_after_removal(pretrained, tmp_path):
+    out = tmp_path / "job"
+    assert _prune(pretrained, out) == 0
+    first = json.loads((out / "report.json").read_text())
+    (out / "report.json").unlink()
+    (out / "pruned_model.pt").unlink()
+    assert _prune(pretrained, out, "--resume") == 0  # picks up pruned.pt and the finished fine-tune
+    second = json.loads((out / "report.json").read_text())
+    assert second["counts_after"] == first["counts_after"]
+    assert second["finetune"]["last_top1"] == first["finetune"]["last_top1"]
+
+
+@pytest.mark.parametrize("method", ["l1", "tpp"])
+def test_every_method_runs_from_the_cli(pretrained, tmp_path, method):
+    assert _prune(pretrained, tmp_path / method, "--method", method) == 0
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ratio", "1.5"], "impossible pruning ratio"),
+        (["--ratio", "*nothing*:0.5"], "matches no prunable layer"),
+        (["--ft-lr", "60:0.1,0:0.01"], "schedule"),
+        (["--checkpoint", "/nonexistent/base.pt"], "not found|does not exist|No such"),
+    ],
+)
+def test_bad_prune_input_is_one_line(pretrained, tmp_path, capsys, args, words):
+    code = main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
+                 "--ratio", "0.5", "--out", str(tmp_path / "x"), "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(words, err)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, capsys):
+    torch.save(tpp.create_model("resnet20").state_dict(), tmp_path / "other.pt")
+    code = main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(tmp_path / "other.pt"),
+                 "--ratio", "0.5", "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "architecture" in err
