@@ -9,7 +9,6 @@ rebuilds the unpruned architecture, replays the plan, then loads the weights wit
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch.nn as nn
 
 from tpp.errors import CheckpointError
 from tpp.pruning.units import build_graph, unwrap
+from tpp.training.atomic import atomic_write
 
 FORMAT = "tpp-pruned-v1"
 
@@ -46,16 +46,7 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, extra: dict | None = 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return path
 
 
