@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[dev,onnx]"
 	touch $(STAMP)
 
 demo: $(STAMP)
