@@ -20,12 +20,16 @@ __all__ = [
     "add_data_args",
     "add_model_args",
     "add_runtime_args",
+    "add_speed_args",
     "add_train_args",
     "apply_config_file",
     "non_negative_float",
+    "per_rank_batch_size",
+    "positive_float",
     "positive_int",
     "require",
     "resolved_config",
+    "speed_options",
 ]
 
 
@@ -89,6 +93,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
 def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """``--model`` (validated when the command runs, so YAML configs can supply it)."""
     need = "required" if required else "optional"
@@ -140,6 +152,44 @@ def add_runtime_args(parser: argparse.ArgumentParser, *, out: bool = True) -> No
         "--config", metavar="FILE",
         help="YAML file of option values (keys are option names, e.g. 'batch-size: 64'); the command line overrides it",
     )
+
+
+def add_speed_args(parser: argparse.ArgumentParser) -> None:
+    """``--amp``, ``--channels-last``, ``--compile`` and ``--dist-timeout`` (multi-process runs)."""
+    group = parser.add_argument_group(
+        "speed and multi-process runs",
+        "launch with `torchrun --nproc_per_node N -m tpp ...` for DistributedDataParallel on N processes "
+        "(--batch-size is the global batch, split evenly over the processes; only rank 0 writes files)",
+    )
+    group.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                       help="mixed precision: bf16 autocast (CPU or CUDA) or fp16 autocast + loss scaling (CUDA only)")
+    group.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and inputs")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the model while it trains (falls back to eager with a warning on failure)")
+    group.add_argument("--dist-timeout", type=positive_float, default=30.0, metavar="MINUTES",
+                       help="under torchrun: how long ranks wait for a lost peer before failing")
+
+
+def per_rank_batch_size(batch_size: int, world_size: int) -> int:
+    """The batch of one rank when the global ``batch_size`` is split over ``world_size`` ranks.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of ``world_size``.
+    """
+    if batch_size % world_size:
+        raise ConfigError(
+            f"--batch-size {batch_size} cannot be split evenly over {world_size} processes; "
+            f"use a multiple of {world_size} (it is the global batch)"
+        )
+    return batch_size // world_size
+
+
+def speed_options(args: argparse.Namespace) -> Any:
+    """The :class:`tpp.training.amp.SpeedOptions` of ``args`` (absent options: off)."""
+    from tpp.training.amp import SpeedOptions
+
+    return SpeedOptions(amp=getattr(args, "amp", None), channels_last=bool(getattr(args, "channels_last", False)),
+                        compile=bool(getattr(args, "compile", False)))
 
 
 def require(args: argparse.Namespace, *names: str) -> None:

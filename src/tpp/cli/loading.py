@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from tpp.errors import CheckpointError, ConfigError
+from tpp.errors import ConfigError
 
 PRUNED_FORMAT = "tpp-pruned-v1"
 # spec keys that are not builder arguments

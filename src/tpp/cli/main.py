@@ -7,7 +7,8 @@ yet are skipped.
 
 Errors: a :class:`tpp.errors.TPPError` (and argparse misuse) prints exactly one line
 ``tpp: error: <message>`` on stderr and exits 2; Ctrl-C exits 130. Set ``TPP_DEBUG=1`` to get the
-traceback instead.
+traceback instead. Under ``torchrun`` with several processes each rank that fails prints its own
+line, tagged ``(rank N)``, and exits 2; torchrun then stops the other ranks.
 """
 
 from __future__ import annotations
@@ -86,7 +87,11 @@ def _command_index(args_list: Sequence[str], commands: dict[str, argparse.Argume
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    text = " ".join(str(error).split()) or type(error).__name__
+    # read torchrun's variables directly: importing torch would slow down every usage error
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
+        return f"(rank {os.environ.get('RANK', '?')}) {text}"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

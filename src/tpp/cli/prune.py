@@ -1,4 +1,13 @@
-"""``tpp prune``: regularise (TPP and other regularised methods), remove channels, fine-tune."""
+"""``tpp prune``: regularise (TPP and other regularised methods), remove channels, fine-tune.
+
+Multi-GPU (one node, 4 GPUs; see :mod:`tpp.distributed`)::
+
+    torchrun --nproc_per_node 4 -m tpp prune --method tpp --model resnet56 --dataset cifar10 \
+        --checkpoint base.pt --ratio '*layer*.conv1:0.5' --batch-size 128 --amp bf16 --out runs/r56
+
+``--batch-size`` is the global batch (32 per GPU here). Every rank prunes the same filters, only
+rank 0 writes ``--out``, and ``--resume`` makes every rank continue from the same files.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +21,13 @@ from tpp.cli.common import (
     add_data_args,
     add_model_args,
     add_runtime_args,
+    add_speed_args,
     non_negative_float,
+    per_rank_batch_size,
     positive_int,
     require,
     resolved_config,
+    speed_options,
 )
 from tpp.errors import ConfigError
 
@@ -32,6 +44,8 @@ examples:
   tpp prune --method tpp --model resnet56 --dataset cifar10 --checkpoint base.pt \\
       --ratio '*layer*.conv1:0.9' --ft-epochs 120 --ft-lr 0:0.01,60:0.001,90:0.0001
   tpp prune --method l1 --model mlp7_linear --dataset mnist --checkpoint runs/mlp/best.pt --ratio 0.8
+  torchrun --nproc_per_node 4 -m tpp prune --method tpp --model resnet56 --dataset cifar10 \
+      --checkpoint base.pt --ratio '*layer*.conv1:0.5' --batch-size 128 --amp bf16 --out runs/r56
 """
 
 
@@ -73,6 +87,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--jsv-batches", type=int, default=1, help="training batches for the JSV after removal (0: skip)")
     group.add_argument("--jsv-every-epoch", action="store_true", help="also log the mean JSV after every fine-tuning epoch (plot: jsv.png)")
     add_runtime_args(parser, out=True)
+    add_speed_args(parser)
     group = parser.add_argument_group("run directory")
     group.add_argument("--resume", action="store_true", help="continue the job in --out where it stopped")
     group.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out")
@@ -80,11 +95,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the three stages and print a summary. Returns 0."""
+    """Run the three stages and print a summary (rank 0). Returns 0."""
     require(args, "model", "dataset", "checkpoint")
     if args.ratio is None and args.global_ratio is None:
         raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5') or --global-ratio")
-    from tpp import training
+    from tpp import distributed, training
+    from tpp.training.amp import check_amp
+
+    training.parse_lr_schedule(args.ft_lr)  # fail early on a malformed schedule
+    device = training.resolve_device(args.device)
+    check_amp(getattr(args, "amp", None), device)
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out pointing at the job directory to continue")
+    context = distributed.init_distributed(device, getattr(args, "dist_timeout", 30.0))
+    code = _prune(args, context)
+    distributed.shutdown(context)  # only on success: after an error the peers are stopped by torchrun
+    return code
+
+
+def _prune(args: argparse.Namespace, dist_context: Any) -> int:
+    from functools import partial
+
+    from tpp import distributed, training
     from tpp.cli.loading import model_from_checkpoint
     from tpp.data import build_loaders, dataset_info
     from tpp.models import example_inputs
@@ -92,25 +124,34 @@ def run(args: argparse.Namespace) -> int:
     from tpp.pruning.selection import parse_ratio
 
     ratio = parse_ratio(args.ratio) if args.ratio is not None else None
-    training.parse_lr_schedule(args.ft_lr)  # fail early on a malformed schedule
-    device = training.resolve_device(args.device)
+    device, main = dist_context.device, dist_context.is_main
     info = dataset_info(args.dataset)
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out pointing at the job directory to continue")
+    batch_size = per_rank_batch_size(args.batch_size, dist_context.world_size)
     out = Path(args.out) if args.out else Path("runs") / f"prune-{args.method}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
 
     training.seed_everything(args.seed)
     payload = training.load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(args.checkpoint, payload, model_name=args.model, num_classes=info.num_classes,
                                   in_channels=info.in_channels).to(device)
     train_loader, test_loader, info = build_loaders(
-        info.name, args.data_dir, batch_size=args.batch_size, test_batch_size=args.test_batch_size, device=device,
-        download=args.download, seed=args.seed, num_workers=args.num_workers, train_subset=args.train_subset)
+        info.name, args.data_dir, batch_size=batch_size, test_batch_size=args.test_batch_size, device=device,
+        download=args.download, seed=args.seed, num_workers=args.num_workers, train_subset=args.train_subset,
+        rank=dist_context.rank, world_size=dist_context.world_size)
     inputs = example_inputs(args.model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
-    run_dir = training.RunDirectory(out, resume=False, overwrite=args.overwrite or args.resume)
-    config = resolved_config(args, command="prune", dataset=info.name, device=str(device), out=str(out))
-    run_dir.write_config(config)
-    run_dir.write_meta(command="prune", seed=args.seed, device=str(device), device_name=training.device_name(device))
+    prepare = partial(distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False)))
+    model = prepare(model)
+    config = resolved_config(args, command="prune", dataset=info.name, device=str(device), out=str(out),
+                             world_size=dist_context.world_size)
+
+    def create_run_dir() -> Any:
+        run_dir = training.RunDirectory(out, resume=False, overwrite=args.overwrite or args.resume)
+        run_dir.write_config(config)
+        run_dir.write_meta(command="prune", seed=args.seed, device=str(device), device_name=training.device_name(device),
+                           world_size=dist_context.world_size)
+        return run_dir
+
+    run_dir = distributed.run_on_main(dist_context, create_run_dir)  # the other ranks never touch --out
     job = PruneJobConfig(
         method=args.method, ratio=ratio, global_ratio=args.global_ratio, scope=args.scope,
         pruner_options=dict(reg_step=args.reg_step, reg_interval=args.reg_interval, reg_ceiling=args.reg_ceiling,
@@ -121,12 +162,15 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, momentum=args.momentum,
         jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch,
     )
-    context = JobContext(out=out, resume=args.resume, quiet=args.quiet, loggers=[run_dir])
+    context = JobContext(out=out, resume=args.resume, quiet=args.quiet, rank=dist_context.rank,
+                         loggers=[run_dir] if run_dir is not None else [], speed=speed_options(args), prepare=prepare)
     try:
         _, report = run_prune_job(model, train_loader, test_loader, inputs, job, context)
     finally:
-        run_dir.close()
-    print(summary_line(args.method, report, out))
+        if run_dir is not None:
+            run_dir.close()
+    if main:
+        print(summary_line(args.method, report, out))
     return 0
 
 

@@ -1,4 +1,10 @@
-"""``tpp train``: train a model from scratch (or resume a run) with the paper's SGD recipe."""
+"""``tpp train``: train a model from scratch (or resume a run) with the paper's SGD recipe.
+
+Multi-process: ``torchrun --nproc_per_node 4 -m tpp train --model resnet56 --dataset cifar10
+--batch-size 128 --amp bf16 --out runs/r56-base`` trains with DistributedDataParallel (see
+:mod:`tpp.distributed`): ``--batch-size`` is the global batch, only rank 0 writes ``--out``, and
+``--resume`` makes every rank continue from the same ``last.pt``.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,12 @@ from tpp.cli.common import (
     add_data_args,
     add_model_args,
     add_runtime_args,
+    add_speed_args,
     add_train_args,
+    per_rank_batch_size,
     require,
     resolved_config,
+    speed_options,
 )
 from tpp.errors import ConfigError, ModelError
 
@@ -28,6 +37,7 @@ examples:
   tpp train --model mlp7_linear --dataset mnist --data-dir ../shared/data --epochs 10 --out runs/mlp
   tpp train --model resnet56 --dataset cifar10 --lr 0:0.1,100:0.01,150:0.001 --epochs 200
   tpp train --out runs/mlp --resume --model mlp7_linear --dataset mnist --epochs 20
+  torchrun --nproc_per_node 4 -m tpp train --model resnet56 --dataset cifar10 --batch-size 128 --amp bf16
 """
 
 # options whose change would make a resumed run differ from the original one
@@ -41,6 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_data_args(parser, train=True)
     add_train_args(parser)
     add_runtime_args(parser, out=True)
+    add_speed_args(parser)
     group = parser.add_argument_group("run directory")
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     group.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing tpp's files there")
@@ -78,35 +89,52 @@ def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; prints a final one-line summary. Returns 0."""
+    """Train; prints a final one-line summary (rank 0). Returns 0."""
     require(args, "model", "dataset")
-    from tpp import training
+    from tpp import distributed, training
+    from tpp.training.amp import check_amp
+
+    device = training.resolve_device(args.device)
+    check_amp(getattr(args, "amp", None), device)  # fp16 on CPU: fail before anything starts
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out pointing at the run directory to continue")
+    context = distributed.init_distributed(device, getattr(args, "dist_timeout", 30.0))
+    code = _train(args, context)
+    distributed.shutdown(context)  # only on success: after an error the peers are stopped by torchrun
+    return code
+
+
+def _train(args: argparse.Namespace, context: Any) -> int:
+    from tpp import distributed, training
     from tpp.data import build_loaders, dataset_info
     from tpp.models import create_model
 
     schedule = training.parse_lr_schedule(args.lr)
-    device = training.resolve_device(args.device)
+    device, main = context.device, context.is_main
     info = dataset_info(args.dataset)
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out pointing at the run directory to continue")
+    batch_size = per_rank_batch_size(args.batch_size, context.world_size)
     out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
 
     training.seed_everything(args.seed)
     model = create_model(args.model, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
     _check_input_shape(model, info, args.model)
     train_loader, test_loader, info = build_loaders(
-        info.name, args.data_dir, batch_size=args.batch_size, test_batch_size=args.test_batch_size,
+        info.name, args.data_dir, batch_size=batch_size, test_batch_size=args.test_batch_size,
         device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
-        train_subset=args.train_subset,
+        train_subset=args.train_subset, rank=context.rank, world_size=context.world_size,
     )
-    # the run folder is touched only once model and data are known to be fine
-    run_dir = training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite)
+    model = distributed.prepare(model, context, channels_last=getattr(args, "channels_last", False))
+    # the run folder is touched only once model and data are known to be fine, and by rank 0 only
+    run_dir = distributed.run_on_main(
+        context, lambda: training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite))
     config = resolved_config(
-        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out)
+        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
+        world_size=context.world_size,
     )
     optimizer = training.build_optimizer(model, schedule.lr_at(0, args.epochs), args.momentum, args.weight_decay)
-    loggers: list[Any] = [run_dir]
-    if args.tensorboard:
+    loggers: list[Any] = [run_dir] if run_dir is not None else []
+    if args.tensorboard and main:
         board, note = training.open_tensorboard(out / "tb")
         if board is not None:
             loggers.append(board)
@@ -114,20 +142,24 @@ def run(args: argparse.Namespace) -> int:
             print(note)
     trainer = training.Trainer(
         model, optimizer, train_loader, test_loader, epochs=args.epochs, schedule=schedule, device=device,
-        loggers=loggers, checkpoint_dir=run_dir.path, config=config, quiet=args.quiet,
+        loggers=loggers, checkpoint_dir=out, config=config, quiet=args.quiet, rank=context.rank,
+        speed=speed_options(args),
     )
-    if args.resume:
-        payload = training.load_checkpoint(run_dir.last_checkpoint)
-        _check_resume_matches(payload, config, run_dir.last_checkpoint)
-        done = trainer.resume(run_dir.last_checkpoint, payload)
-        run_dir.truncate_metrics(done)
-        if not args.quiet:
-            print(f"resuming {out} after epoch {done} of {args.epochs}")
-    run_dir.write_config(config)
-    run_dir.write_meta(
-        argv=getattr(args, "_argv", None) or sys.argv,
-        command="train", seed=args.seed, device=str(device), device_name=training.device_name(device)
-    )
+    if args.resume:  # every rank reads the same last.pt (rank 0 checked that it exists)
+        last = out / training.RunDirectory.LAST
+        payload = training.load_checkpoint(last)
+        _check_resume_matches(payload, config, last)
+        done = trainer.resume(last, payload)
+        if run_dir is not None:
+            run_dir.truncate_metrics(done)
+            if not args.quiet:
+                print(f"resuming {out} after epoch {done} of {args.epochs}")
+    if run_dir is not None:
+        run_dir.write_config(config)
+        run_dir.write_meta(
+            argv=getattr(args, "_argv", None) or sys.argv, command="train", seed=args.seed, device=str(device),
+            device_name=training.device_name(device), world_size=context.world_size,
+        )
     started = time.perf_counter()
     try:
         result = trainer.fit()
@@ -135,9 +167,10 @@ def run(args: argparse.Namespace) -> int:
         for logger in loggers:
             logger.close()
     best = "n/a" if result.best_top1 is None else f"{result.best_top1:.2f}%"
-    last = "n/a" if result.last_top1 is None else f"{result.last_top1:.2f}%"
-    print(
-        f"{args.model} on {info.name}: best top-1 {best}, last top-1 {last} after {result.epochs_completed} "
-        f"epochs ({time.perf_counter() - started:.0f}s); run directory {out}"
-    )
+    last_top1 = "n/a" if result.last_top1 is None else f"{result.last_top1:.2f}%"
+    if main:
+        print(
+            f"{args.model} on {info.name}: best top-1 {best}, last top-1 {last_top1} after {result.epochs_completed} "
+            f"epochs ({time.perf_counter() - started:.0f}s); run directory {out}"
+        )
     return 0

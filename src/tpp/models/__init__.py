@@ -8,8 +8,11 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
-# importing the family modules registers their models
-from tpp.models import mlp, resnet_cifar, resnet_imagenet, vgg  # noqa: F401
+import importlib
+
+# importing the family modules registers their models (one file per family, as in timm)
+for _family in ("mlp", "resnet_cifar", "resnet_imagenet", "vgg"):
+    importlib.import_module(f"tpp.models.{_family}")
 from tpp.models.layers import ChannelPadShortcut
 from tpp.models.registry import create_model, example_inputs, list_models, model_image_size, register_model
 

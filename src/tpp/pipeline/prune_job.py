@@ -12,6 +12,13 @@ Folder layout under ``out``::
     finetune/last.pt     stage-3 checkpoints (best.pt too)
     pruned_model.pt      the fine-tuned pruned model (tpp.save_pruned format)
     report.json          sizes, speedup and accuracies before / right after removal / after fine-tuning
+
+Multi-process (torchrun + DDP, see :mod:`tpp.distributed`): pass the DDP-wrapped model, the
+rank and ``JobContext.prepare``. Every rank selects the same filters (the pruner broadcasts rank
+0's choice) and runs the same regulariser on all-reduced gradients; removal unwraps, prunes and
+re-wraps, and fine-tuning gets a fresh optimizer on the new parameters. Only rank 0 writes under
+``out``; on resume every rank reads the same files, following rank 0's view of which exist. The
+JSV is measured on rank 0's shard of the first training batch(es).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
+from tpp.distributed import broadcast_object
 from tpp.metrics.counting import count
 from tpp.pruning.methods import get_method
 from tpp.pruning.serialization import load_pruned, save_pruned
@@ -37,6 +45,7 @@ from tpp.training import (
     load_checkpoint,
     parse_lr_schedule,
 )
+from tpp.training.amp import SpeedOptions
 from tpp.training.checkpoint import unwrap_model
 
 TPP_OPTION_NAMES = ("reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval",
@@ -71,6 +80,9 @@ class JobContext:
     rank: int = 0
     print_fn: Callable[[str], None] = print
     loggers: list = field(default_factory=list)
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
+    # bare or wrapped model -> its training form (channels_last, DDP); see tpp.distributed.prepare
+    prepare: Callable[[nn.Module], nn.Module] | None = None
 
 
 def run_prune_job(
@@ -89,14 +101,15 @@ def run_prune_job(
     say = context.print_fn if (context.rank == 0 and not context.quiet) else (lambda _: None)
     started = time.perf_counter()
     base_counts = count(model, example_inputs)
-    accuracy_before = evaluate(model, test_loader, device)
+    accuracy_before = evaluate(unwrap_model(model), test_loader, device)
     report: dict[str, Any] = {"method": config.method, "config": _plain(asdict(config)),
                               "accuracy_before": accuracy_before, "counts_before": base_counts.as_dict()}
 
     pruned_file = out / "pruned.pt" if out is not None else None
-    if context.resume and pruned_file is not None and pruned_file.is_file():
+    if context.resume and _exists(pruned_file):
         say(f"resuming: loading the pruned model from {pruned_file}")
-        model = load_pruned(pruned_file, base_model=model)
+        # the old DDP wrapper holds buckets of the replaced parameters: re-wrap the bare module
+        model = _prepared(load_pruned(pruned_file, base_model=unwrap_model(model)), context)
         report["regularization"] = {"resumed_after_removal": True}
     else:
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
@@ -105,14 +118,15 @@ def run_prune_job(
         if method.regularized:
             report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out, say)
         say(f"removing channels ({config.method}, {_describe(pruner)})")
-        model = pruner.prune()
+        model = pruner.prune()  # a DDP model comes back re-wrapped around the smaller module
         if method.after_prune is not None:
             method.after_prune(unwrap_model(model))
+        model = _prepared(model, context)  # re-applies channels_last, which removal loses
         if pruned_file is not None and context.rank == 0:
             save_pruned(model, pruned_file)
-    report["accuracy_after_removal"] = evaluate(model, test_loader, device)
+    report["accuracy_after_removal"] = evaluate(unwrap_model(model), test_loader, device)
     if config.jsv_batches > 0:
-        report["jsv_after_prune"] = _jsv(model, train_loader, config)
+        report["jsv_after_prune"] = _jsv(unwrap_model(model), train_loader, config)
         say(f"mean JSV right after removal: {report['jsv_after_prune']['mean']:.4g}")
     pruned_counts = count(model, example_inputs)
     report["counts_after"] = pruned_counts.as_dict()
@@ -129,6 +143,15 @@ def run_prune_job(
         atomic_write_json(out / "report.json", _plain(report))
         plot_jsv_curve(report, out / "jsv.png")
     return model, report
+
+
+def _prepared(model: nn.Module, context: JobContext) -> nn.Module:
+    return context.prepare(model) if context.prepare is not None else model
+
+
+def _exists(path: Path | None) -> bool:
+    """Whether ``path`` is a file, as rank 0 sees it (all ranks then take the same branch)."""
+    return bool(broadcast_object(path is not None and path.is_file()))
 
 
 def _pruner_options(config: PruneJobConfig, method) -> dict[str, Any]:
@@ -150,10 +173,10 @@ def _regularize(model, pruner, train_loader, test_loader, config, context, out, 
         model, optimizer, train_loader, test_loader, epochs=epochs, schedule=parse_lr_schedule(f"0:{config.prune_lr}"),
         hooks=hooks, checkpoint_dir=out / "prune" if out is not None else None,
         extra_state={"pruner": pruner}, quiet=context.quiet, rank=context.rank, print_fn=context.print_fn,
-        loggers=[_StageLogger(logger, "regularize") for logger in context.loggers],
+        loggers=[_StageLogger(logger, "regularize") for logger in context.loggers], speed=context.speed,
     )
     last = out / "prune" / "last.pt" if out is not None else None
-    if context.resume and last is not None and last.is_file():
+    if context.resume and _exists(last):
         trainer.resume(last, load_checkpoint(last))
     result = trainer.fit()
     return {"iterations": pruner.iteration, "epochs": result.epochs_completed, "final_lambda": pruner.reg_value,
@@ -168,16 +191,17 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     optimizer = build_optimizer(model, schedule.lr_at(0, config.ft_epochs), config.momentum, config.weight_decay)
     hooks = StepHooks()
     if config.jsv_every_epoch and config.jsv_batches > 0:
-        hooks.epoch_end = lambda epoch: {"jsv_mean": _jsv(model, train_loader, config)["mean"]}
+        hooks.epoch_end = lambda epoch: {"jsv_mean": _jsv(unwrap_model(model), train_loader, config)["mean"]}
     if method.finetune_penalty is not None:
         hooks.penalty = method.finetune_penalty(unwrap_model(model))
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, epochs=config.ft_epochs, schedule=schedule, hooks=hooks,
         checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,
         print_fn=context.print_fn, loggers=[_StageLogger(logger, "finetune") for logger in context.loggers],
+        speed=context.speed,
     )
     last = out / "finetune" / "last.pt" if out is not None else None
-    if context.resume and last is not None and last.is_file():
+    if context.resume and _exists(last):
         trainer.resume(last, load_checkpoint(last))
     result = trainer.fit()
     keys = ("epoch", "lr", "train_loss", "test_top1", "best_top1", "jsv_mean")
@@ -187,7 +211,10 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
 
 
 def _jsv(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> dict[str, Any]:
-    """Mean JSV etc. on the first ``jsv_batches`` training batches (the paper reads the train loader, §3)."""
+    """Mean JSV etc. on the first ``jsv_batches`` training batches (the paper reads the train loader, §3).
+
+    ``model`` must be the bare module: a DDP forward would wait for a parameter backward that
+    the input-gradient computation never runs."""
     from tpp.metrics.jacobian import jacobian_singular_values
 
     return jacobian_singular_values(model, loader, max_batches=config.jsv_batches).as_dict()

@@ -8,6 +8,14 @@ Per training step, in this order::
     optimizer.step(); hooks.after_step()
     if hooks.should_stop(): finish this epoch early and stop
 
+With ``SpeedOptions(amp=...)`` the forward pass and CE run under autocast, and with fp16 the
+backward is scaled and the gradients unscaled *before* ``after_backward`` (see
+:mod:`tpp.training.amp`), so gradient-space regularisers always see true gradients.
+
+Multi-process (DDP) runs: pass the DDP-wrapped model and ``rank``; the epoch's training loss and
+accuracy are summed over ranks (so they equal a single process's numbers), every rank evaluates
+the whole test set, and only rank 0 writes checkpoints, logs and prints.
+
 Exact resume relies on three things: the LR is a function of the epoch (set at its start), the
 loader's ``set_epoch(epoch)`` makes each epoch's batches a pure function of (seed, epoch), and
 the checkpoint stores the optimizer and all RNG states captured at the end of the epoch.
@@ -29,8 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from tpp.distributed import all_reduce_sum
 from tpp.errors import CheckpointError, TPPError
-from tpp.training.checkpoint import load_checkpoint, load_model_weights, make_payload, save_checkpoint
+from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, to_channels_last
+from tpp.training.checkpoint import load_checkpoint, load_model_weights, make_payload, save_checkpoint, unwrap_model
 from tpp.training.evaluation import evaluate, topk_correct
 from tpp.training.hooks import Stateful, StepHooks
 from tpp.training.loggers import MetricsLogger
@@ -79,10 +89,12 @@ class Trainer:
         quiet: no progress bars and no per-epoch lines.
         rank: only rank 0 writes checkpoints, logs and prints (multi-process training).
         print_fn: where per-epoch summary lines go.
+        speed: mixed precision, channels_last and torch.compile (:class:`SpeedOptions`).
 
     Attributes:
         start_epoch: epochs completed so far, i.e. the next epoch :meth:`fit` runs.
         global_step: optimizer steps taken so far.
+        precision: the :class:`MixedPrecision` in use (autocast dtype and fp16 loss scaler).
         best_top1, last_top1, last_top5: test accuracies in percent (None before any evaluation).
     """
 
@@ -104,6 +116,7 @@ class Trainer:
         quiet: bool = False,
         rank: int = 0,
         print_fn: Callable[[str], None] = print,
+        speed: SpeedOptions | None = None,
     ) -> None:
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -122,8 +135,15 @@ class Trainer:
         self.config = _plain(dict(config or {}))
         self.extra_state = dict(extra_state or {})
         self.quiet = quiet
-        self.is_main = rank == 0
+        self.rank = int(rank)
+        self.is_main = self.rank == 0
         self.print_fn = print_fn
+        self.speed = speed or SpeedOptions()
+        self.precision = MixedPrecision.from_mode(self.speed.amp, self.device)
+        if self.speed.channels_last and not isinstance(model, nn.parallel.DistributedDataParallel):
+            # a DDP model must be converted before wrapping (tpp.distributed.prepare)
+            unwrap_model(model).to(memory_format=torch.channels_last)
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = model
         self.start_epoch = 0
         self.global_step = 0
         self.best_top1: float | None = None
@@ -143,6 +163,7 @@ class Trainer:
             rng=get_rng_state(),
             config=self.config,
             extra={name: obj.state_dict() for name, obj in self.extra_state.items()},
+            amp=self.precision.state_dict(),
         )
 
     def resume(self, path: str | os.PathLike[str], payload: Mapping[str, Any] | None = None) -> int:
@@ -170,6 +191,8 @@ class Trainer:
         for name, state in (payload.get("extra") or {}).items():
             if name in self.extra_state:
                 self.extra_state[name].load_state_dict(state)
+        if payload.get("amp"):
+            self.precision.load_state_dict(payload["amp"])
         if "rng" in payload:
             set_rng_state(payload["rng"])
         return self.start_epoch
@@ -190,7 +213,7 @@ class Trainer:
         Raises:
             TrainingError: the loss is NaN or infinite.
         """
-        hooks, model, device = self.hooks, self.model, self.device
+        hooks, model, device, precision = self.hooks, self.model, self.device, self.precision
         model.train()
         loss_sum, penalty_sum, seen, steps, stopped = 0.0, 0.0, 0, 0, False
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -199,10 +222,13 @@ class Trainer:
             for inputs, targets in self.train_loader:
                 inputs = inputs.to(device, non_blocking=True)
                 targets = targets.to(device, non_blocking=True)
-                logits = model(inputs)
-                loss = F.cross_entropy(logits, targets)
+                if self.speed.channels_last:
+                    inputs = to_channels_last(inputs)
+                with precision.autocast():
+                    logits = self._forward(inputs)
+                    loss = F.cross_entropy(logits, targets)
                 ce_value = loss.item()
-                if hooks.penalty is not None:
+                if hooks.penalty is not None:  # in float32: the gram target is sensitive to rounding
                     penalty = hooks.penalty()
                     penalty_sum += float(penalty.detach()) * targets.shape[0]
                     loss = loss + penalty
@@ -213,10 +239,10 @@ class Trainer:
                         f"{self.optimizer.param_groups[0]['lr']:g}); training diverged - lower the learning rate"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                precision.backward(loss, self.optimizer)  # unscaled .grad from here on
                 if hooks.after_backward is not None:
                     hooks.after_backward()
-                self.optimizer.step()
+                precision.step(self.optimizer)
                 if hooks.after_step is not None:
                     hooks.after_step()
                 self.global_step += 1
@@ -233,9 +259,13 @@ class Trainer:
                 if hooks.should_stop is not None and hooks.should_stop():
                     stopped = True
                     break
+        # one all-reduce per epoch: the logged numbers cover the whole global batch, not rank 0's shard
+        totals = all_reduce_sum(torch.tensor([loss_sum, penalty_sum, seen, correct.item()],
+                                             dtype=torch.float64, device=device)).tolist()
+        loss_sum, penalty_sum, seen = totals[0], totals[1], int(totals[2])
         stats: dict[str, Any] = {
             "train_loss": loss_sum / max(seen, 1),
-            "train_top1": 100.0 * correct.item() / max(seen, 1),
+            "train_top1": 100.0 * totals[3] / max(seen, 1),
             "steps": steps,
             "stopped": stopped,
         }
@@ -245,6 +275,16 @@ class Trainer:
 
     def fit(self) -> FitResult:
         """Run epochs ``start_epoch .. epochs-1`` (start_epoch > 0 after :meth:`resume`)."""
+        compiled = CompiledForward(self.model, warn=self.is_main) if self.speed.compile else None
+        self._forward = compiled or self.model
+        try:
+            return self._fit()
+        finally:
+            if compiled is not None:  # eager again: the pruner traces this module after training
+                compiled.restore()
+            self._forward = self.model
+
+    def _fit(self) -> FitResult:
         history: list[dict[str, Any]] = []
         stopped = False
         for epoch in range(self.start_epoch, self.epochs):
@@ -258,7 +298,8 @@ class Trainer:
             record: dict[str, Any] = {"epoch": epoch, "lr": lr, **stats}
             improved = False
             if self.test_loader is not None:
-                test = evaluate(self.model, self.test_loader, self.device)
+                # the bare module: evaluation needs no DDP collective (every rank sees the full test set)
+                test = evaluate(unwrap_model(self.model), self.test_loader, self.device)
                 self.last_top1, self.last_top5 = test["top1"], test["top5"]
                 improved = self.best_top1 is None or test["top1"] > self.best_top1
                 if improved:
