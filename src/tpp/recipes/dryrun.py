@@ -1,0 +1,63 @@
+"""``--dry-run``: the grid and the FLOPs speedup of each ratio, by counting only (no data, no training)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from tpp.recipes.base import fresh_model
+from tpp.recipes.grid import GridPoint, ratio_label, tpp_options
+from tpp.recipes.schema import Recipe
+
+
+def recipe_speedups(recipe: Recipe, entries: Sequence[float | str] | None = None,
+                    batch_size: int = 1) -> list[dict[str, Any]]:
+    """FLOPs speedup and parameter reduction of each ratio entry (L1 removal on a random model; no data)."""
+    from tpp.data import dataset_info
+    from tpp.metrics.counting import count
+    from tpp.models import example_inputs
+    from tpp.pruning import L1Pruner
+
+    info = dataset_info(recipe.dataset)
+    model = fresh_model(recipe).eval()
+    inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=batch_size,
+                            image_size=info.image_size)
+    base = count(model, inputs)
+    rows = []
+    for entry in recipe.prune["ratios"] if entries is None else entries:
+        spec = recipe.ratio_spec(entry)
+        pruned = L1Pruner(copy.deepcopy(model), inputs, ratio=spec, scope=recipe.prune["scope"],
+                          ignored_layers=recipe.prune["ignore"] or None).prune()
+        counts = count(pruned, inputs)
+        rows.append({"entry": entry, "ratio": spec, "label": ratio_label(entry), "speedup": counts.speedup_over(base),
+                     "params_reduction": counts.params_reduction(base), "flops": counts.flops,
+                     "params": counts.params, "base_flops": base.flops, "base_params": base.params})
+    return rows
+
+
+def describe_grid(recipe: Recipe, grid: Sequence[GridPoint], out: Path, fast: bool = False) -> str:
+    """The ``--dry-run`` text: the jobs, their state, and the FLOPs speedup of every ratio."""
+    started = time.perf_counter()
+    entries = list(dict.fromkeys((p.ratio_index, p.ratio_entry) for p in grid))
+    expected = recipe.expected.get("speedups") or [None] * len(recipe.prune["ratios"])
+    lines = [f"recipe {recipe.name} ({recipe.paper}): {len(grid)} jobs into {out}",
+             f"model {recipe.model} on {recipe.dataset}; base: "
+             + (f"pretrain {recipe.base['epochs']} epochs" if recipe.base
+                else f"checkpoint {recipe.checkpoint or '(required: --checkpoint FILE)'}"),
+             f"TPP schedule: {tpp_options(recipe, fast)}" + (" (--fast)" if fast else ""),
+             "fine-tuning LRs: " + ", ".join(
+                 f"[{i}] {s}" + (f" ({', '.join(m)} only)" if m else "")
+                 for i, (s, m) in enumerate(zip(recipe.finetune["lrs"], recipe.finetune["lr_methods"]))),
+             "ratios:"]
+    for (index, _), row in zip(entries, recipe_speedups(recipe, [e for _, e in entries])):
+        paper = f" (paper {expected[index]:.2f}x)" if expected[index] is not None else ""
+        lines.append(f"  {row['label']:>12}  {row['ratio']}: FLOPs speedup {row['speedup']:.2f}x{paper}, "
+                     f"params -{100 * row['params_reduction']:.2f}%")
+    lines.append("jobs:")
+    for p in grid:
+        state = "done" if (out / p.folder / "report.json").is_file() else "todo"
+        lines.append(f"  [{state}] {p.folder}")
+    lines.append(f"(counted in {time.perf_counter() - started:.1f}s; nothing was trained)")
+    return "\n".join(lines)

@@ -1,0 +1,221 @@
+"""``run_recipe``: run (or resume) a recipe's grid of pruning jobs and write its report.
+
+Output folder layout::
+
+    <out>/base_s{seed}/                          pretrained base model (recipes with a ``base:`` section)
+    <out>/{method}__r{ratio}__lr{lr}__s{seed}/    one tpp.pipeline prune job: report.json, metrics.jsonl,
+                                                  pruned_model.pt, ... plus run.json (its grid point)
+
+A job whose ``report.json`` exists is skipped, so an interrupted grid continues where it stopped
+(an interrupted job resumes from its own checkpoints). Regularised methods (TPP, ...) regularise
+once per (method, ratio, seed): the jobs for the other fine-tuning LRs start from the first job's
+``pruned.pt``, because the regularisation phase does not depend on the fine-tuning LR.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from tpp.errors import ConfigError
+from tpp.recipes.base import base_model
+from tpp.recipes.dryrun import describe_grid
+from tpp.recipes.grid import GridPoint, build_grid, tpp_options
+from tpp.recipes.schema import Recipe, load_recipe
+from tpp.training import atomic_write_json, seed_everything
+
+RUN_FILE = "run.json"
+
+
+def run_recipe(
+    recipe: Recipe | str | Path,
+    out_dir: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    ratios: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    lrs: Sequence[int] | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    checkpoint: str | None = None,
+    report: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+    dry_run: bool = False,
+    fast: bool = False,
+    print_fn: Callable[[str], None] = print,
+) -> list[Path]:
+    """Run every selected grid point of ``recipe`` into ``out_dir``; returns the job folders.
+
+    ``report`` overrides the recipe's ``report:`` path; ``download`` fetches missing MNIST/CIFAR files. ``dry_run`` only prints the grid and the
+    FLOPs speedup of each ratio (no data, no training). ``fast`` shortens the TPP schedule 10x.
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out_dir)
+    grid = build_grid(recipe, seeds=seeds, ratios=ratios, methods=methods, lrs=lrs)
+    if dry_run:
+        print_fn(describe_grid(recipe, grid, out, fast))
+        return [out / p.folder for p in grid]
+    if recipe.base is None and not (checkpoint or recipe.checkpoint):
+        raise ConfigError(
+            f"recipe {recipe.name} prunes a pretrained model: set 'checkpoint:' in the recipe or pass --checkpoint FILE")
+    from tpp.data import build_loaders
+    from tpp.models import example_inputs
+
+    data_dir = data_dir if data_dir is not None else recipe.data_dir
+    options = tpp_options(recipe, fast)
+    folders = []
+    for seed in dict.fromkeys(p.seed for p in grid):
+        points = [p for p in grid if p.seed == seed]
+        if all((out / p.folder / "report.json").is_file() for p in points):
+            folders += [out / p.folder for p in points]
+            _say(quiet, print_fn, f"seed {seed}: all {len(points)} jobs already finished")
+            continue
+        train, test, info = build_loaders(recipe.dataset, data_dir, batch_size=recipe.batch_size,
+                                          test_batch_size=recipe.test_batch_size, device=device, seed=seed,
+                                          num_workers=recipe.num_workers, download=download)
+        base = base_model(recipe, out, seed, (train, test), checkpoint=checkpoint, device=device, quiet=quiet,
+                          print_fn=print_fn)
+        inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=2,
+                                image_size=info.image_size).to(device)
+        for point in points:
+            folders.append(_run_point(recipe, point, out, base, (train, test), inputs, options, fast, quiet, print_fn))
+    path = report if report is not None else recipe.report
+    if path is not None:
+        write_recipe_report(recipe, out, path)
+        _say(quiet, print_fn, f"report: {path}")
+    return folders
+
+
+def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, options, fast, quiet, print_fn) -> Path:
+    from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
+    from tpp.pruning import get_method
+    from tpp.training import RunDirectory
+
+    folder = out / point.folder
+    if (folder / "report.json").is_file():
+        _say(quiet, print_fn, f"skip {point.folder} (finished)")
+        return folder
+    shared = _shared_regularisation(point, folder, out) if get_method(point.method).regularized else None
+    resume = folder.is_dir() and any(folder.iterdir())
+    _say(quiet, print_fn, f"{'resume' if resume else 'run'} {point.folder}"
+         + (f" (regularised model from {shared.name})" if shared else ""))
+    job = PruneJobConfig(
+        method=point.method, ratio=point.ratio, scope=recipe.prune["scope"],
+        pruner_options={**options, "ignored_layers": recipe.prune["ignore"] or None},
+        prune_lr=recipe.prune["prune_lr"], ft_epochs=recipe.finetune["epochs"], ft_lr=point.lr,
+        weight_decay=recipe.finetune["weight_decay"], momentum=recipe.finetune["momentum"],
+        jsv_batches=recipe.jsv["batches"], jsv_every_epoch=recipe.jsv["every_epoch"],
+    )
+    earlier = _read_jsonl(folder / RunDirectory.METRICS) if resume else []
+    run_dir = RunDirectory(folder, overwrite=True)
+    for record in earlier:  # keep the epochs logged before the interruption
+        run_dir.log_epoch(record)
+    atomic_write_json(folder / RUN_FILE, {"recipe": recipe.name, "recipe_file": str(recipe.path or ""),
+                                          "fast": fast, "regularization_shared_from": shared.name if shared else None,
+                                          **point.describe()})
+    run_dir.write_config({"recipe": recipe.name, "model": recipe.model, "dataset": recipe.dataset,
+                          "seed": point.seed, "batch_size": recipe.batch_size, **asdict(job)})
+    run_dir.write_meta(command="run", recipe=recipe.name, seed=point.seed)
+    seed_everything(point.seed)
+    try:
+        run_prune_job(copy.deepcopy(base), loaders[0], loaders[1], inputs, job,
+                      JobContext(out=folder, resume=resume, quiet=quiet, print_fn=print_fn, loggers=[run_dir]))
+    finally:
+        run_dir.close()
+    if shared is not None:
+        _copy_regularisation_facts(shared, folder)
+    return folder
+
+
+def _shared_regularisation(point: GridPoint, folder: Path, out: Path) -> Path | None:
+    """Seed this job with a sibling's regularised model (same method, ratio, seed; other LR)."""
+    if (folder / "pruned.pt").is_file():
+        record = _read(folder / RUN_FILE)
+        name = record.get("regularization_shared_from") if record else None
+        return out / name if name else None
+    for sibling in sorted(out.glob(f"{point.method}__r{point.ratio_label}__lr*__s{point.seed}")):
+        if sibling.name != point.folder and (sibling / "pruned.pt").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(sibling / "pruned.pt", folder / "pruned.pt")
+            return sibling
+    return None
+
+
+def _copy_regularisation_facts(source: Path, folder: Path) -> None:
+    """A job that started from a sibling's pruned model reports the sibling's regularisation phase."""
+    theirs, ours = _read(source / "report.json"), _read(folder / "report.json")
+    if theirs is None or ours is None:
+        return
+    for key in ("regularization", "pruned_indices"):
+        if key in theirs:
+            ours[key] = theirs[key]
+    ours["regularization_shared_from"] = source.name
+    atomic_write_json(folder / "report.json", ours)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a damaged line is not worth failing a resume for
+    return [r for r in records if isinstance(r, dict)]
+
+
+def _say(quiet: bool, print_fn, text: str) -> None:
+    if not quiet:
+        print_fn(text)
+
+
+def write_recipe_report(recipe: Recipe, out: Path, path: str | Path) -> Path:
+    """Collect this recipe's finished jobs under ``out`` and write the markdown report at ``path``."""
+    from tpp.reporting import collect, write_report
+
+    runs = [r for r in collect([out]) if r["run"].get("recipe") in (None, recipe.name)]
+    methods = recipe.prune["methods"]
+    # the recipe's order (LR, method, ratio, seed), which the tables and plots keep
+    runs.sort(key=lambda r: (r["run"].get("lr_index", 0), methods.index(r["method"]) if r["method"] in methods
+                             else len(methods), r["run"].get("ratio_index", 0), str(r["seed"])))
+    from tpp.recipes.expected import paper_rows
+
+    rows, speedups = paper_rows(recipe)
+    bases = []
+    for seed in recipe.seeds:
+        info = _read(out / f"base_s{seed}" / "base.json")
+        if info and info.get("last_top1") is not None:
+            bases.append(f"seed {seed}: {info['last_top1']:.2f}%")
+    intro = [recipe.description.strip(), "",
+             f"- Reproduces: {recipe.paper}", f"- Model / data: `{recipe.model}` on `{recipe.dataset}`",
+             f"- Hardware: {recipe.hardware}; expected wall time: {recipe.expected_wall_time}",
+             f"- Recipe: `{recipe.path or recipe.name}`; job folders: `{out}`"]
+    if bases:
+        intro.append("- Unpruned base model, test top-1 after pretraining: " + ", ".join(bases))
+    if recipe.expected.get("unpruned_top1") is not None:
+        intro.append(f"- Paper's unpruned top-1: {recipe.expected['unpruned_top1']:.2f}%")
+    if recipe.notes.strip():
+        intro += ["", recipe.notes.strip()]
+    return write_report(runs, path, f"{recipe.name}: {recipe.paper}", paper_rows=rows, paper_speedups=speedups,
+                        intro="\n".join(intro))

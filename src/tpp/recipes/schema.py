@@ -1,0 +1,268 @@
+"""Recipe files: a YAML grid of pruning experiments, validated strictly.
+
+Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the key)::
+
+    name: mnist_mlp7_linear            # required; identifies the runs in reports
+    description: "..."                 # required
+    paper: "Fig. 2 (MLP on MNIST)"     # required: what the recipe reproduces
+    hardware: "2-core CPU"             # required: what the wall time below was estimated on
+    expected_wall_time: "~9 h"         # required: stated honestly (estimate from a timed short run)
+    notes: "..."                       # optional free text (deviations, UNCONFIRMED choices)
+    model: mlp7_linear                 # required: a tpp.models name
+    dataset: mnist                     # required: a tpp.data name
+    data_dir: null                     # optional; `tpp run --data-dir` overrides
+    batch_size: 128                    # training batch size of every stage (default 128)
+    test_batch_size: 256               # optional (default 256)
+    num_workers: 4                     # optional, ImageNet loaders only
+    base:                              # EITHER pretrain the base model once per seed ...
+      epochs: 30
+      lr: "0:0.01,15:0.001"            # LR schedule in the paper's notation
+      weight_decay: 1e-4               # optional (default 5e-4); momentum optional (0.9)
+    checkpoint: path/to/base.pt        # ... OR pretrained weights (null = must be given by --checkpoint)
+    prune:
+      methods: [l1, l1+orthp, tpp]     # registered names (tpp.pruning.list_methods())
+      ratios: [0.5, 0.7]               # numbers in [0, 1), or full 'pattern:ratio,...' strings
+      ratio_pattern: null              # e.g. "*layer*.conv1:{ratio}": numbers are substituted into it
+      scope: internal                  # internal | all
+      ignore: []                       # module names/patterns never pruned (pruner ignored_layers)
+      tpp: {reg_step: 1e-4, reg_interval: 10, stabilize_iters: 10000}   # TPP schedule options
+      prune_lr: 0.001                  # constant LR of the regularisation phase
+    finetune:
+      epochs: 90
+      lrs:                             # one fine-tuning run per schedule; a mapping limits
+        - "0:0.01,30:0.001,60:0.0001"    # the schedule to some methods
+        - {schedule: "0:0.001,30:0.0001,60:0.00001", methods: [l1, tpp]}
+      weight_decay: 1e-4               # optional (default 5e-4), also used while regularising
+      momentum: 0.9                    # optional
+    seeds: [0, 1, 2]                   # default [0]
+    jsv: {batches: 1, every_epoch: true}   # optional Jacobian-singular-value logging
+    expected:                          # optional paper numbers for the report
+      source: "Table 1"
+      unpruned_top1: 93.78
+      speedups: [1.45, 1.99]           # aligned with prune.ratios (null = unknown)
+      params_reduction: [31.14, 49.82] # percent, aligned with prune.ratios
+      top1: {"tpp@0": [93.81, 93.46]}  # key: method or method@LR-index; a list aligned with the
+      top1_std: {"tpp@0": [0.11, 0.06]}   # ratios, or one number when the paper's ratio is unknown
+      jsv_after_prune: {l1: 0.0040}    # mean JSV right after pruning, per method
+    report: docs/results/mnist_mlp7_linear.md   # optional markdown report (plots next to it)
+
+Relative paths (``data_dir``, ``checkpoint``, ``report``) are relative to the current directory,
+so run recipes from the repository root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from tpp.errors import ConfigError
+from tpp.recipes import checks
+from tpp.recipes.expected import validate_expected
+
+TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
+            "data_dir", "batch_size", "test_batch_size", "num_workers", "base", "checkpoint", "prune",
+            "finetune", "seeds", "jsv", "expected", "report"}
+REQUIRED_TOP = ("name", "description", "paper", "hardware", "expected_wall_time", "model", "dataset", "prune",
+                "finetune")
+BASE_KEYS = {"epochs", "lr", "weight_decay", "momentum"}
+PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "tpp", "prune_lr"}
+TPP_KEYS = {"reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval", "gram_weight",
+            "bn_reg", "weight_reg", "gram_target"}
+FINETUNE_KEYS = {"epochs", "lrs", "weight_decay", "momentum"}
+JSV_KEYS = {"batches", "every_epoch"}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe; ``raw`` keeps the YAML mapping, ``path`` the file it came from."""
+
+    name: str
+    description: str
+    paper: str
+    hardware: str
+    expected_wall_time: str
+    model: str
+    dataset: str
+    prune: dict[str, Any]
+    finetune: dict[str, Any]
+    notes: str = ""
+    data_dir: str | None = None
+    batch_size: int = 128
+    test_batch_size: int = 256
+    num_workers: int = 4
+    base: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    has_checkpoint_key: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])
+    jsv: dict[str, Any] = field(default_factory=lambda: {"batches": 1, "every_epoch": False})
+    expected: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+    path: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def ratio_spec(self, entry: float | str) -> str:
+        """The ratio text given to the pruner for one ``prune.ratios`` entry."""
+        pattern = self.prune.get("ratio_pattern")
+        if isinstance(entry, str) or not pattern:
+            return str(entry)
+        return pattern.replace("{ratio}", f"{entry:g}")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file (ConfigError with one line on any problem)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist; pass the path of a recipe YAML (see recipes/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"recipe {path} cannot be read as YAML{where}: {type(error).__name__}") from None
+    recipe = validate_recipe(data if data is not None else {}, where=str(path))
+    recipe.path = path
+    return recipe
+
+
+def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
+    """Check every key and value of a recipe mapping and return the :class:`Recipe`."""
+    checks.keys(data, TOP_KEYS, where)
+    for key in REQUIRED_TOP:
+        if data.get(key) in (None, ""):
+            raise ConfigError(f"{where}: required key {key!r} is missing")
+    text = {k: checks.text(data[k], f"{where}: {k}") for k in ("name", "description", "paper", "hardware",
+                                                            "expected_wall_time", "model", "dataset")}
+    if ("base" in data) == ("checkpoint" in data):
+        raise ConfigError(f"{where}: give exactly one of 'base' (pretrain the model) or 'checkpoint' (pretrained weights)")
+    recipe = Recipe(
+        **text, prune=_prune(data["prune"], f"{where}: prune"), finetune=_finetune(data["finetune"], f"{where}: finetune"),
+        notes=checks.text(data.get("notes", ""), f"{where}: notes", empty=True),
+        data_dir=checks.opt_text(data.get("data_dir"), f"{where}: data_dir"),
+        batch_size=checks.whole(data.get("batch_size", 128), f"{where}: batch_size", 1),
+        test_batch_size=checks.whole(data.get("test_batch_size", 256), f"{where}: test_batch_size", 1),
+        num_workers=checks.whole(data.get("num_workers", 4), f"{where}: num_workers", 0),
+        base=_base(data["base"], f"{where}: base") if "base" in data else None,
+        checkpoint=checks.opt_text(data.get("checkpoint"), f"{where}: checkpoint"), has_checkpoint_key="checkpoint" in data,
+        seeds=_seeds(data.get("seeds", [0]), f"{where}: seeds"), jsv=_jsv(data.get("jsv") or {}, f"{where}: jsv"),
+        report=checks.opt_text(data.get("report"), f"{where}: report"), raw=dict(data),
+    )
+    recipe.expected = validate_expected(data.get("expected") or {}, f"{where}: expected", recipe)
+    _check_names(recipe, where)
+    return recipe
+
+
+def _check_names(recipe: Recipe, where: str) -> None:
+    from tpp.data import dataset_info
+    from tpp.models import list_models
+    from tpp.pruning import list_methods
+
+    if recipe.model not in list_models():
+        raise ConfigError(f"{where}: unknown model {recipe.model!r}; choose from {', '.join(list_models())}")
+    dataset_info(recipe.dataset)  # DataError names the valid datasets
+    for methods in recipe.finetune["lr_methods"]:
+        for method in methods or ():
+            if method not in recipe.prune["methods"]:
+                raise ConfigError(f"{where}: finetune: lrs: method {method!r} is not in prune.methods")
+    unknown = [m for m in recipe.prune["methods"] if m not in list_methods()]
+    if unknown:
+        raise ConfigError(f"{where}: unknown pruning method {unknown[0]!r}; choose from {', '.join(list_methods())}")
+
+
+def _base(data: Any, where: str) -> dict[str, Any]:
+    checks.keys(data, BASE_KEYS, where)
+    if "epochs" not in data or "lr" not in data:
+        raise ConfigError(f"{where} needs 'epochs' and 'lr' (e.g. epochs: 30, lr: '0:0.01,15:0.001')")
+    return {"epochs": checks.whole(data["epochs"], f"{where}: epochs", 1), "lr": checks.schedule(data["lr"], f"{where}: lr"),
+            "weight_decay": checks.number(data.get("weight_decay", 5e-4), f"{where}: weight_decay"),
+            "momentum": checks.number(data.get("momentum", 0.9), f"{where}: momentum")}
+
+
+def _prune(data: Any, where: str) -> dict[str, Any]:
+    from tpp.pruning import parse_ratio
+
+    checks.keys(data, PRUNE_KEYS, where)
+    methods = [checks.text(m, f"{where}: methods") for m in checks.non_empty_list(data.get("methods"), f"{where}: methods")]
+    pattern = checks.opt_text(data.get("ratio_pattern"), f"{where}: ratio_pattern")
+    if pattern is not None and "{ratio}" not in pattern:
+        raise ConfigError(f"{where}: ratio_pattern {pattern!r} must contain '{{ratio}}', e.g. '*layer*.conv1:{{ratio}}'")
+    ratios: list[float | str] = []
+    for entry in checks.non_empty_list(data.get("ratios"), f"{where}: ratios"):
+        if isinstance(entry, (int, float)) and not isinstance(entry, bool):
+            parse_ratio(float(entry))  # range check
+            ratios.append(float(entry))
+            if pattern is not None:
+                parse_ratio(pattern.replace("{ratio}", f"{entry:g}"))
+        elif isinstance(entry, str):
+            parse_ratio(entry)
+            ratios.append(entry)
+        else:
+            raise ConfigError(f"{where}: ratio {entry!r} must be a number in [0, 1) or a 'pattern:ratio,...' string")
+    if len(set(map(str, ratios))) != len(ratios):
+        raise ConfigError(f"{where}: ratios contain a duplicate")
+    scope = data.get("scope", "internal")
+    if scope not in ("internal", "all"):
+        raise ConfigError(f"{where}: scope must be 'internal' or 'all', got {scope!r}")
+    ignore = data.get("ignore") or []
+    if not isinstance(ignore, list) or not all(isinstance(i, str) for i in ignore):
+        raise ConfigError(f"{where}: ignore must be a list of module names or patterns, got {ignore!r}")
+    tpp = data.get("tpp") or {}
+    checks.keys(tpp, TPP_KEYS, f"{where}: tpp")
+    tpp = {k: _tpp_option(k, v, f"{where}: tpp: {k}") for k, v in tpp.items()}
+    return {"methods": methods, "ratios": ratios, "ratio_pattern": pattern, "scope": scope, "ignore": list(ignore),
+            "tpp": tpp, "prune_lr": checks.number(data.get("prune_lr", 1e-3), f"{where}: prune_lr")}
+
+
+def _tpp_option(key: str, value: Any, where: str) -> Any:
+    if key in ("bn_reg", "weight_reg"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if key == "gram_target":
+        if value not in ("decorrelate", "kernorth"):
+            raise ConfigError(f"{where} must be 'decorrelate' or 'kernorth', got {value!r}")
+        return value
+    number = checks.number(value, where)
+    if key in ("reg_interval", "stabilize_iters", "zero_out_interval"):
+        if number != int(number):
+            raise ConfigError(f"{where} must be a whole number of iterations, got {value!r}")
+        return int(number)
+    return number
+
+
+def _finetune(data: Any, where: str) -> dict[str, Any]:
+    checks.keys(data, FINETUNE_KEYS, where)
+    if "epochs" not in data or "lrs" not in data:
+        raise ConfigError(f"{where} needs 'epochs' and 'lrs' (a list of LR schedules)")
+    lrs, lr_methods = [], []
+    for entry in checks.non_empty_list(data["lrs"], f"{where}: lrs"):
+        if isinstance(entry, Mapping):  # {schedule: ..., methods: [...]}: only these methods use it
+            checks.keys(entry, {"schedule", "methods"}, f"{where}: lrs")
+            methods = entry.get("methods")
+            if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods) or not methods:
+                raise ConfigError(f"{where}: lrs: 'methods' must be a non-empty list of method names")
+            lrs.append(checks.schedule(entry.get("schedule"), f"{where}: lrs: schedule"))
+            lr_methods.append(list(methods))
+        else:
+            lrs.append(checks.schedule(entry, f"{where}: lrs"))
+            lr_methods.append(None)
+    return {"epochs": checks.whole(data["epochs"], f"{where}: epochs", 0), "lrs": lrs, "lr_methods": lr_methods,
+            "weight_decay": checks.number(data.get("weight_decay", 5e-4), f"{where}: weight_decay"),
+            "momentum": checks.number(data.get("momentum", 0.9), f"{where}: momentum")}
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    seeds = [checks.whole(s, where, 0) for s in checks.non_empty_list(value, where)]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where} contain a duplicate")
+    return seeds
+
+
+def _jsv(data: Any, where: str) -> dict[str, Any]:
+    checks.keys(data, JSV_KEYS, where)
+    every = data.get("every_epoch", False)
+    if not isinstance(every, bool):
+        raise ConfigError(f"{where}: every_epoch must be true or false, got {every!r}")
+    return {"batches": checks.whole(data.get("batches", 1), f"{where}: batches", 0), "every_epoch": every}
