@@ -158,8 +158,8 @@ def add_speed_args(parser: argparse.ArgumentParser) -> None:
     """``--amp``, ``--channels-last``, ``--compile`` and ``--dist-timeout`` (multi-process runs)."""
     group = parser.add_argument_group(
         "speed and multi-process runs",
-        "launch with `torchrun --nproc_per_node N -m tpp ...` for DistributedDataParallel on N processes "
-        "(--batch-size is the global batch, split evenly over the processes; only rank 0 writes files)",
+        "launch with `torchrun --nproc_per_node N -m tpp ...` for DistributedDataParallel on N\n"
+        "processes: --batch-size is the global batch, split evenly over them; only rank 0 writes files",
     )
     group.add_argument("--amp", choices=("bf16", "fp16"), default=None,
                        help="mixed precision: bf16 autocast (CPU or CUDA) or fp16 autocast + loss scaling (CUDA only)")

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
-from tpp.distributed import broadcast_object
+from tpp.distributed import broadcast_object, broadcast_parameters
 from tpp.metrics.counting import count
 from tpp.pruning.methods import get_method
 from tpp.pruning.serialization import load_pruned, save_pruned
@@ -121,6 +121,7 @@ def run_prune_job(
         model = pruner.prune()  # a DDP model comes back re-wrapped around the smaller module
         if method.after_prune is not None:
             method.after_prune(unwrap_model(model))
+            broadcast_parameters(unwrap_model(model))  # a random re-init must be the same on every rank
         model = _prepared(model, context)  # re-applies channels_last, which removal loses
         if pruned_file is not None and context.rank == 0:
             save_pruned(model, pruned_file)
