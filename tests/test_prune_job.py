@@ -63,6 +63,20 @@ def test_prune_resumes_a_killed_job_after_removal(pretrained, tmp_path):
     second = json.loads((out / "report.json").read_text())
     assert second["counts_after"] == first["counts_after"]
     assert second["finetune"]["last_top1"] == first["finetune"]["last_top1"]
+    # what earlier processes recorded survives the resume
+    assert second["regularization"] == first["regularization"]
+    assert second["pruned_indices"] == first["pruned_indices"]
+    assert second["finetune"]["history"] == first["finetune"]["history"]
+
+
+def test_prune_resume_mid_finetune_keeps_the_whole_history(pretrained, tmp_path):
+    out = tmp_path / "job"
+    assert _prune(pretrained, out) == 0  # 1 fine-tuning epoch, as if killed after it
+    assert _prune(pretrained, out, "--resume", "--ft-epochs", "3") == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [h["epoch"] for h in report["finetune"]["history"]] == [0, 1, 2]
+    stages = [json.loads(line)["stage"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert stages.count("finetune") == 3 and "regularize" in stages
 
 
 @pytest.mark.parametrize("method", ["l1", "tpp"])

@@ -145,7 +145,7 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
                              world_size=dist_context.world_size)
 
     def create_run_dir() -> Any:
-        run_dir = training.RunDirectory(out, resume=False, overwrite=args.overwrite or args.resume)
+        run_dir = training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite, checkpoint_required=False)
         run_dir.write_config(config)
         run_dir.write_meta(command="prune", seed=args.seed, device=str(device), device_name=training.device_name(device),
                            world_size=dist_context.world_size)

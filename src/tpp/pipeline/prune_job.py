@@ -35,7 +35,7 @@ import torch.nn as nn
 from tpp.distributed import broadcast_object, broadcast_parameters
 from tpp.metrics.counting import count
 from tpp.pruning.methods import get_method
-from tpp.pruning.serialization import load_pruned, save_pruned
+from tpp.pruning.serialization import load_pruned, read_pruned, save_pruned
 from tpp.training import (
     StepHooks,
     Trainer,
@@ -110,7 +110,8 @@ def run_prune_job(
         say(f"resuming: loading the pruned model from {pruned_file}")
         # the old DDP wrapper holds buckets of the replaced parameters: re-wrap the bare module
         model = _prepared(load_pruned(pruned_file, base_model=unwrap_model(model)), context)
-        report["regularization"] = {"resumed_after_removal": True}
+        saved = read_pruned(pruned_file)["extra"]  # what stage 1 knew, kept in the file for resumes
+        report.update({k: saved[k] for k in ("pruned_indices", "regularization") if k in saved})
     else:
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
                                     global_ratio=config.global_ratio, **_pruner_options(config, method))
@@ -124,7 +125,8 @@ def run_prune_job(
             broadcast_parameters(unwrap_model(model))  # a random re-init must be the same on every rank
         model = _prepared(model, context)  # re-applies channels_last, which removal loses
         if pruned_file is not None and context.rank == 0:
-            save_pruned(model, pruned_file)
+            save_pruned(model, pruned_file, extra=_plain({k: report[k] for k in ("pruned_indices", "regularization")
+                                                          if k in report}))
     report["accuracy_after_removal"] = evaluate(unwrap_model(model), test_loader, device)
     if config.jsv_batches > 0:
         report["jsv_after_prune"] = _jsv(unwrap_model(model), train_loader, config)
@@ -206,7 +208,7 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
         trainer.resume(last, load_checkpoint(last))
     result = trainer.fit()
     keys = ("epoch", "lr", "train_loss", "test_top1", "best_top1", "jsv_mean")
-    history = [{k: r[k] for k in keys if k in r} for r in result.history]
+    history = [{k: r[k] for k in keys if k in r} for r in _finetune_records(context, result.history)]
     return model, {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
                    "last_top5": result.last_top5, "history": history}
 
@@ -245,6 +247,17 @@ def plot_jsv_curve(report: dict[str, Any], path: Path) -> Path | None:
     plt.close(figure)
     temporary.replace(path)
     return path
+
+
+def _finetune_records(context: JobContext, fallback: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every fine-tuning epoch of the job, earlier processes' too when it was resumed."""
+    for logger in context.loggers:
+        records = getattr(logger, "records", None)
+        if records:
+            by_epoch = {r["epoch"]: r for r in records if r.get("stage") == "finetune"}
+            if by_epoch:
+                return [by_epoch[e] for e in sorted(by_epoch)]
+    return fallback
 
 
 class _StageLogger:

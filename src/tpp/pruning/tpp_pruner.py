@@ -328,6 +328,6 @@ def _rewrap(wrapper: nn.Module, module: nn.Module) -> nn.Module:
     if isinstance(wrapper, nn.parallel.DistributedDataParallel):
         return nn.parallel.DistributedDataParallel(
             module, device_ids=wrapper.device_ids, output_device=wrapper.output_device,
-            broadcast_buffers=wrapper.broadcast_buffers, find_unused_parameters=wrapper.find_unused_parameters,
+            find_unused_parameters=wrapper.find_unused_parameters,
         )
     return wrapper

@@ -67,14 +67,19 @@ class RunDirectory:
     LAST = "last.pt"
     BEST = "best.pt"
 
-    def __init__(self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False,
+        checkpoint_required: bool = True,
+    ) -> None:
+        """``checkpoint_required=False`` lets jobs whose checkpoints live in sub-folders (``tpp prune``)
+        resume without a ``last.pt`` at the top; earlier metric records are kept either way."""
         self.path = Path(path)
         self.resume = resume
         self._records: list[dict[str, Any]] = []
         if self.path.exists() and not self.path.is_dir():
             raise CheckpointError(f"run directory {self.path} exists and is a file; pass another --out")
         non_empty = self.path.is_dir() and any(self.path.iterdir())
-        if resume and not (self.path / self.LAST).is_file():
+        if resume and checkpoint_required and not (self.path / self.LAST).is_file():
             raise CheckpointError(
                 f"--resume given but {self.path / self.LAST} does not exist; start without --resume"
             )
