@@ -115,7 +115,7 @@ def test_resumed_two_rank_job_equals_an_uninterrupted_single_process(ddp_job, ba
     _assert_same_weights(job / "pruned_model.pt", single / "pruned_model.pt")
     report = json.loads((job / "report.json").read_text())
     assert report["finetune"]["epochs"] == 2
-    assert report["regularization"] == {"resumed_after_removal": True}
+    assert report["regularization"]["iterations"] > 0  # stage-1 stats survive the resume
 
 
 def test_rank0_failure_stops_every_rank_with_one_line(base, tmp_path):
