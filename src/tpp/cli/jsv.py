@@ -1,0 +1,64 @@
+"""``tpp jsv``: trainability of a checkpoint, as the mean Jacobian singular value (digest §3)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tpp.cli.common import add_command, add_data_args, add_model_args, positive_int, require
+
+DESCRIPTION = """\
+Jacobian singular values (JSV) of the logits with respect to the input, per example, on the first
+--batches batches of the training data (as the paper measures them). Prints mean, std, min, max and
+the mean condition number. Dynamical isometry means JSVs close to 1.
+
+examples:
+  tpp jsv --checkpoint runs/job/pruned_model.pt --dataset mnist --data-dir ../shared/data
+  tpp jsv --checkpoint base.pt --model resnet56 --dataset cifar10 --batches 4 --train-mode
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``tpp jsv``."""
+    parser = add_command(subparsers, "jsv", help="Jacobian singular values (trainability) of a checkpoint",
+                         description=DESCRIPTION)
+    parser.add_argument("--checkpoint", metavar="FILE", help="tpp checkpoint, pruned model or state_dict (required)")
+    add_model_args(parser, required=False)
+    add_data_args(parser, train=True)
+    parser.add_argument("--batches", type=positive_int, default=1, help="how many batches to measure")
+    parser.add_argument("--split", default="train", choices=("train", "test"), help="which split to read")
+    parser.add_argument("--train-mode", action="store_true", help="BatchNorm in train mode, as the paper measured (stats restored)")
+    parser.add_argument("--directions", type=positive_int, metavar="R", help="estimate from R random output directions (many classes)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--config", metavar="FILE", help="YAML file of option values")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure and print the JSV summary. Returns 0."""
+    require(args, "checkpoint", "dataset")
+    from tpp import training
+    from tpp.cli.loading import model_from_checkpoint
+    from tpp.data import build_loaders, dataset_info
+    from tpp.metrics.jacobian import jacobian_singular_values
+
+    device = training.resolve_device(args.device)
+    info = dataset_info(args.dataset)
+    payload = training.load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(args.checkpoint, payload, model_name=args.model, num_classes=info.num_classes,
+                                  in_channels=info.in_channels).to(device)
+    train_loader, test_loader, _ = build_loaders(info.name, args.data_dir, batch_size=args.batch_size,
+                                                 test_batch_size=args.test_batch_size, device=device,
+                                                 download=args.download, seed=args.seed)
+    loader = train_loader if args.split == "train" else test_loader
+    result = jacobian_singular_values(model, loader, max_batches=args.batches, train_mode=args.train_mode,
+                                      num_directions=args.directions)
+    summary = result.as_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+    return 0
