@@ -110,3 +110,11 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, capsys):
                  "--ratio", "0.5", "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "architecture" in err
+
+
+def test_speedup_target_picks_the_ratio(pretrained, tmp_path):
+    out = tmp_path / "job"
+    assert main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
+                 "--speedup", "2.0", *SHORT, "--ft-epochs", "0", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert abs(report["speedup"] / 2.0 - 1) <= 0.02

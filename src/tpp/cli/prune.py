@@ -63,6 +63,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--ratio", default=None, metavar="R",
                        help="per-layer ratio: a number, or 'PATTERN:R,...' on module names (e.g. '*layer*.conv1:0.5')")
     group.add_argument("--global-ratio", type=float, metavar="R", help="rank channels network-wide and prune this fraction")
+    group.add_argument("--speedup", type=float, metavar="X",
+                       help="find the ratio that gives this FLOPs speedup (within 2%%); with --ratio 'PATTERN:{ratio}' "
+                       "the search runs on the pattern's ratio")
+    group.add_argument("--target-flops", type=float, metavar="F", help="like --speedup, for a FLOPs budget per image")
     group.add_argument("--scope", default="internal", choices=("internal", "all"),
                        help="internal: the paper's (no residual-coupled channels); all: every dependency group")
     group.add_argument("--ignore", action="append", default=[], metavar="PATTERN", help="module names never pruned")
@@ -97,8 +101,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the three stages and print a summary (rank 0). Returns 0."""
     require(args, "model", "dataset", "checkpoint")
-    if args.ratio is None and args.global_ratio is None:
-        raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5') or --global-ratio")
+    if args.ratio is None and args.global_ratio is None and not (args.speedup or args.target_flops):
+        raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5'), --global-ratio, --speedup or --target-flops")
     from tpp import distributed, training
     from tpp.training.amp import check_amp
 
@@ -123,7 +127,8 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning.selection import parse_ratio
 
-    ratio = parse_ratio(args.ratio) if args.ratio is not None else None
+    searching = bool(args.speedup or args.target_flops)
+    ratio = parse_ratio(args.ratio) if args.ratio is not None and not searching else None
     device, main = dist_context.device, dist_context.is_main
     info = dataset_info(args.dataset)
     batch_size = per_rank_batch_size(args.batch_size, dist_context.world_size)
@@ -139,6 +144,8 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
         download=args.download, seed=args.seed, num_workers=args.num_workers, train_subset=args.train_subset,
         rank=dist_context.rank, world_size=dist_context.world_size)
     inputs = example_inputs(args.model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
+    if searching:
+        ratio = _search_ratio(args, model, inputs, dist_context.is_main and not args.quiet)
     prepare = partial(distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False)))
     model = prepare(model)
     config = resolved_config(args, command="prune", dataset=info.name, device=str(device), out=str(out),
@@ -172,6 +179,24 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     if main:
         print(summary_line(args.method, report, out))
     return 0
+
+
+def _search_ratio(args: argparse.Namespace, model: Any, inputs: Any, verbose: bool) -> Any:
+    """The ratio (or filled-in pattern) that meets --speedup / --target-flops, found by counting."""
+    from tpp.pruning.selection import parse_ratio
+    from tpp.pruning.target import find_ratio_for_flops, find_ratio_for_speedup
+
+    pattern = args.ratio if args.ratio and "{ratio}" in args.ratio else None
+    options = dict(scope=args.scope, pattern=pattern, ignored_layers=args.ignore or None)
+    if args.speedup:
+        found, achieved = find_ratio_for_speedup(model, inputs, args.speedup, **options)
+        what = f"{achieved:.3f}x FLOPs speedup"
+    else:
+        found, achieved = find_ratio_for_flops(model, inputs, args.target_flops, **options)
+        what = f"{achieved:.4g} FLOPs per image"
+    if verbose:
+        print(f"ratio {found:.4g} gives {what}")
+    return parse_ratio(pattern.replace("{ratio}", f"{found:g}")) if pattern else found
 
 
 def summary_line(method: str, report: dict[str, Any], out: Path) -> str:
