@@ -206,3 +206,21 @@ def resolved_config(args: argparse.Namespace, **overrides: Any) -> dict[str, Any
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     config.update(overrides)
     return config
+
+
+def launch(args: argparse.Namespace, body: Any) -> int:
+    """Common start of multi-process-capable commands: device, AMP check, torchrun group, shutdown.
+
+    ``body(args, context)`` does the work with a :class:`tpp.distributed.DistributedContext`.
+    """
+    from tpp import distributed, training
+    from tpp.training.amp import check_amp
+
+    device = training.resolve_device(args.device)
+    check_amp(getattr(args, "amp", None), device)  # fp16 on CPU: fail before anything starts
+    if getattr(args, "resume", False) and not args.out:
+        raise ConfigError("--resume needs --out pointing at the run directory to continue")
+    context = distributed.init_distributed(device, getattr(args, "dist_timeout", 30.0))
+    code = body(args, context)
+    distributed.shutdown(context)  # only on success: after an error the peers are stopped by torchrun
+    return code

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tpp.cli.common import (
+    launch,
     add_command,
     add_data_args,
     add_model_args,
@@ -103,18 +104,10 @@ def run(args: argparse.Namespace) -> int:
     require(args, "model", "dataset", "checkpoint")
     if args.ratio is None and args.global_ratio is None and not (args.speedup or args.target_flops):
         raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5'), --global-ratio, --speedup or --target-flops")
-    from tpp import distributed, training
-    from tpp.training.amp import check_amp
+    from tpp import training
 
     training.parse_lr_schedule(args.ft_lr)  # fail early on a malformed schedule
-    device = training.resolve_device(args.device)
-    check_amp(getattr(args, "amp", None), device)
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out pointing at the job directory to continue")
-    context = distributed.init_distributed(device, getattr(args, "dist_timeout", 30.0))
-    code = _prune(args, context)
-    distributed.shutdown(context)  # only on success: after an error the peers are stopped by torchrun
-    return code
+    return launch(args, _prune)
 
 
 def _prune(args: argparse.Namespace, dist_context: Any) -> int:

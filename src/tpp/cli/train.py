@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tpp.cli.common import (
+    launch,
     add_command,
     add_data_args,
     add_model_args,
@@ -91,17 +92,7 @@ def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path:
 def run(args: argparse.Namespace) -> int:
     """Train; prints a final one-line summary (rank 0). Returns 0."""
     require(args, "model", "dataset")
-    from tpp import distributed, training
-    from tpp.training.amp import check_amp
-
-    device = training.resolve_device(args.device)
-    check_amp(getattr(args, "amp", None), device)  # fp16 on CPU: fail before anything starts
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out pointing at the run directory to continue")
-    context = distributed.init_distributed(device, getattr(args, "dist_timeout", 30.0))
-    code = _train(args, context)
-    distributed.shutdown(context)  # only on success: after an error the peers are stopped by torchrun
-    return code
+    return launch(args, _train)
 
 
 def _train(args: argparse.Namespace, context: Any) -> int:
