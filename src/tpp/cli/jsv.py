@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batches", type=positive_int, default=1, help="how many batches to measure")
     parser.add_argument("--split", default="train", choices=("train", "test"), help="which split to read")
     parser.add_argument("--train-mode", action="store_true", help="BatchNorm in train mode, as the paper measured (stats restored)")
-    parser.add_argument("--directions", type=positive_int, metavar="R", help="estimate from R random output directions (many classes)")
+    parser.add_argument("--directions", type=positive_int, metavar="R",
+                        help="estimate the mean JSV with R Lanczos steps instead of K exact VJPs (many classes; eval mode only)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -40,6 +41,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Measure and print the JSV summary. Returns 0."""
     require(args, "checkpoint", "dataset")
+    if args.train_mode and args.directions:
+        from tpp.errors import ConfigError
+
+        raise ConfigError("--directions estimates in eval mode only; drop --train-mode or --directions")
     from tpp import training
     from tpp.cli.loading import model_from_checkpoint
     from tpp.data import build_loaders, dataset_info

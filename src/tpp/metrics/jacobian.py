@@ -43,11 +43,10 @@ _STEPS_PER_PROBE = 20  # Lanczos steps per probe: enough for the quadrature of s
 class JSVResult:
     """Jacobian singular values of ``N`` examples and summary statistics (plain floats).
 
-    ``singular_values``: ``[N, K]`` float64 CPU tensor, descending per example. ``mean`` is the
-    paper's mean JSV (over all examples and values); ``std`` the population std of the same values
-    (numpy's default, as the official code); ``min``/``max`` the extremes. ``condition_number`` is
-    the mean over examples of ``s_max / s_min``, leaving out the ``num_condition_ignored`` examples
-    whose ratio is inf or NaN (``s_min == 0``); NaN if all are left out.
+    ``singular_values``: ``[N, K]`` float64 CPU tensor, descending per example. ``mean``: the
+    paper's mean JSV (over all examples and values); ``std``: their population std (numpy's
+    default, as the official code). ``condition_number``: mean over examples of ``s_max / s_min``
+    without the ``num_condition_ignored`` inf/NaN ones (``s_min == 0``); NaN if none is left.
 
     When ``estimated`` (``num_directions < K``), ``mean`` and ``std`` are stochastic Lanczos
     quadrature estimates, and ``singular_values`` ``[N, m]`` holds Ritz values (Lanczos estimates of
@@ -102,24 +101,16 @@ def jacobian_singular_values(
     No side effects: module mode flags and buffers are restored, parameter ``.grad`` is never
     touched, and inputs are copied to the model's device (and floating dtype).
     """
-    if train_mode and chunk_size is not None:
-        raise ValueError(
-            "chunk_size applies to eval mode only: in train mode BatchNorm statistics couple the "
-            "examples of a batch, so each batch is one forward pass; use smaller batches instead."
-        )
-    if train_mode and num_directions is not None:
-        raise ValueError(
-            "num_directions needs eval mode: the estimator folds probes into the batch, which "
-            "BatchNorm batch statistics would couple; train mode is always exact."
-        )
+    if train_mode and (chunk_size is not None or num_directions is not None):
+        # BatchNorm batch statistics couple a batch: it must be one forward pass, and probes
+        # cannot be folded into it.
+        raise ValueError("chunk_size and num_directions need eval mode (train mode: whole batches, exact)")
     checks = {"chunk_size": chunk_size, "num_directions": num_directions, "max_batches": max_batches}
     for name, value in checks.items():
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
 
-    ref = next(iter(model.parameters()), None)
-    if ref is None:
-        ref = next(iter(model.buffers()), None)
+    ref = next(iter(model.parameters()), next(iter(model.buffers()), None))
     modes = {m: m.training for m in model.modules()}
     saved = [b.detach().clone() for b in model.buffers()] if train_mode else []
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -186,19 +177,22 @@ def _batch_jsv(
         raise ValueError("empty input batch")
     batched = _use_batched_vjp(model)
     if train_mode:  # whole batch, exact: its BatchNorm statistics define the metric
-        vals = _exact_chunk(model, x, batched)
+        vals, _ = _exact_chunk(model, x, batched, None)
+        assert vals is not None
         return vals, vals.mean(1), vals.pow(2).mean(1), False
-    with torch.no_grad():  # one example's forward tells K
-        k = _logits(model, x[:1]).shape[1]
-    r = min(num_directions or min(k, _MAX_EXACT_CLASSES), k)
-    step = chunk_size or max(1, _BUDGET_BYTES // (r * d * 8))
-    parts = []
-    for start in range(0, n, step):
-        xc = x[start : start + step]
-        if r < k:
+    # R <= r_max; K is only known after a forward pass, so the first chunk is sized for r_max.
+    r_max = num_directions or _MAX_EXACT_CLASSES
+    r, k, start, parts = r_max, None, 0, []
+    while start < n:
+        xc = x[start : start + (chunk_size or max(1, _BUDGET_BYTES // (r * d * 8)))]
+        start += xc.shape[0]
+        vals = None
+        if k is None or r == k:  # exact, or first chunk: its forward pass tells K
+            vals, k = _exact_chunk(model, xc, batched, r_max)
+            r = min(r_max, k)
+        if vals is None:  # R < K: estimate
             parts.append(_slq_chunk(model, xc, k, r, generator))
         else:
-            vals = _exact_chunk(model, xc, batched)
             parts.append((vals, vals.mean(1), vals.pow(2).mean(1)))
     vals, means, mean_sqs = (torch.cat(t) for t in zip(*parts))
     return vals, means, mean_sqs, r < k
@@ -212,11 +206,16 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _exact_chunk(model: nn.Module, x: torch.Tensor, batched: bool) -> torch.Tensor:
-    """Exact descending singular values ``[b, K]``: one forward, K batch-sum VJPs, Gram eigvalsh."""
+def _exact_chunk(
+    model: nn.Module, x: torch.Tensor, batched: bool, max_classes: int | None
+) -> tuple[torch.Tensor | None, int]:
+    """Exact descending singular values ``[b, K]`` (one forward, K batch-sum VJPs, Gram eigvalsh),
+    or None if ``K > max_classes``; and ``K``."""
     x = x.detach().clone().requires_grad_(True)  # fresh leaf: the caller's tensor is untouched
     logits = _logits(model, x)
     b, k = logits.shape
+    if max_classes is not None and k > max_classes:
+        return None, k
     dirs = torch.eye(k, dtype=logits.dtype, device=logits.device).unsqueeze(1).expand(k, b, k)
     jac = torch.zeros(b, k, x[0].numel(), dtype=torch.float64, device=x.device)  # float64 Gram
     if logits.requires_grad:  # else the logits are constant and J = 0
@@ -230,7 +229,7 @@ def _exact_chunk(model: nn.Module, x: torch.Tensor, batched: bool) -> torch.Tens
             if g is not None:  # [per_call, b, ...] batched, else [b, ...]
                 jac[:, i : i + per_call] = g.flatten(2).transpose(0, 1) if batched else g.flatten(1)[:, None]
     eig = torch.linalg.eigvalsh(jac @ jac.mT)
-    return eig.clamp_min(0).sqrt().flip(-1).cpu()
+    return eig.clamp_min(0).sqrt().flip(-1).cpu(), k
 
 
 def _slq_chunk(
