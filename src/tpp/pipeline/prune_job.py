@@ -114,7 +114,7 @@ def run_prune_job(
         report.update({k: saved[k] for k in ("pruned_indices", "regularization") if k in saved})
     else:
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
-                                    global_ratio=config.global_ratio, **_pruner_options(config, method))
+                                    global_ratio=config.global_ratio, **_pruner_options(config))
         report["pruned_indices"] = pruner.pruned_indices
         if method.regularized:
             report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out, say)
@@ -157,7 +157,7 @@ def _exists(path: Path | None) -> bool:
     return bool(broadcast_object(path is not None and path.is_file()))
 
 
-def _pruner_options(config: PruneJobConfig, method) -> dict[str, Any]:
+def _pruner_options(config: PruneJobConfig) -> dict[str, Any]:
     return {k: v for k, v in config.pruner_options.items() if k in TPP_OPTION_NAMES and v is not None}
 
 

@@ -124,11 +124,3 @@ class SelectedParameters:
         """Set the selected rows to exactly 0."""
         if self._ready():
             torch._foreach_mul_([p.data for p, _ in self._specs], self._keep)
-
-    @torch.no_grad()
-    def l2_norm(self) -> float:
-        """Norm of all selected rows together (for progress reporting)."""
-        if not self._ready():
-            return 0.0
-        total = sum(float((p.detach() * m).square().sum()) for (p, _), m in zip(self._specs, self._masks))
-        return total ** 0.5

@@ -30,8 +30,6 @@ from tpp.pruning.removal import remove_channels
 from tpp.pruning.serialization import record_plan
 from tpp.pruning.units import PruningUnit, build_graph, find_units, unwrap
 
-PHASES = ("regularize", "stabilize", "done")
-
 
 class TPPPruner:
     """Selects filters by L1 norm, regularises them towards de-correlation and zero, then removes them.

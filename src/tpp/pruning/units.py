@@ -14,9 +14,10 @@ every unit that can be removed without changing the network's function once its 
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -167,9 +168,7 @@ def _unit_from_group(group, graph, names) -> tuple[PruningUnit | None, str | Non
 
 def _is_graph_op(module) -> bool:
     """Torch-Pruning's stand-ins for functional ops (add, cat, reshape, ...), which only map indices."""
-    return type(module).__module__.startswith("torch_pruning") or isinstance(
-        module, (ops._ElementWiseOp, ops._ConcatOp, ops._SplitOp, ops._ReshapeOp)
-    )
+    return type(module).__module__.startswith("torch_pruning")
 
 
 def _output_layers(graph) -> set[nn.Module]:
@@ -206,7 +205,7 @@ def _resolve_ignored(model: nn.Module, ignored: Iterable[nn.Module | str] | None
     named = dict(model.named_modules())
     for item in ignored or ():
         if isinstance(item, str):
-            matches = [m for n, m in named.items() if n == item or _fnmatch(n, item)]
+            matches = [m for n, m in named.items() if n == item or fnmatch.fnmatchcase(n, item)]
             if not matches:
                 raise ConfigError(f"ignored layer {item!r} is not a module of the model; use a module name or pattern")
             for module in matches:
@@ -214,18 +213,3 @@ def _resolve_ignored(model: nn.Module, ignored: Iterable[nn.Module | str] | None
         else:
             result.update(item.modules())
     return result
-
-
-def _fnmatch(name: str, pattern: str) -> bool:
-    import fnmatch
-
-    return fnmatch.fnmatchcase(name, pattern)
-
-
-def describe(units: Sequence[PruningUnit]) -> str:
-    """A short human-readable listing, one unit per line."""
-    lines = []
-    for u in units:
-        extra = f" (+{len(u.rows) - 1} coupled)" if len(u.rows) > 1 else ""
-        lines.append(f"{u.name}: {u.channels} channels{extra}")
-    return "\n".join(lines)
