@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import tpp
@@ -83,6 +83,7 @@ def test_random_architectures_prune_exactly(blocks, stem, bn, ratio, scope, seed
     model = RandomNet(blocks, stem, bn=bn)
     randomise_batchnorm(model, torch.Generator().manual_seed(seed))
     inputs = torch.randn(2, 3, 16, 16)
+    assume(sum(b[0] == "pool" for b in blocks) <= 4)  # a fifth pooling shrinks 16 px to nothing: no valid network
     probe = torch.randn(3, 3, 16, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -12,18 +12,17 @@ BN affine).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
+from tpp.util.inputs import call_model, move_inputs
+from tpp.util.modules import device_of, unwrap
 
 
 def human(value: float, digits: int = 2) -> str:
@@ -63,16 +62,6 @@ class Counts:
         return f"params {human(self.params)}, MACs {human(self.macs)}, FLOPs {human(self.flops)}"
 
 
-def _to_device(inputs: Any, device: torch.device) -> Any:
-    if torch.is_tensor(inputs):
-        return inputs.to(device)
-    if isinstance(inputs, (list, tuple)):
-        return type(inputs)(_to_device(x, device) for x in inputs)
-    if isinstance(inputs, dict):
-        return {k: _to_device(v, device) for k, v in inputs.items()}
-    return inputs
-
-
 def _first_example(inputs: Any) -> Any:
     """Keep only the first item of the batch: TP adds Linear biases once per batch, not per image,
     so counting on a batch of one is the only batch-size-independent way."""
@@ -85,16 +74,14 @@ def _first_example(inputs: Any) -> Any:
     return inputs
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 @torch.no_grad()
 def _tp_count(model: nn.Module, inputs: Any, layer_wise: bool) -> tuple:
     import torch_pruning as tp  # imported lazily: it is slow to import
 
-    # TP deep-copies and switches the copy to eval; the original's modes and BN stats are untouched
-    return tp.utils.count_ops_and_params(model, inputs, layer_wise=layer_wise)
+    # TP deep-copies and switches the copy to eval; the original's modes and BN stats are untouched.
+    # Its counter prints a notice for keyword-only inputs (dicts), which says nothing to our users.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tp.utils.count_ops_and_params(model, inputs, layer_wise=layer_wise)
 
 
 # The layers whose multiply-accumulates the paper counts.
@@ -107,8 +94,8 @@ def count(model: nn.Module, example_inputs: Any) -> Counts:
     ``example_inputs`` is a tensor (or tuple/dict of tensors) with any batch size; only its first
     example is used. DataParallel/DDP wrappers are unwrapped.
     """
-    bare = _unwrap(model)
-    inputs = _first_example(_to_device(example_inputs, _device_of(bare)))
+    bare = unwrap(model)
+    inputs = _first_example(move_inputs(example_inputs, device_of(bare)))
     all_macs, params, layer_macs, _ = _tp_count(bare, inputs, layer_wise=True)
     macs = int(round(sum(v or 0 for m, v in layer_macs.items() if isinstance(m, _COUNTED_LAYERS))))
     return Counts(params=int(params), macs=macs, flops=2 * macs, all_macs=int(round(all_macs)))
@@ -121,8 +108,8 @@ def layer_table(model: nn.Module, example_inputs: Any) -> list[dict[str, Any]]:
     (the module's own), ``macs`` and ``flops`` (= 2 x macs) per image. Modules the counter does
     not know (e.g. ``Identity``, custom layers) show 0 MACs.
     """
-    bare = _unwrap(model)
-    inputs = _first_example(_to_device(example_inputs, _device_of(bare)))
+    bare = unwrap(model)
+    inputs = _first_example(move_inputs(example_inputs, device_of(bare)))
     leaves = {m: n for n, m in bare.named_modules() if not any(True for _ in m.children())}
     shapes: dict[nn.Module, tuple] = {}
 
@@ -137,7 +124,7 @@ def layer_table(model: nn.Module, example_inputs: Any) -> list[dict[str, Any]]:
     handles = [probe_leaves[m].register_forward_hook(record) for m in leaves]
     try:
         with torch.no_grad():
-            probe(*inputs) if isinstance(inputs, (tuple, list)) else probe(inputs)
+            call_model(probe, inputs)
     finally:
         for handle in handles:
             handle.remove()

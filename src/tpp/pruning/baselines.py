@@ -35,7 +35,7 @@ from tpp.pruning.orthogonality import (
 )
 from tpp.pruning.penalties import SelectedParameters
 from tpp.pruning.tpp_pruner import TPPPruner
-from tpp.pruning.units import unwrap
+from tpp.util.modules import unwrap
 
 # ``--lw_orth_reg 0.1``, the official weight of the KernOrth/OrthConv losses (digest §4).
 ORTH_REG_WEIGHT = 0.1

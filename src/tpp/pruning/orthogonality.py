@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tpp.pruning.units import unwrap
+from tpp.util.modules import unwrap
 
 ORTH_LAYER_TYPES = (nn.Conv2d, nn.Linear)
 

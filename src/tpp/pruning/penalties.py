@@ -74,13 +74,17 @@ class GramPenalty:
 
 
 class SelectedParameters:
-    """Slices (rows) of parameters selected by index along dim 0, handled in bulk with ``_foreach`` ops."""
+    """Slices of parameters selected by index along one dimension (dim 0 unless given), handled in bulk
+    with ``_foreach`` ops.
 
-    def __init__(self, selections: Sequence[tuple[torch.Tensor, torch.Tensor]]):
-        # keep only non-empty selections of parameters that exist
-        self._specs = [(p, rows) for p, rows in selections if p is not None and len(rows) > 0]
+    ``selections`` holds ``(param, indices)`` or ``(param, indices, dim)``; missing parameters (None)
+    and empty selections are dropped.
+    """
+
+    def __init__(self, selections: Sequence[tuple]):
+        self._specs = [(s[0], s[1], s[2] if len(s) > 2 else 0) for s in selections if s[0] is not None and len(s[1]) > 0]
         self._device: torch.device | None = None
-        self._masks: list[torch.Tensor] = []  # 1 on selected rows, shaped to broadcast over the parameter
+        self._masks: list[torch.Tensor] = []  # 1 on selected slices, shaped to broadcast over the parameter
         self._keep: list[torch.Tensor] = []  # 1 - mask
 
     def __len__(self) -> int:
@@ -88,10 +92,11 @@ class SelectedParameters:
 
     def _build(self, device: torch.device) -> None:
         self._masks, self._keep = [], []
-        for param, rows in self._specs:
-            shape = (param.shape[0],) + (1,) * (param.dim() - 1)
+        for param, rows, dim in self._specs:
+            shape = [1] * param.dim()
+            shape[dim] = param.shape[dim]
             mask = torch.zeros(shape, device=device, dtype=param.dtype)
-            mask[rows.to(device)] = 1.0
+            mask.index_fill_(dim, rows.to(device), 1.0)
             self._masks.append(mask)
             self._keep.append(1.0 - mask)
         self._device = device
@@ -110,7 +115,7 @@ class SelectedParameters:
         if strength == 0 or not self._ready():
             return
         grads, params, masks = [], [], []
-        for (param, _), mask in zip(self._specs, self._masks):
+        for (param, _, _), mask in zip(self._specs, self._masks):
             if param.grad is not None:
                 grads.append(param.grad)
                 params.append(param.detach())
@@ -123,4 +128,4 @@ class SelectedParameters:
     def zero_(self) -> None:
         """Set the selected rows to exactly 0."""
         if self._ready():
-            torch._foreach_mul_([p.data for p, _ in self._specs], self._keep)
+            torch._foreach_mul_([p.data for p, _, _ in self._specs], self._keep)

@@ -81,16 +81,21 @@ def layer_ratios(names: Sequence[Sequence[str]], ratio: RatioSpec) -> list[float
         return [float(ratio)] * len(names)
     resolved = [0.0] * len(names)
     for pattern, value in ratio.items():
-        hits = [i for i, unit_names in enumerate(names) if any(fnmatch.fnmatchcase(n, pattern) for n in unit_names)]
+        hits = [i for i, unit_names in enumerate(names) if any(matches(n, pattern) for n in unit_names)]
         if not hits:
             sample = ", ".join(n for unit_names in names[:6] for n in unit_names[:1])
             raise PruningError(
                 f"ratio pattern {pattern!r} matches no prunable layer (prunable layers include: {sample}, ...); "
-                "fix the pattern, or use scope='all' for residual-coupled layers"
+                "fix the pattern"
             )
         for i in hits:
             resolved[i] = value
     return resolved
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Whether module ``name`` matches a ratio pattern (``fnmatch``, case-sensitive)."""
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 def filter_scores(members: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], channels: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Save and load pruned models as data: a channel plan plus a state_dict, never a pickled module.
 
 The plan is Torch-Pruning's pruning history (``[layer name, out-channel?, indices]`` per group, plain
-lists), the example-input shapes used to trace the graph, and the model's registry spec. Loading
+lists), the form, shapes and dtypes of the example inputs used to trace the graph, and the model's spec. Loading
 rebuilds the unpruned architecture, replays the plan, then loads the weights with
 ``torch.load(weights_only=True)``, so a file can never run code.
 """
@@ -16,7 +16,9 @@ import torch
 import torch.nn as nn
 
 from tpp.errors import CheckpointError
-from tpp.pruning.units import build_graph, unwrap
+from tpp.pruning.units import build_graph
+from tpp.util.inputs import input_signature, inputs_from_signature
+from tpp.util.modules import device_of, unwrap
 from tpp.training.atomic import atomic_write
 
 FORMAT = "tpp-pruned-v1"
@@ -24,8 +26,7 @@ FORMAT = "tpp-pruned-v1"
 
 def record_plan(model: nn.Module, history: list, example_inputs: Any) -> None:
     """Append a pruning history to the plan carried by ``model`` (attribute ``tpp_plan``)."""
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    plan = getattr(model, "tpp_plan", None) or {"history": [], "input_shapes": [list(t.shape) for t in inputs]}
+    plan = getattr(model, "tpp_plan", None) or {"history": [], "inputs": input_signature(example_inputs)}
     for name, is_out, idxs in history:
         plan["history"].append([str(name), bool(is_out), [int(i) for i in idxs]])
     model.tpp_plan = plan
@@ -96,8 +97,9 @@ def replay_plan(module: nn.Module, plan: dict | None, source: str | os.PathLike)
     """Shrink an unpruned ``module`` to the shapes recorded in ``plan`` (Torch-Pruning history)."""
     if not plan or not plan.get("history"):
         return
-    inputs = tuple(torch.zeros(shape, device=_device_of(module)) for shape in plan["input_shapes"])
-    graph = build_graph(module, inputs if len(inputs) > 1 else inputs[0])
+    # files written before dict/tuple inputs were recorded have "input_shapes"
+    signature = plan["inputs"] if "inputs" in plan else plan["input_shapes"]
+    graph = build_graph(module, inputs_from_signature(signature, device_of(module)))
     try:
         graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
     except (AttributeError, IndexError, KeyError, ValueError, RuntimeError) as error:
@@ -105,9 +107,3 @@ def replay_plan(module: nn.Module, plan: dict | None, source: str | os.PathLike)
             f"{source} was pruned from a different architecture ({type(error).__name__}); "
             "pass the matching model") from None
     module.tpp_plan = plan
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")

@@ -24,11 +24,12 @@ import torch
 import torch.nn as nn
 
 from tpp.errors import ConfigError, PruningError
-from tpp.pruning import selection
 from tpp.pruning.penalties import GramPenalty, SelectedParameters
-from tpp.pruning.removal import remove_channels
+from tpp.pruning.plan import make_plan
+from tpp.pruning.removal import ModelSnapshot, RemovalError, remove_channels
 from tpp.pruning.serialization import record_plan
-from tpp.pruning.units import PruningUnit, build_graph, find_units, unwrap
+from tpp.pruning.units import PruningUnit, build_graph
+from tpp.util.modules import device_of, unwrap
 
 
 class TPPPruner:
@@ -80,14 +81,14 @@ class TPPPruner:
             zero_out_interval=zero_out_interval, gram_weight=gram_weight, bn_reg=bn_reg, weight_reg=weight_reg,
             global_ratio=global_ratio, gram_target=gram_target,
         )
-        self.graph = build_graph(self.module, example_inputs)
-        self.units: list[PruningUnit] = find_units(self.module, self.graph, scope, ignored_layers)
-        self._units_by_name = {u.name: u for u in self.units}  # every candidate, for load_state_dict
-        if not self.units:
-            raise PruningError(
-                f"no prunable layer found with scope={scope!r}; try scope='all' or check ignored_layers"
-            )
-        self._select(ratio, global_ratio)
+        self._plan = make_plan(
+            self.module, lambda: build_graph(self.module, example_inputs), example_inputs,
+            ratio=ratio, global_ratio=global_ratio, scope=scope, ignored_layers=ignored_layers,
+            broadcast=_broadcast_from_rank0)
+        self.graph = build_graph(self.module, example_inputs)  # fresh: the trial removal used the others up
+        self.units: list[PruningUnit] = self._plan.units
+        self._units_by_name = self._plan.candidates  # every candidate, for load_state_dict
+        self._pruned_roots = self._plan.pruned_roots
         self.iteration = 0
         self.stabilize_start: int | None = None
         self._zeroed_units = 0
@@ -95,32 +96,6 @@ class TPPPruner:
         self._zero_spacing = self._fit_zero_out_spacing(zero_out_interval, stabilize_iters)
         self._build_regularisers()
         self._pruned = False
-
-    # ------------------------------------------------------------------ selection
-    def _select(self, ratio, global_ratio) -> None:
-        scores = [selection.filter_scores([(m.module.weight, m.roots, m.local) for m in u.rows], u.channels) for u in self.units]
-        if global_ratio is not None:
-            chosen = selection.global_selection(
-                scores, selection.parse_ratio(global_ratio), [u.candidates for u in self.units],
-                [[m.roots for m in u.rows + u.norms] for u in self.units])
-        else:
-            if ratio is None:
-                raise ConfigError("give ratio= (float or pattern mapping) or global_ratio=")
-            ratios = selection.layer_ratios([u.row_names for u in self.units], selection.parse_ratio(ratio))
-            chosen = []
-            for unit, score, r in zip(self.units, scores, ratios):
-                count = selection.num_to_prune(r, unit.channels)
-                if unit.candidates is not None and count > len(unit.candidates):
-                    warnings.warn(
-                        f"tpp: {unit.name} can lose only {len(unit.candidates)} of {count} requested channels "
-                        "(the others carry an identity shortcut)", stacklevel=3)
-                    count = len(unit.candidates)
-                chosen.append(selection.smallest(score, count, unit.candidates, [m.roots for m in unit.rows + unit.norms]))
-        chosen = _broadcast_from_rank0(chosen)
-        self._pruned_roots = {u.name: c for u, c in zip(self.units, chosen) if len(c) > 0}
-        self.units = [u for u in self.units if u.name in self._pruned_roots]
-        if not self.units:
-            raise PruningError("the ratio selects no filter to prune; use a larger ratio")
 
     @property
     def pruned_indices(self) -> dict[str, list[int]]:
@@ -140,18 +115,12 @@ class TPPPruner:
                 rows = member.local_indices(roots)
                 norms.append((getattr(member.module, "weight", None), rows))
                 norms.append((getattr(member.module, "bias", None), rows))
+            norms += [(m.module, m.local_indices(roots), m.dim) for m in unit.params]
         self._gram = GramPenalty(gram_layers, target=self.config["gram_target"])
         self._weights = SelectedParameters(weights)
         self._norms = SelectedParameters(norms)
         # per-unit selections for the layer-wise zero-out of the stabilisation phase
-        self._unit_params = []
-        for unit in self.units:
-            roots = self._pruned_roots[unit.name]
-            sel = []
-            for member in unit.rows + unit.norms:
-                rows = member.local_indices(roots)
-                sel += [(getattr(member.module, "weight", None), rows), (getattr(member.module, "bias", None), rows)]
-            self._unit_params.append(SelectedParameters(sel))
+        self._unit_params = [SelectedParameters(unit.tensors(self._pruned_roots[unit.name])) for unit in self.units]
 
     def _fit_zero_out_spacing(self, interval: int, stabilize_iters: int) -> int:
         # The official code exits when stabilisation is too short for layer-by-layer zero-out
@@ -198,7 +167,7 @@ class TPPPruner:
         """The gram term of Eq. (3) times ``gram_weight * lambda``; add it to the loss."""
         strength = self.config["gram_weight"] * self.reg_value
         if self._pruned or strength == 0:
-            return torch.zeros((), device=_device_of(self.module))
+            return torch.zeros((), device=device_of(self.module))
         return strength * self._gram()
 
     def regularize(self) -> None:
@@ -240,20 +209,44 @@ class TPPPruner:
     def prune(self, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
         """Zero the pruned channels and remove them physically; returns the smaller model.
 
-        The removal is checked to be function-preserving on ``example_inputs`` (eval mode): a
-        structure that would change the outputs raises :class:`PruningError` instead of returning a
-        model that silently computes something else. If ``optimizer`` is given, its parameter groups
+        The removal is checked unit by unit to be function-preserving on ``example_inputs`` (eval
+        mode). It is all or nothing: if any unit fails or would change the outputs, the model (and the
+        optimizer) are left exactly as they were before the call and :class:`PruningError` names the
+        layer; the pruner stays in its phase. If ``optimizer`` is given, its parameter groups
         are re-pointed at the new tensors in place (state of replaced tensors is dropped), so the
         same optimizer object keeps working, a frequent Torch-Pruning pitfall.
         """
         if self._pruned:
             return self.model
-        self.zero_pruned()
+        snapshot = ModelSnapshot(self.module)
         before = len(self.graph.pruning_history())
-        remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs, optimizer)
+        try:
+            self._remove(optimizer, check_each=False)
+        except RemovalError as error:
+            # all or nothing: the model is put back as it was, and the graph rebuilt (its index maps were edited)
+            snapshot.restore()
+            self.graph = build_graph(self.module, self.example_inputs)
+            if error.unit is not None:
+                raise
+            try:  # again, checking after every unit, only to name the one at fault
+                self._remove(None, check_each=True)
+            except RemovalError as named:
+                error = named
+            snapshot.restore()
+            self.graph = build_graph(self.module, self.example_inputs)
+            raise error from None
+        except BaseException:
+            snapshot.restore()
+            self.graph = build_graph(self.module, self.example_inputs)
+            raise
         record_plan(self.module, self.graph.pruning_history()[before:], self.example_inputs)
         self._pruned = True
         return _rewrap(self.model, self.module)
+
+    def _remove(self, optimizer: torch.optim.Optimizer | None, check_each: bool) -> None:
+        self.zero_pruned()
+        remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs, optimizer,
+                        check_each=check_each)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -304,12 +297,6 @@ def _check_schedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_o
         raise ConfigError("stabilize_iters and zero_out_interval must be >= 0")
     if gram_weight < 0:
         raise ConfigError(f"gram_weight must be >= 0, got {gram_weight}")
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _broadcast_from_rank0(chosen: list[torch.Tensor]) -> list[torch.Tensor]:
