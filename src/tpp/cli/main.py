@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "bench",
     "export",
+    "import_official",  # the `tpp import-official` command
 )
 
 EXIT_ERROR = 2

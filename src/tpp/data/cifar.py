@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from tpp.data import download as dl
 from tpp.errors import DataError
+from tpp.util.safe_pickle import BUILTIN_GLOBALS, NUMPY_GLOBALS, RestrictedUnpickler
 
 _CIFAR10_DIR = "cifar-10-batches-py"
 _CIFAR100_DIR = "cifar-100-python"
@@ -22,44 +24,11 @@ _SPLIT_FILES = {
 _LABEL_KEY = {"cifar10": b"labels", "cifar100": b"fine_labels"}
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
-_BUILTINS = {"dict", "list", "tuple", "bytes", "bytearray", "str", "int", "float", "bool"}
 
+class _CifarUnpickler(RestrictedUnpickler):
+    """Resolves only builtin containers and numpy's array reconstruction; refuses other globals."""
 
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """Stand-in for ``_codecs.encode``: Python 3 protocol<3 pickles store bytes this way."""
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise pickle.UnpicklingError("global '_codecs.encode' is allowed only for latin1 text")
-    return text.encode("latin1")
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    """The few numpy callables an ndarray pickle needs, under their old and new module names."""
-    reconstruct = np.empty(0).__reduce__()[0]  # multiarray._reconstruct, whatever its module
-    frombuffer = np.empty(1).__reduce_ex__(5)[0]  # numeric._frombuffer (protocol 5 pickles)
-    scalar = np.float64(0).__reduce__()[0]  # multiarray.scalar, for pickled numpy scalars
-    allowed: dict[tuple[str, str], Any] = {}
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
-        allowed[(f"{core}.multiarray", "scalar")] = scalar
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
-    return allowed
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only builtin containers and numpy's array reconstruction."""
-
-    _allowed = _numpy_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module in ("builtins", "__builtin__") and name in _BUILTINS:
-            return getattr(__import__("builtins"), name)
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_encode
-        if (module, name) in self._allowed:
-            return self._allowed[(module, name)]
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+    allowed = MappingProxyType({**BUILTIN_GLOBALS, **NUMPY_GLOBALS})
 
 
 def safe_unpickle(path: Path) -> Any:
@@ -71,7 +40,7 @@ def safe_unpickle(path: Path) -> Any:
     try:
         data = path.read_bytes()
         # encoding="bytes": the official files are Python 2 pickles with byte-string keys
-        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
         raise DataError(
             f"Refused to load {path}: {exc}; it is not an official CIFAR batch file. Replace it with "

@@ -14,13 +14,16 @@ import importlib
 for _family in ("mlp", "resnet_cifar", "resnet_imagenet", "vgg"):
     importlib.import_module(f"tpp.models.{_family}")
 from tpp.models.layers import ChannelPadShortcut
+from tpp.models.official import OFFICIAL_ARCHS, load_official
 from tpp.models.registry import create_model, example_inputs, list_models, model_image_size, register_model
 
 __all__ = [
     "ChannelPadShortcut",
+    "OFFICIAL_ARCHS",
     "create_model",
     "example_inputs",
     "list_models",
+    "load_official",
     "model_image_size",
     "register_model",
 ]
