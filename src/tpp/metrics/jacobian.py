@@ -32,6 +32,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from tpp.util.inputs import logits_of
+
 __all__ = ["JSVResult", "jacobian_singular_values"]
 
 _BUDGET_BYTES = 256 * 2**20  # per chunk: its R x D float64 Jacobians stay under ~256 MB
@@ -199,7 +201,7 @@ def _batch_jsv(
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
+    out = logits_of(model(x))
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model must return [B, K] logits, got {shape}")
@@ -263,7 +265,7 @@ def _slq_chunk(
         with warnings.catch_warnings(), torch.no_grad(), fwAD.dual_level():
             # torch's first dual_level() scripts its JVP decompositions: a torch-internal warning
             warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
-            tangent = fwAD.unpack_dual(model(fwAD.make_dual(xr.detach(), u))).tangent
+            tangent = fwAD.unpack_dual(logits_of(model(fwAD.make_dual(xr.detach(), u)))).tangent
         return torch.zeros_like(v) if tangent is None else tangent.to(v.dtype)
 
     def orthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
