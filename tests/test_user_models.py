@@ -1,43 +1,23 @@
-"""``--model`` specs beyond the registry, ``--weights``, and the pruned-file round trip, on real
-digits written as PNGs (``digit_folder``)."""
+"""User models through the CLI on real digits written as PNGs (``digit_folder``): module:function
+and hf: folder models trained, pruned and reloaded without flags, ``--weights``, the README flow."""
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import tpp
-from tests.user_model_zoo import small_cnn
-from tpp.errors import CheckpointError, ModelError
-from tpp.models import build_model, example_inputs, load_weights, model_from_record
-from tpp.pruning.serialization import load_pruned, save_pruned
+from tests.user_model_zoo import FACTORY, data_args, one_line_error, small_cnn, top1
+from tpp.errors import CheckpointError
+from tpp.models import build_model, example_inputs, load_weights
+from tpp.pruning.serialization import load_pruned
 
-FACTORY = "tests.user_model_zoo:small_cnn"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def data_args(root: Path, *extra: str) -> list[str]:
-    return ["--dataset", "imagefolder", "--data-dir", str(root), "--channels", "1", "--image-size", "32",
-            "--normalize", "mnist", *extra]
-
-
-def top1(text: str) -> float:
-    return float(re.search(r"top-1 ([0-9.]+)%", text).group(1))
-
-
-def one_line_error(result, *needles: str) -> str:
-    assert result.code == 2 and len(result.err_lines) == 1, result.err
-    for needle in needles:
-        assert needle in result.err, result.err
-    return result.err
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +40,7 @@ def trained_factory_run(digit_folder: Path, tmp_path_factory: pytest.TempPathFac
 def test_factory_model_trains_prunes_and_reloads_without_flags(trained_factory_run, digit_folder, run_cli, tmp_path):
     run, printed = trained_factory_run
     assert top1(printed.replace("best top-1 ", "top-1 ")) > 70  # real digits, 10 classes: chance is 10%
-    base = run_cli("eval", "--checkpoint", run / "best.pt", "--data-dir", digit_folder)  # dataset + options recorded
+    base = run_cli("eval", "--checkpoint", run / "best.pt")  # data folder and its options come from the config
     assert base.code == 0 and top1(base.out) > 70 and "300 imagefolder test images" in base.out
     pruned = tmp_path / "l1"
     result = run_cli("prune", "--method", "l1", "--model", FACTORY, "--checkpoint", run / "best.pt",
@@ -143,14 +123,6 @@ def test_hf_folder_model_with_safetensors_weights(digit_folder, run_cli, tmp_pat
     assert model(example_inputs(model, batch_size=2)).logits.shape == (2, 10)
 
 
-def test_hf_class_name_builds_the_default_configuration():
-    model = build_model("hf:ResNetForImageClassification", num_classes=7, in_channels=1, image_size=64)
-    assert model.config.num_labels == 7 and model.config.num_channels == 1
-    assert model.tpp_spec["hf_class"] == "ResNetForImageClassification" and model.tpp_spec["image_size"] == 64
-    again = model_from_record(model.tpp_spec, source="file.pt")
-    assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
-
-
 def test_weights_mismatch_is_one_line_naming_the_keys(run_cli, digit_folder, tmp_path):
     torch.save(small_cnn(num_classes=5, in_channels=1).state_dict(), tmp_path / "five.pt")
     model = build_model(FACTORY, num_classes=10, in_channels=1)
@@ -206,77 +178,6 @@ def test_wrong_number_of_classes_is_caught_before_training(run_cli, digit_folder
     one_line_error(result, "not 3 class scores")
 
 
-def test_missing_extras_name_the_pip_extra(run_cli, monkeypatch):
-    for module, spec, extra in (("timm", "timm:resnet18", "timm"), ("torchvision", "torchvision:resnet18", "vision"),
-                                ("transformers", "hf:ResNetForImageClassification", "transformers")):
-        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
-        result = run_cli("info", "--model", spec, "--image-size", "32")
-        one_line_error(result, f"{module} is not installed", f"pip install 'tpp-pruning[{extra}]'")
-
-
-def _stand_in_timm(calls: list) -> types.ModuleType:
-    """A module with timm's create_model / is_model / list_models signatures (tests the adapter
-    without timm, which is not installed here)."""
-    fake = types.ModuleType("timm")
-
-    def create_model(name, pretrained=False, num_classes=1000, in_chans=3, **kwargs):
-        calls.append(dict(name=name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans))
-        if pretrained:
-            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
-        return small_cnn(num_classes, in_chans)
-
-    fake.create_model = create_model
-    fake.list_models = lambda: ["small_cnn", "resnet18"]
-    fake.is_model = lambda name: name in fake.list_models()
-    return fake
-
-
-def test_timm_specs_go_through_create_model(monkeypatch, run_cli):
-    calls: list = []
-    monkeypatch.setitem(sys.modules, "timm", _stand_in_timm(calls))
-    model = build_model("timm:small_cnn", num_classes=7, in_channels=1, image_size=28)
-    assert calls[-1] == dict(name="small_cnn", pretrained=False, num_classes=7, in_chans=1)
-    assert model.tpp_spec == {"spec": "timm:small_cnn", "num_classes": 7, "in_channels": 1, "image_size": 28}
-    assert example_inputs(model).shape == (1, 1, 28, 28)
-    with pytest.raises(ModelError, match="Did you mean timm:small_cnn"):
-        build_model("timm:smal_cnn")
-    with pytest.raises(ModelError) as excinfo:
-        build_model("timm:resnet18", pretrained=True)
-    assert "could not get the pretrained weights of timm:resnet18" in str(excinfo.value)
-    assert "\n" not in str(excinfo.value) and calls[-1]["pretrained"] is True
-    result = run_cli("info", "--model", "timm:small_cnn", "--image-size", "32", "--num-classes", "4")
-    assert result.code == 0 and "timm:small_cnn: input [1, 3, 32, 32], 4 classes" in result.out
-
-
-def test_hub_models_need_pretrained_and_fail_clearly_offline(run_cli, digit_folder, monkeypatch):
-    import huggingface_hub.constants
-
-    data = data_args(digit_folder)
-    one_line_error(run_cli("eval", "--model", "hf:tpp-tests/no-such-model", "--weights", "x.pt", *data),
-                   "add --pretrained to download")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests
-    one_line_error(run_cli("eval", "--model", "hf:tpp-tests/no-such-model", "--pretrained", *data),
-                   "could not get the pretrained weights of hf:tpp-tests/no-such-model", "drop --pretrained")
-
-
-def test_pruned_files_call_only_plain_model_factories(tmp_path, run_cli, digit_folder):
-    for spec in ("os:getcwd", "tests.user_model_zoo:fixed_ten_classes"):
-        model = small_cnn(10, 3)
-        model.tpp_spec = {"spec": spec, "num_classes": 10, "in_channels": 3}
-        save_pruned(model, tmp_path / "m.pt")
-        with pytest.raises(CheckpointError) as excinfo:
-            load_pruned(tmp_path / "m.pt")
-        assert f"names {spec}, which is not a model factory" in str(excinfo.value)
-    # naming the factory yourself is consent: the same file then loads
-    result = run_cli("eval", "--checkpoint", tmp_path / "m.pt", "--model", "tests.user_model_zoo:fixed_ten_classes",
-                     "--dataset", "imagefolder", "--data-dir", digit_folder, "--image-size", "32")
-    assert result.code == 0 and "top-1" in result.out, result.err
-    model = small_cnn(10, 1)
-    model.tpp_spec = {"spec": "tests.user_model_zoo:small_cnn", "num_classes": 10, "in_channels": 1}
-    save_pruned(model, tmp_path / "ok.pt")
-    assert isinstance(load_pruned(tmp_path / "ok.pt"), nn.Sequential)
-
-
 def test_readme_user_model_flow(digit_folder, run_cli, tmp_path, monkeypatch):
     """The README's 'Your own model and images' commands, verbatim, on the digit PNGs."""
     text = (REPO / "README.md").read_text()
@@ -301,35 +202,3 @@ def test_readme_user_model_flow(digit_folder, run_cli, tmp_path, monkeypatch):
     assert top1(outputs[2]) == pytest.approx(report["finetune"]["last_top1"], abs=0.01)
     assert report["finetune"]["last_top1"] > 50 and report["counts_after"]["params"] < report["counts_before"]["params"]
     assert f"params {report['counts_after']['params'] / 1000:.2f}K" in outputs[3]
-
-
-def test_hf_folder_with_weights_loads_them_without_network(tmp_path, run_cli, digit_folder):
-    from transformers import ResNetConfig, ResNetForImageClassification
-
-    torch.manual_seed(0)
-    saved = ResNetForImageClassification(ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16],
-                                                      depths=[1, 1], layer_type="basic", num_labels=10))
-    saved.save_pretrained(tmp_path / "ckpt")  # config.json + model.safetensors
-    loaded = build_model(f"hf:{tmp_path / 'ckpt'}", num_classes=10, in_channels=1)
-    reference = saved.state_dict()
-    assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
-    three = build_model(f"hf:{tmp_path / 'ckpt'}", num_classes=3, in_channels=1)  # new head, same body
-    assert three.classifier[-1].out_features == 3
-    assert torch.equal(three.state_dict()["resnet.embedder.embedder.convolution.weight"],
-                       reference["resnet.embedder.embedder.convolution.weight"])
-    result = run_cli("info", "--model", f"hf:{tmp_path / 'ckpt'}", "--dataset", "imagefolder", "--data-dir",
-                     digit_folder, "--in-channels", "1", "--image-size", "32")
-    assert result.code == 0 and ": input [1, 1, 32, 32], 10 classes" in result.out, result.err
-
-
-def test_input_size_comes_from_the_plan_when_the_spec_lacks_it(tmp_path):
-    from tpp.pruning.l1 import L1Pruner
-
-    model = build_model(FACTORY, num_classes=10, in_channels=1)  # no image_size recorded
-    with pytest.raises(ModelError, match="--image-size"):
-        example_inputs(model)
-    pruned = L1Pruner(model, torch.randn(2, 1, 28, 28), ratio=0.5).prune()
-    save_pruned(pruned, tmp_path / "p.pt")
-    again = load_pruned(tmp_path / "p.pt")
-    assert example_inputs(again, batch_size=3).shape == (3, 1, 28, 28)
-    assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in pruned.parameters())

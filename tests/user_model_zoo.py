@@ -1,13 +1,35 @@
 """Model factories of the kind users pass as ``--model package.module:function`` (tests only),
-and helpers that write small real-image folders."""
+a writer of small real-image folders, and the CLI helpers the user-model tests share."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+FACTORY = "tests.user_model_zoo:small_cnn"
+
+
+def data_args(root: Path, *extra: str) -> list[str]:
+    """Options reading the digit folder as 1-channel 32x32 images with MNIST normalisation."""
+    return ["--dataset", "imagefolder", "--data-dir", str(root), "--channels", "1", "--image-size", "32",
+            "--normalize", "mnist", *extra]
+
+
+def top1(text: str) -> float:
+    """The first 'top-1 N%' figure in a command's output."""
+    return float(re.search(r"top-1 ([0-9.]+)%", text).group(1))
+
+
+def one_line_error(result, *needles: str) -> str:
+    """Assert a CLI result is exit 2 with one stderr line holding every needle."""
+    assert result.code == 2 and len(result.err_lines) == 1, result.err
+    for needle in needles:
+        assert needle in result.err, result.err
+    return result.err
 
 
 def small_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:

@@ -136,7 +136,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True, we
 def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> None:
     """``--dataset``, ``--data-dir``, ``--download``, batch sizes and, for training, ``--train-subset``."""
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", metavar="NAME", help="mnist, fashion_mnist, cifar10, cifar100, imagenet or mnist_subset (built in)")
+    group.add_argument(
+        "--dataset", metavar="NAME",
+        help="mnist, fashion_mnist, cifar10, cifar100, imagenet, mnist_subset (built in) or imagefolder (your images)")
     group.add_argument("--data-dir", metavar="DIR", help="dataset root (default: $TPP_DATA, else ~/.cache/tpp/data)")
     group.add_argument("--download", action="store_true", help="download missing dataset files from the official URLs")
     if train:
