@@ -151,3 +151,15 @@ def test_torchvision_specs_go_through_get_model(monkeypatch):
         build_model("torchvision:resnet18", in_channels=1)
     with pytest.raises(ModelError, match="Did you mean torchvision:resnet18"):
         build_model("torchvision:resnet19")
+
+
+def test_hf_folder_weights_onto_grayscale_input_keep_the_rest(tmp_path):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    saved = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                                      layer_type="basic", num_labels=10))
+    saved.save_pretrained(tmp_path)
+    model = build_model(f"hf:{tmp_path}", num_classes=10, in_channels=1)  # RGB weights, grayscale data
+    assert model.resnet.embedder.embedder.convolution.in_channels == 1 and model.config.num_channels == 1
+    assert torch.equal(model.classifier[1].weight, saved.classifier[1].weight)
+    assert model(torch.zeros(1, 1, 32, 32)).logits.shape == (1, 10)

@@ -131,13 +131,13 @@ def hf_model(
         except Exception as error:
             raise ModelError(f"hf:{target}: cannot read its config.json ({_first_line(error)}); "
                              "point hf: at a folder written by save_pretrained()") from None
-        labels = cfg.num_labels
+        before = (cfg.num_labels, getattr(cfg, "num_channels", in_channels))
         cfg = _sized(cfg, num_classes, in_channels, f"hf:{target}")
         if not any((folder / name).is_file() for name in _HF_WEIGHT_FILES):
             return _hf_build(auto, cfg)
-        try:
+        try:  # a new number of classes (or channels) re-initialises the layers whose shapes change
             return auto.from_pretrained(str(folder), config=cfg, local_files_only=True,
-                                        ignore_mismatched_sizes=labels != num_classes)
+                                        ignore_mismatched_sizes=before != (num_classes, in_channels))
         except Exception as error:
             raise ModelError(f"hf:{target}: cannot load the weights in the folder ({_first_line(error)})") from None
     if target.isidentifier():
@@ -153,9 +153,9 @@ def hf_model(
             "from the Hugging Face Hub")
     try:
         cfg = transformers.AutoConfig.from_pretrained(target)
-        labels = cfg.num_labels
+        before = (cfg.num_labels, getattr(cfg, "num_channels", in_channels))
         cfg = _sized(cfg, num_classes, in_channels, f"hf:{target}")
-        return auto.from_pretrained(target, config=cfg, ignore_mismatched_sizes=labels != num_classes)
+        return auto.from_pretrained(target, config=cfg, ignore_mismatched_sizes=before != (num_classes, in_channels))
     except ModelError:
         raise
     except Exception as error:
