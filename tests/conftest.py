@@ -51,3 +51,17 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def digit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image folder of real MNIST digits (the embedded subset) as 28x28 PNGs:
+    ``train/digit_K`` 100 and ``val/digit_K`` 30 per class; file names are subset indices."""
+    from tests.user_model_zoo import write_png_folder
+    from tpp.data.embedded import _read_npz
+
+    root = tmp_path_factory.mktemp("digits")
+    arrays = _read_npz()
+    write_png_folder(root, arrays["x_train"], arrays["y_train"], "train", 100)
+    write_png_folder(root, arrays["x_test"], arrays["y_test"], "val", 30)
+    return root

@@ -7,6 +7,7 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from tpp.cli.config_file import apply_config_file
@@ -23,12 +24,16 @@ __all__ = [
     "add_speed_args",
     "add_train_args",
     "apply_config_file",
+    "dataset_from_args",
+    "float_list",
+    "image_options",
     "non_negative_float",
     "per_rank_batch_size",
     "positive_float",
     "positive_int",
     "require",
     "resolved_config",
+    "run_label",
     "speed_options",
 ]
 
@@ -101,26 +106,63 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """``--model`` (validated when the command runs, so YAML configs can supply it)."""
+def float_list(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated numbers, e.g. ``0.485,0.456,0.406``."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True, weights: bool = True) -> None:
+    """``--model`` (validated when the command runs, so YAML configs can supply it) and, with
+    ``weights``, ``--weights`` and ``--pretrained``."""
     need = "required" if required else "optional"
     parser.add_argument(
-        "--model", metavar="NAME",
-        help=f"model name ({need}; see `tpp info` for the list), e.g. mlp7_linear, resnet56, vgg19_bn",
+        "--model", metavar="SPEC",
+        help=f"model ({need}): a tpp name (see `tpp info`, e.g. mlp7_linear, resnet56), timm:NAME, "
+        "torchvision:NAME, hf:CLASS_OR_DIR (transformers class or save_pretrained folder) or "
+        "package.module:function (a factory; num_classes/in_channels passed when it takes them)",
     )
+    if weights:
+        parser.add_argument("--weights", metavar="FILE",
+                            help="start --model from these weights: a state_dict (.pt/.pth) or .safetensors file, "
+                            "loaded weights-only; keys and shapes must match")
+        parser.add_argument("--pretrained", action="store_true",
+                            help="start --model from its published weights (timm, torchvision, Hugging Face Hub); "
+                            "downloads them unless cached - the only option that may use the network for a model")
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> None:
     """``--dataset``, ``--data-dir``, ``--download``, batch sizes and, for training, ``--train-subset``."""
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", metavar="NAME", help="mnist, fashion_mnist, cifar10, cifar100, imagenet or mnist_subset (built in)")
+    group.add_argument(
+        "--dataset", metavar="NAME",
+        help="mnist, fashion_mnist, cifar10, cifar100, imagenet, mnist_subset (built in) or imagefolder (your images)")
     group.add_argument("--data-dir", metavar="DIR", help="dataset root (default: $TPP_DATA, else ~/.cache/tpp/data)")
     group.add_argument("--download", action="store_true", help="download missing dataset files from the official URLs")
     if train:
         group.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="training batch size")
         group.add_argument("--train-subset", type=positive_int, metavar="N", help="train on N class-balanced images only")
     group.add_argument("--test-batch-size", type=positive_int, default=256, metavar="N", help="evaluation batch size")
-    group.add_argument("--num-workers", type=int, default=4, metavar="N", help="loader worker processes (ImageNet only)")
+    group.add_argument("--num-workers", type=int, default=4, metavar="N",
+                       help="loader worker processes (ImageNet, imagefolder)")
+    group = parser.add_argument_group(
+        "image folder (--dataset imagefolder --data-dir DIR)",
+        "your images in DIR/train/<class>/ and DIR/val/<class>/ (png, jpg, ...; classes = sorted folder names),\n"
+        "decoded with PIL, resized (shorter side) and centre-cropped as torchvision's Resize + CenterCrop")
+    group.add_argument("--image-size", type=positive_int, metavar="S", help="network input side (default: 224)")
+    group.add_argument("--resize", type=positive_int, metavar="R",
+                       help="shorter side before the centre crop (default: the image size; ImageNet practice: 256 for 224)")
+    group.add_argument("--channels", type=int, choices=(1, 3), help="3: RGB, 1: grayscale (default: 3)")
+    group.add_argument("--normalize", choices=("imagenet", "mnist", "half", "none"),
+                       help="mean/std preset (default: imagenet)")
+    group.add_argument("--mean", type=float_list, metavar="M[,M,M]", help="per-channel mean; overrides --normalize")
+    group.add_argument("--std", type=float_list, metavar="S[,S,S]", help="per-channel std; overrides --normalize")
+    group.add_argument("--augment", action="store_true", default=None,
+                       help="training batches get random 4-pixel shifts and horizontal flips")
+    group.add_argument("--stream", action="store_true", default=None,
+                       help="decode images batch by batch (default: in memory when they take at most 2 GiB)")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -190,6 +232,62 @@ def speed_options(args: argparse.Namespace) -> Any:
 
     return SpeedOptions(amp=getattr(args, "amp", None), channels_last=bool(getattr(args, "channels_last", False)),
                         compile=bool(getattr(args, "compile", False)))
+
+
+_IMAGE_OPTIONS = ("image_size", "resize", "channels", "normalize", "mean", "std", "augment", "stream")
+
+
+def image_options(args: argparse.Namespace, config: dict[str, Any] | None = None) -> Any:
+    """The :class:`tpp.data.imagefolder.ImageFolderOptions` of the image-folder options; unset ones
+    come from ``config`` (a checkpoint's recorded options), then from the defaults."""
+    from tpp.data.imagefolder import ImageFolderOptions
+
+    values = {}
+    for name in _IMAGE_OPTIONS:
+        value = getattr(args, name, None)
+        if value is None and config:
+            value = config.get(name)
+        if value is not None:
+            values[name] = value
+    stream = values.pop("stream", None)
+    if stream:
+        values["in_memory"] = False
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # from JSON/YAML
+    return ImageFolderOptions(**values)
+
+
+def dataset_from_args(
+    args: argparse.Namespace, dataset: str | None = None, config: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """``(info, data)``: the :class:`tpp.data.DatasetInfo` of ``dataset`` (default ``--dataset``) and
+    the ``data_dir``/``image_options`` arguments of :func:`tpp.data.build_loaders` for it.
+
+    For ``imagefolder`` the classes come from the folder and unset options (including
+    ``--data-dir``) from ``config``, the options a checkpoint was trained with.
+
+    Raises:
+        ConfigError: image-folder options given with another dataset.
+    """
+    from tpp.data import dataset_info
+    from tpp.data.info import canonical_name
+
+    name = canonical_name(dataset or args.dataset)
+    if name != "imagefolder":
+        given = [n for n in _IMAGE_OPTIONS if getattr(args, n, None) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{flag} applies to --dataset imagefolder only; drop it for {name}")
+        return dataset_info(name), {"data_dir": getattr(args, "data_dir", None), "image_options": None}
+    config = config if config and config.get("dataset") == "imagefolder" else None
+    data_dir = getattr(args, "data_dir", None) or (config or {}).get("data_dir")
+    options = image_options(args, config)
+    return dataset_info(name, data_dir, options), {"data_dir": data_dir, "image_options": options}
+
+
+def run_label(spec: str) -> str:
+    """A file-name-safe short form of a model spec, for default run-directory names."""
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(spec).rstrip("/")).strip("_.")
+    return label[-40:] or "model"
 
 
 def require(args: argparse.Namespace, *names: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpp.cli.common import add_command, add_data_args, add_model_args, add_runtime_args, require
+from tpp.cli.common import add_command, add_data_args, add_model_args, add_runtime_args, dataset_from_args
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\
@@ -16,13 +16,14 @@ in the checkpoint.
 examples:
   tpp eval --checkpoint runs/mlp/best.pt --data-dir ../shared/data
   tpp eval --checkpoint resnet56_state_dict.pt --model resnet56 --dataset cifar10
+  tpp eval --model hf:ResNetForImageClassification --weights resnet.safetensors --dataset imagefolder --data-dir photos
 """
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp eval``."""
     parser = add_command(subparsers, "eval", help="evaluate a checkpoint on a test set", description=DESCRIPTION)
-    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint to evaluate (required)")
+    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint to evaluate (or --model with --weights)")
     add_model_args(parser, required=False)
     add_data_args(parser, train=False)
     add_runtime_args(parser, out=False)
@@ -31,29 +32,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print ``top-1 / top-5 / loss`` of the checkpoint. Returns 0."""
-    require(args, "checkpoint")
-    from tpp.cli.loading import model_from_checkpoint
-    from tpp.data import build_loaders, dataset_info
+    from tpp.cli.loading import model_from_args, require_trained_model
+
+    require_trained_model(args)
+    from tpp.data import build_loaders
     from tpp.training import evaluate, load_checkpoint, resolve_device, seed_everything
 
     device = resolve_device(args.device)
-    payload = load_checkpoint(args.checkpoint)
+    payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
     dataset = args.dataset or config.get("dataset")
     if not dataset:
-        raise ConfigError(f"{args.checkpoint} does not record its dataset; pass --dataset")
-    info = dataset_info(dataset)
+        raise ConfigError(f"{args.checkpoint or args.weights} does not record its dataset; pass --dataset")
+    info, data = dataset_from_args(args, dataset, config)
     seed_everything(args.seed)
-    model = model_from_checkpoint(
-        args.checkpoint, payload, model_name=args.model, num_classes=info.num_classes, in_channels=info.in_channels
-    ).to(device)
+    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
+                            image_size=info.image_size, payload=payload or None).to(device)
     _, test_loader, info = build_loaders(
-        info.name, args.data_dir, test_batch_size=args.test_batch_size, device=device,
+        info.name, **data, test_batch_size=args.test_batch_size, device=device,
         download=args.download, seed=args.seed, num_workers=args.num_workers,
     )
     result = evaluate(model, test_loader, device)
     print(
-        f"{args.checkpoint}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+        f"{args.checkpoint or args.weights or args.model}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
         f"loss {result['loss']:.4f}  ({result['samples']} {info.name} test images)"
     )
     return 0

@@ -19,17 +19,20 @@ examples:
   tpp info --model resnet56 --dataset cifar10
   tpp info --model vgg19_bn --num-classes 100
   tpp info --checkpoint runs/pruned/best.pt
+  tpp info --model hf:ResNetForImageClassification --image-size 224 --num-classes 10
 """
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp info``."""
     parser = add_command(subparsers, "info", help="layer table, parameters and FLOPs of a model", description=DESCRIPTION)
-    add_model_args(parser, required=False)
+    add_model_args(parser, required=False, weights=False)
     parser.add_argument("--dataset", metavar="NAME", help="take classes, channels and image size from this dataset")
+    parser.add_argument("--data-dir", metavar="DIR", help="the folder of --dataset imagefolder (its classes)")
     parser.add_argument("--num-classes", type=positive_int, metavar="N", help="output classes (default: checkpoint, dataset or 10)")
     parser.add_argument("--in-channels", type=positive_int, metavar="N", help="input channels (default: checkpoint, dataset or 3)")
-    parser.add_argument("--image-size", type=positive_int, metavar="S", help="input side length (default: the model's, 32 or 224)")
+    parser.add_argument("--image-size", type=positive_int, metavar="S",
+                        help="input side length (default: the model's, 32 or 224; required for models outside tpp)")
     parser.add_argument("--checkpoint", metavar="FILE", help="count this checkpoint's (possibly pruned) model")
     parser.add_argument("--json", action="store_true", help="print the table and totals as JSON")
     parser.add_argument("--config", metavar="FILE", help="YAML file of option values; the command line overrides it")
@@ -63,6 +66,7 @@ def _list_available() -> int:
     from tpp.models import list_models
 
     print("models:   " + ", ".join(list_models()))
+    print("          and timm:NAME, torchvision:NAME, hf:CLASS_OR_DIR, package.module:function")
     print("datasets: " + ", ".join(DATASETS))
     print("Run `tpp info --model NAME` for a model's layer table and FLOPs.")
     return 0
@@ -72,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
     """Print the layer table and totals. Returns 0."""
     if not args.model and not args.checkpoint:
         return _list_available()
-    from tpp.cli.loading import model_from_checkpoint
+    from tpp.cli.loading import allow_imports_from_cwd, model_from_checkpoint
     from tpp.data import dataset_info
     from tpp.metrics.counting import count, human, layer_table
-    from tpp.models import create_model, example_inputs, model_image_size
+    from tpp.models import build_model, example_inputs, spec_label
     from tpp.training import load_checkpoint
 
-    info = dataset_info(args.dataset) if args.dataset else None
+    info = dataset_info(args.dataset, args.data_dir) if args.dataset else None
     num_classes = args.num_classes or (info.num_classes if info else None)
     in_channels = args.in_channels or (info.in_channels if info else None)
     if args.checkpoint:
@@ -87,16 +91,16 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, payload, model_name=args.model, num_classes=num_classes, in_channels=in_channels
         )
     else:
-        model = create_model(args.model, num_classes=num_classes or 10, in_channels=in_channels or 3)
+        allow_imports_from_cwd(args.model)
+        model = build_model(args.model, num_classes=num_classes or 10, in_channels=in_channels or 3)
     spec = model.tpp_spec
-    size = args.image_size or (info.image_size if info else model_image_size(spec["name"]))
-    inputs = example_inputs(spec["name"], in_channels=spec.get("in_channels", 3), image_size=size)
+    inputs = example_inputs(model, image_size=args.image_size or (info.image_size if info else None))
     rows = layer_table(model, inputs)
     totals = count(model, inputs)
     if args.json:
         print(json.dumps({"model": spec, "input_shape": list(inputs.shape), "layers": rows, "totals": totals.as_dict()}, default=list))
         return 0
-    print(f"{spec['name']}: input {list(inputs.shape)}, {spec.get('num_classes')} classes")
+    print(f"{spec_label(spec)}: input {list(inputs.shape)}, {spec.get('num_classes')} classes")
     _print_table(rows)
     print(f"(totals count conv and linear layers, as the paper does; all rows above: {_int(totals.all_macs)} MACs)")
     print(

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from tpp.cli.common import add_command, add_data_args, add_model_args, positive_int, require
+from tpp.cli.common import add_command, add_data_args, add_model_args, dataset_from_args, positive_int, require
 
 DESCRIPTION = """\
 Jacobian singular values (JSV) of the logits with respect to the input, per example, on the first
@@ -23,7 +23,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp jsv``."""
     parser = add_command(subparsers, "jsv", help="Jacobian singular values (trainability) of a checkpoint",
                          description=DESCRIPTION)
-    parser.add_argument("--checkpoint", metavar="FILE", help="tpp checkpoint, pruned model or state_dict (required)")
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="tpp checkpoint, pruned model or state_dict (or --model with --weights)")
     add_model_args(parser, required=False)
     add_data_args(parser, train=True)
     parser.add_argument("--batches", type=positive_int, default=1, help="how many batches to measure")
@@ -40,22 +41,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print the JSV summary. Returns 0."""
-    require(args, "checkpoint", "dataset")
+    require(args, "dataset")
+    from tpp.cli.loading import require_trained_model
+
+    require_trained_model(args)
     if args.train_mode and args.directions:
         from tpp.errors import ConfigError
 
         raise ConfigError("--directions estimates in eval mode only; drop --train-mode or --directions")
     from tpp import training
-    from tpp.cli.loading import model_from_checkpoint
-    from tpp.data import build_loaders, dataset_info
+    from tpp.cli.loading import model_from_args
+    from tpp.data import build_loaders
     from tpp.metrics.jacobian import jacobian_singular_values
 
     device = training.resolve_device(args.device)
-    info = dataset_info(args.dataset)
-    payload = training.load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(args.checkpoint, payload, model_name=args.model, num_classes=info.num_classes,
-                                  in_channels=info.in_channels).to(device)
-    train_loader, test_loader, _ = build_loaders(info.name, args.data_dir, batch_size=args.batch_size,
+    payload = training.load_checkpoint(args.checkpoint) if args.checkpoint else {}
+    info, data = dataset_from_args(args, config=payload.get("config") if isinstance(payload.get("config"), dict) else None)
+    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
+                            image_size=info.image_size, payload=payload or None).to(device)
+    train_loader, test_loader, _ = build_loaders(info.name, **data, batch_size=args.batch_size,
                                                  test_batch_size=args.test_batch_size, device=device,
                                                  download=args.download, seed=args.seed)
     loader = train_loader if args.split == "train" else test_loader

@@ -1,12 +1,16 @@
-"""Rebuild a model from any tpp checkpoint for the ``eval`` and ``info`` commands.
+"""The model of a command: rebuilt from any tpp checkpoint, or built from ``--model``.
 
 Handles three kinds of file: training checkpoints (``tpp.training``: ``model`` + ``tpp_spec`` and,
 for pruned models, ``tpp_plan``), pruned-model files (``tpp.save_pruned``) and raw state_dicts
-(which need ``--model``).
+(which need ``--model``). Without a checkpoint, ``--model`` (any spec of
+:mod:`tpp.models.specs`) is built, from ``--pretrained`` weights and/or ``--weights FILE``.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +19,6 @@ from torch import nn
 from tpp.errors import ConfigError
 
 PRUNED_FORMAT = "tpp-pruned-v1"
-# spec keys that are not builder arguments
-_SPEC_META = ("name", "num_classes", "in_channels")
 
 
 def model_from_checkpoint(
@@ -26,6 +28,7 @@ def model_from_checkpoint(
     model_name: str | None = None,
     num_classes: int | None = None,
     in_channels: int | None = None,
+    image_size: int | None = None,
 ) -> nn.Module:
     """Build the architecture recorded in ``payload`` (or ``model_name``) and load its weights.
 
@@ -36,26 +39,85 @@ def model_from_checkpoint(
         ModelError: unknown model name.
         CheckpointError: weights of another architecture.
     """
-    from tpp.models import create_model
+    from tpp.models import build_model, model_from_record
     from tpp.pruning.serialization import replay_plan
     from tpp.training import load_model_weights
 
     path = Path(path)
     pruned_file = payload.get("format") == PRUNED_FORMAT
-    spec = dict(payload.get("spec" if pruned_file else "tpp_spec") or {})
+    record = dict(payload.get("spec" if pruned_file else "tpp_spec") or {})
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-    name = model_name or spec.get("name") or config.get("model")
+    recorded = record.get("name") or record.get("spec")
+    name = model_name or recorded or config.get("model")
     if not name:
         raise ConfigError(f"{path} does not record which model it holds; pass --model")
-    kwargs = {k: v for k, v in spec.items() if k not in _SPEC_META} if spec.get("name") == name else {}
-    model = create_model(
-        name,
-        num_classes=int(num_classes if num_classes is not None else spec.get("num_classes", 10)),
-        in_channels=int(in_channels if in_channels is not None else spec.get("in_channels", 3)),
-        **kwargs,
-    )
+    allow_imports_from_cwd(name)
+    if recorded and name == recorded:
+        # a record the user confirmed with --model is theirs: its factory needs no file-level check
+        model = model_from_record(record, num_classes, in_channels, source=None if model_name else str(path))
+    else:
+        model = build_model(name, num_classes=int(num_classes or record.get("num_classes", 10)),
+                            in_channels=int(in_channels or record.get("in_channels", 3)), image_size=image_size)
     plan = payload.get("plan" if pruned_file else "tpp_plan")
     if isinstance(plan, dict):
         replay_plan(model, plan, path)
     load_model_weights(model, payload, path)
     return model
+
+
+def model_from_args(
+    args: argparse.Namespace,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int | None = None,
+    payload: dict[str, Any] | None = None,
+    need_weights: bool = False,
+) -> nn.Module:
+    """The model a command works on: ``--checkpoint`` (``payload``, if already read), else
+    ``--model`` built with ``--pretrained`` and loaded from ``--weights``.
+
+    Raises:
+        ConfigError: both --checkpoint and --weights, no --model, or (``need_weights``) no
+            weights at all.
+    """
+    from tpp.models import build_model, load_weights
+    from tpp.training import load_checkpoint
+
+    checkpoint, weights = getattr(args, "checkpoint", None), getattr(args, "weights", None)
+    pretrained = bool(getattr(args, "pretrained", False))
+    if checkpoint:
+        if weights or pretrained:
+            raise ConfigError("--checkpoint already holds the weights; drop --weights/--pretrained")
+        return model_from_checkpoint(checkpoint, payload if payload is not None else load_checkpoint(checkpoint),
+                                     model_name=args.model, num_classes=num_classes, in_channels=in_channels,
+                                     image_size=image_size)
+    if need_weights:
+        require_trained_model(args)
+    if not args.model:
+        raise ConfigError("--model is required (give it on the command line or in the --config file)")
+    allow_imports_from_cwd(args.model)
+    model = build_model(args.model, num_classes, in_channels, pretrained=pretrained, image_size=image_size)
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def require_trained_model(args: argparse.Namespace) -> None:
+    """Raise :class:`ConfigError` unless the options name a trained model: ``--checkpoint``, or
+    ``--model`` with ``--weights`` or ``--pretrained``."""
+    if getattr(args, "checkpoint", None):
+        return
+    if not (getattr(args, "weights", None) or getattr(args, "pretrained", False)):
+        raise ConfigError("--checkpoint is required (or --model with --weights FILE or --pretrained): the trained model")
+    if not args.model:
+        raise ConfigError("--weights/--pretrained need --model (the architecture the weights belong to)")
+
+
+def allow_imports_from_cwd(spec: str) -> None:
+    """Make ``module:function`` specs importable from the current folder, as ``python -m`` would
+    (the ``tpp`` script's own folder is on ``sys.path`` instead)."""
+    from tpp.models.specs import parse_spec
+
+    if parse_spec(spec)[0] == "factory" and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())

@@ -23,11 +23,13 @@ from tpp.cli.common import (
     add_model_args,
     add_runtime_args,
     add_speed_args,
+    dataset_from_args,
     non_negative_float,
     per_rank_batch_size,
     positive_int,
     require,
     resolved_config,
+    run_label,
     speed_options,
 )
 from tpp.errors import ConfigError
@@ -45,6 +47,8 @@ examples:
   tpp prune --method tpp --model resnet56 --dataset cifar10 --checkpoint base.pt \\
       --ratio '*layer*.conv1:0.9' --ft-epochs 120 --ft-lr 0:0.01,60:0.001,90:0.0001
   tpp prune --method l1 --model mlp7_linear --dataset mnist --checkpoint runs/mlp/best.pt --ratio 0.8
+  tpp prune --method l1 --model hf:ResNetForImageClassification --weights resnet.safetensors \
+      --dataset imagefolder --data-dir photos --ratio 0.5 --ft-epochs 10
   torchrun --nproc_per_node 4 -m tpp prune --method tpp --model resnet56 --dataset cifar10 \
       --checkpoint base.pt --ratio '*layer*.conv1:0.5' --batch-size 128 --amp bf16 --out runs/r56
 """
@@ -57,7 +61,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "prune", help="prune a pretrained model (TPP or a baseline) and fine-tune it",
                          description=DESCRIPTION)
     add_model_args(parser)
-    parser.add_argument("--checkpoint", metavar="FILE", help="pretrained weights (tpp checkpoint or state_dict)")
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="the trained model: a tpp checkpoint or state_dict (or use --weights / --pretrained)")
     add_data_args(parser, train=True)
     group = parser.add_argument_group("what to prune")
     group.add_argument("--method", default="tpp", choices=list_methods(), help="pruning method")
@@ -101,7 +106,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the three stages and print a summary (rank 0). Returns 0."""
-    require(args, "model", "dataset", "checkpoint")
+    require(args, "model", "dataset")
     if args.ratio is None and args.global_ratio is None and not (args.speedup or args.target_flops):
         raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5'), --global-ratio, --speedup or --target-flops")
     from tpp import training
@@ -114,8 +119,8 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     from functools import partial
 
     from tpp import distributed, training
-    from tpp.cli.loading import model_from_checkpoint
-    from tpp.data import build_loaders, dataset_info
+    from tpp.cli.loading import model_from_args
+    from tpp.data import build_loaders
     from tpp.models import example_inputs
     from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning.selection import parse_ratio
@@ -123,20 +128,19 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     searching = bool(args.speedup or args.target_flops)
     ratio = parse_ratio(args.ratio) if args.ratio is not None and not searching else None
     device, main = dist_context.device, dist_context.is_main
-    info = dataset_info(args.dataset)
+    info, data = dataset_from_args(args)
     batch_size = per_rank_batch_size(args.batch_size, dist_context.world_size)
-    out = Path(args.out) if args.out else Path("runs") / f"prune-{args.method}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else Path("runs") / f"prune-{args.method}-{run_label(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
 
     training.seed_everything(args.seed)
-    payload = training.load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(args.checkpoint, payload, model_name=args.model, num_classes=info.num_classes,
-                                  in_channels=info.in_channels).to(device)
+    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
+                            image_size=info.image_size, need_weights=True).to(device)
     train_loader, test_loader, info = build_loaders(
-        info.name, args.data_dir, batch_size=batch_size, test_batch_size=args.test_batch_size, device=device,
+        info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size, device=device,
         download=args.download, seed=args.seed, num_workers=args.num_workers, train_subset=args.train_subset,
         rank=dist_context.rank, world_size=dist_context.world_size)
-    inputs = example_inputs(args.model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
+    inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
     if searching:
         ratio = _search_ratio(args, model, inputs, dist_context.is_main and not args.quiet)
     prepare = partial(distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False)))

@@ -22,9 +22,11 @@ from tpp.cli.common import (
     add_runtime_args,
     add_speed_args,
     add_train_args,
+    dataset_from_args,
     per_rank_batch_size,
     require,
     resolved_config,
+    run_label,
     speed_options,
 )
 from tpp.errors import ConfigError, ModelError
@@ -38,11 +40,13 @@ examples:
   tpp train --model mlp7_linear --dataset mnist --data-dir ../shared/data --epochs 10 --out runs/mlp
   tpp train --model resnet56 --dataset cifar10 --lr 0:0.1,100:0.01,150:0.001 --epochs 200
   tpp train --out runs/mlp --resume --model mlp7_linear --dataset mnist --epochs 20
+  tpp train --model mymodels:small_cnn --dataset imagefolder --data-dir photos --image-size 64 --epochs 30
+  tpp train --model timm:resnet18 --pretrained --dataset imagefolder --data-dir photos --epochs 10
   torchrun --nproc_per_node 4 -m tpp train --model resnet56 --dataset cifar10 --batch-size 128 --amp bf16
 """
 
 # options whose change would make a resumed run differ from the original one
-_RESUME_MUST_MATCH = ("model", "dataset", "seed", "batch_size", "train_subset")
+_RESUME_MUST_MATCH = ("model", "dataset", "seed", "batch_size", "train_subset", "image_size", "channels")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -61,22 +65,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _check_input_shape(model: Any, info: Any, model_name: str) -> None:
-    """Fail early, with one line, when the model cannot consume the dataset's images."""
+    """Fail early, with one line, when the model cannot consume the dataset's images or gives
+    another number of class scores."""
     import torch
 
-    shape = (1, info.in_channels, info.image_size, info.image_size)
+    from tpp.util.inputs import logits_of
+    from tpp.util.modules import device_of
+
+    shape = (2, info.in_channels, info.image_size, info.image_size)
     training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(shape, device=next(model.parameters()).device))
-    except RuntimeError as error:
+            logits = logits_of(model(torch.zeros(shape, device=device_of(model))))
+    except (RuntimeError, ValueError, TypeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(
-            f"model {model_name} cannot take {info.name} images of shape {list(shape)} ({first}); pick another --model"
+            f"model {model_name} cannot take {info.name} images of shape {list(shape[1:])} ({first}); pick another --model"
         ) from None
     finally:
         model.train(training)
+    if logits.dim() != 2 or logits.shape[1] != info.num_classes:
+        raise ModelError(
+            f"model {model_name} gives outputs of shape {list(logits.shape[1:])} per image, not {info.num_classes} "
+            f"class scores for {info.name}; build it with num_classes={info.num_classes}")
 
 
 def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -97,21 +109,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, context: Any) -> int:
     from tpp import distributed, training
-    from tpp.data import build_loaders, dataset_info
-    from tpp.models import create_model
+    from tpp.cli.loading import model_from_args
+    from tpp.data import build_loaders
 
     schedule = training.parse_lr_schedule(args.lr)
     device, main = context.device, context.is_main
-    info = dataset_info(args.dataset)
+    info, data = dataset_from_args(args)
     batch_size = per_rank_batch_size(args.batch_size, context.world_size)
-    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else Path("runs") / f"{run_label(args.model)}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
 
     training.seed_everything(args.seed)
-    model = create_model(args.model, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
+    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
+                            image_size=info.image_size).to(device)
     _check_input_shape(model, info, args.model)
     train_loader, test_loader, info = build_loaders(
-        info.name, args.data_dir, batch_size=batch_size, test_batch_size=args.test_batch_size,
+        info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size,
         device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
         train_subset=args.train_subset, rank=context.rank, world_size=context.world_size,
     )

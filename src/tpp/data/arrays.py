@@ -41,9 +41,9 @@ def load_arrays(
     key = canonical_name(name)
     if split not in SPLITS:
         raise DataError(f"Unknown split {split!r}. Use 'train' or 'test'.")
-    if key == "imagenet":
+    if key in ("imagenet", "imagefolder"):
         raise DataError(
-            "ImageNet is too large to load into memory; use build_loaders('imagenet', ...) instead."
+            f"{key} is read from image files, not loaded as arrays; use build_loaders({key!r}, ...) instead."
         )
     if key == "mnist_subset":
         return load_mnist_subset(split)

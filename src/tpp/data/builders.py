@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from tpp.data.arrays import load_arrays
-from tpp.data.info import DatasetInfo, dataset_info, resolve_data_dir
+from tpp.data.info import DatasetInfo, canonical_name, dataset_info, resolve_data_dir
 from tpp.data.loader import TensorLoader
 from tpp.errors import DataError
 
@@ -30,6 +30,17 @@ def stratified_first(labels: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(torch.argsort(key)[:n]).values
 
 
+def subset_indices(labels: torch.Tensor, train_subset: int, name: str) -> torch.Tensor:
+    """:func:`stratified_first` indices of ``train_subset`` examples; DataError when out of range."""
+    n = int(train_subset)
+    if not 0 < n <= len(labels):
+        raise DataError(
+            f"train_subset={train_subset} is outside 1..{len(labels)} (the {name} training set size); "
+            "pass a value in that range or omit it."
+        )
+    return stratified_first(labels, n)
+
+
 def build_loaders(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
@@ -43,6 +54,7 @@ def build_loaders(
     world_size: int = 1,
     num_workers: int = 4,
     train_subset: int | None = None,
+    image_options: Any = None,
 ) -> tuple[Any, Any, DatasetInfo]:
     """Build ``(train_loader, test_loader, info)`` for a dataset.
 
@@ -50,7 +62,9 @@ def build_loaders(
     is unused). Training batches are shuffled and augmented per ``info.augment`` and sharded
     over ``world_size`` ranks; the test loader is never sharded, so evaluation runs the whole
     test set on every rank. ImageNet uses torchvision ``ImageFolder`` loaders (needs the
-    ``vision`` extra) with the same ``set_epoch`` contract.
+    ``vision`` extra) with the same ``set_epoch`` contract. ``imagefolder`` (your own images
+    under ``data_dir/train/<class>`` and ``data_dir/val/<class>``) needs only PIL; see
+    :mod:`tpp.data.imagefolder`.
 
     Args:
         name: dataset name (see :data:`DATASETS`).
@@ -62,12 +76,20 @@ def build_loaders(
         seed: base seed of the per-epoch order/augmentation.
         rank: this process's rank.
         world_size: number of data-parallel processes.
-        num_workers: DataLoader workers (ImageNet only).
+        num_workers: DataLoader workers (ImageNet; decoding threads/workers for imagefolder).
         train_subset: keep only this many training images, class-balanced, for quick runs.
+        image_options: :class:`tpp.data.imagefolder.ImageFolderOptions` (imagefolder only).
 
     Raises:
         DataError: unknown dataset, missing/corrupt data, or a bad ``train_subset``.
     """
+    if canonical_name(name) == "imagefolder":
+        from tpp.data.imagefolder import build_imagefolder_loaders
+
+        subset = None if train_subset is None else (lambda labels: subset_indices(labels, train_subset, "imagefolder"))
+        return build_imagefolder_loaders(
+            data_dir, image_options, batch_size=batch_size, test_batch_size=test_batch_size, device=device,
+            seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, subset=subset)
     info = dataset_info(name)
     if info.name == "imagenet":
         if train_subset is not None:
@@ -83,13 +105,7 @@ def build_loaders(
     x_train, y_train = load_arrays(info.name, "train", data_dir, download)
     x_test, y_test = load_arrays(info.name, "test", data_dir, download)
     if train_subset is not None:
-        n = int(train_subset)
-        if not 0 < n <= len(y_train):
-            raise DataError(
-                f"train_subset={train_subset} is outside 1..{len(y_train)} (the {info.name} training set size); "
-                "pass a value in that range or omit it."
-            )
-        keep = stratified_first(y_train, n)
+        keep = subset_indices(y_train, train_subset, info.name)
         x_train, y_train = x_train[keep], y_train[keep]
     train = TensorLoader(
         x_train, y_train, batch_size=batch_size, mean=info.mean, std=info.std, shuffle=True,

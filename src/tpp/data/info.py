@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tpp.errors import DataError
 
@@ -15,6 +16,7 @@ DATASETS: tuple[str, ...] = (
     "cifar100",
     "imagenet",
     "mnist_subset",
+    "imagefolder",
 )
 
 # Spellings users commonly type, mapped to the canonical name.
@@ -24,6 +26,7 @@ _ALIASES = {
     "cifar_10": "cifar10",
     "cifar_100": "cifar100",
     "mnistsubset": "mnist_subset",
+    "imagefolder": "imagefolder",
 }
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +48,7 @@ class DatasetInfo:
         std: per-channel standard deviation divided after subtracting ``mean``.
         augment: whether training uses random crop (padding 4) and horizontal flip
             (for ImageNet: RandomResizedCrop + flip).
+        classes: class names where the data has them (``imagefolder``: its folder names).
     """
 
     name: str
@@ -54,6 +58,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool
+    classes: tuple[str, ...] = ()
 
 
 # Values follow the paper's reference code. Fashion-MNIST deliberately reuses the MNIST
@@ -79,20 +84,31 @@ def canonical_name(name: str) -> str:
     """
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, _ALIASES.get(key.replace("_", ""), key))
-    if key not in _INFOS:
+    if key not in _INFOS and key != "imagefolder":
         raise DataError(
             f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}."
         )
     return key
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(
+    name: str, data_dir: str | os.PathLike[str] | None = None, image_options: Any = None
+) -> DatasetInfo:
     """Return the :class:`DatasetInfo` of a dataset (aliases such as 'fashion-mnist' accepted).
+
+    ``imagefolder`` takes its classes from ``data_dir`` (required) and its input format from
+    ``image_options`` (:class:`tpp.data.imagefolder.ImageFolderOptions`); the other datasets
+    ignore both.
 
     Raises:
         DataError: if the name is not a known dataset; the message lists the valid names.
     """
-    return _INFOS[canonical_name(name)]
+    key = canonical_name(name)
+    if key == "imagefolder":
+        from tpp.data.imagefolder import imagefolder_info
+
+        return imagefolder_info(data_dir, image_options)
+    return _INFOS[key]
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tpp.errors import TPPError
+from tpp.util.inputs import logits_of
 
 ONNX_EXTRA_HINT = "pip install 'tpp-pruning[onnx]'"
 
@@ -119,7 +120,7 @@ def verify_onnx(
             expected = module(*(t.to(device) for t in tensors))
     finally:
         module.train(was_training)
-    expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).float().cpu().numpy()
+    expected = logits_of(expected).float().cpu().numpy()
     if got.shape != expected.shape:
         raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch's {expected.shape}")
     error = relative_error(got, expected)

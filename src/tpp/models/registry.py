@@ -86,24 +86,42 @@ def example_inputs(
 ) -> torch.Tensor:
     """A seeded ``randn`` batch of shape ``[batch_size, in_channels, S, S]`` for a model.
 
-    ``name_or_model`` is a registry name or a model made by :func:`create_model` (its
-    ``tpp_spec`` supplies the name and, unless given, ``in_channels``). ``S`` defaults to
-    :func:`model_image_size`; pass ``image_size`` to override (e.g. 64 for quick ImageNet checks).
+    ``name_or_model`` is a registry name or a model made by :func:`create_model` or
+    :func:`tpp.models.build_model` (its ``tpp_spec`` supplies the name and, unless given,
+    ``in_channels``). ``S`` defaults to :func:`model_image_size` for registry models; for other
+    models to the ``image_size`` recorded in their spec, else to the input a pruned model was
+    traced with. Pass ``image_size`` to override (e.g. 64 for quick ImageNet checks).
     Random rather than zeros so that data-dependent tracing does not see degenerate activations.
     """
+    size = None if image_size is None else int(image_size)
     if isinstance(name_or_model, nn.Module):
         spec = getattr(name_or_model, "tpp_spec", None)
-        if not isinstance(spec, dict) or "name" not in spec:
+        if not isinstance(spec, dict) or not ("name" in spec or "spec" in spec):
             raise ModelError(
-                "example_inputs() needs a model made by tpp.models.create_model (it has no tpp_spec); "
-                "pass the model name instead."
+                "example_inputs() needs a model made by tpp.models.create_model or build_model (it has no "
+                "tpp_spec); pass the model name instead."
             )
-        name = spec["name"]
         if in_channels is None:
             in_channels = int(spec.get("in_channels", 3))
-    else:
-        name = name_or_model
-    size = model_image_size(name) if image_size is None else int(image_size)
+        if size is None:
+            size = model_image_size(spec["name"]) if "name" in spec else _recorded_size(name_or_model)
+    elif size is None:
+        if ":" in str(name_or_model):
+            raise ModelError(f"example_inputs({name_or_model!r}) needs image_size: only tpp's own models know theirs")
+        size = model_image_size(name_or_model)
     channels = 3 if in_channels is None else int(in_channels)
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch_size, channels, size, size, generator=gen)
+
+
+def _recorded_size(model: nn.Module) -> int:
+    """The input side of a non-registry model: from its spec, else from its pruning plan."""
+    size = model.tpp_spec.get("image_size")
+    if size is None:  # plans record an input signature ("inputs"), older ones a list of shapes
+        plan = getattr(model, "tpp_plan", None) or {}
+        signature = plan.get("inputs") or plan.get("input_shapes") or []
+        shapes = [item["shape"] for item in signature["items"]] if isinstance(signature, dict) else signature
+        size = shapes[0][-1] if shapes and len(shapes[0]) == 4 else None
+    if size is None:
+        raise ModelError(f"the input size of {model.tpp_spec['spec']} is not recorded; pass image_size (--image-size)")
+    return int(size)

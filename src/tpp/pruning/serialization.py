@@ -1,8 +1,9 @@
 """Save and load pruned models as data: a channel plan plus a state_dict, never a pickled module.
 
 The plan is Torch-Pruning's pruning history (``[layer name, out-channel?, indices]`` per group, plain
-lists), the form, shapes and dtypes of the example inputs used to trace the graph, and the model's spec. Loading
-rebuilds the unpruned architecture, replays the plan, then loads the weights with
+lists), the form, shapes and dtypes of the example inputs used to trace the graph, and the model's spec
+(``model.tpp_spec``: a registry name, or a ``timm:``/``torchvision:``/``hf:``/``module:function`` spec, see
+:mod:`tpp.models.specs`). Loading rebuilds the unpruned architecture, replays the plan, then loads the weights with
 ``torch.load(weights_only=True)``, so a file can never run code.
 """
 
@@ -73,16 +74,17 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module | None = None) ->
     Args:
         path: the file.
         base_model: an *unpruned* instance of the architecture. If omitted, it is built from the
-            registry spec stored in the file (models created with ``tpp.create_model``).
+            spec stored in the file (models made by ``tpp.create_model`` or
+            ``tpp.models.build_model``; a ``module:function`` spec must be importable here).
     """
     payload = read_pruned(path)
     if base_model is None:
-        from tpp.models import create_model
+        from tpp.models import model_from_record
 
-        spec = dict(payload["spec"])
-        if "name" not in spec:
+        spec = dict(payload["spec"] or {})
+        if "name" not in spec and "spec" not in spec:
             raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
-        base_model = create_model(**spec)
+        base_model = model_from_record(spec, source=str(path))
     module = unwrap(base_model)
     replay_plan(module, payload["plan"], path)
     try:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpp.errors import DataError
+from tpp.util.inputs import logits_of
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
@@ -48,7 +49,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
         for inputs, targets in loader:
             inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            logits = model(inputs)
+            logits = logits_of(model(inputs))
             total += F.cross_entropy(logits, targets, reduction="sum").double()
             hit1, hit5 = topk_correct(logits, targets, (1, 5))
             correct1 += hit1

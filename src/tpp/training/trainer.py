@@ -38,6 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tpp.distributed import all_reduce_sum
+from tpp.util.inputs import logits_of
 from tpp.errors import CheckpointError, TPPError
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, to_channels_last
 from tpp.training.checkpoint import load_checkpoint, load_model_weights, make_payload, save_checkpoint, unwrap_model
@@ -225,7 +226,7 @@ class Trainer:
                 if self.speed.channels_last:
                     inputs = to_channels_last(inputs)
                 with precision.autocast():
-                    logits = self._forward(inputs)
+                    logits = logits_of(self._forward(inputs))  # transformers models return a ModelOutput
                     loss = F.cross_entropy(logits, targets)
                 ce_value = loss.item()
                 if hooks.penalty is not None:  # in float32: the gram target is sensitive to rounding
