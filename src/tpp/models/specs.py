@@ -131,6 +131,25 @@ def model_from_record(
     return model
 
 
+def infer_record(model: nn.Module) -> dict[str, Any] | None:
+    """``model.tpp_spec``, or for a ``transformers`` model built outside tpp a record made from its
+    configuration (``hf:`` + class + config), so that a pruned file rebuilds it alone; else None."""
+    record = getattr(model, "tpp_spec", None)
+    if isinstance(record, Mapping) and record:
+        return dict(record)
+    config = getattr(model, "config", None)
+    if type(model).__module__.startswith("transformers.") and hasattr(config, "to_diff_dict"):
+        classes = int(getattr(config, "num_labels", 10))
+        channels = int(getattr(config, "num_channels", 3))
+        image = getattr(config, "image_size", None)
+        record = {"spec": f"hf:{type(model).__name__}", "num_classes": classes, "in_channels": channels,
+                  **external.hf_record(model)}
+        if isinstance(image, int):
+            record["image_size"] = image
+        return record
+    return None
+
+
 def spec_label(record: Mapping[str, Any] | None) -> str:
     """The spec string of a ``tpp_spec`` record (registry name or ``kind:target``)."""
     record = record or {}

@@ -34,14 +34,19 @@ def record_plan(model: nn.Module, history: list, example_inputs: Any) -> None:
 
 
 def save_pruned(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write ``model`` (pruned by tpp) to ``path`` atomically, as plan + state_dict."""
+    """Write ``model`` (pruned by tpp) to ``path`` atomically, as plan + state_dict.
+
+    The architecture is recorded as ``model.tpp_spec`` (models built by tpp) or, for a
+    ``transformers`` model, its class and configuration, so :func:`load_pruned` needs no base model."""
+    from tpp.models.specs import infer_record
+
     module = unwrap(model)
     plan = getattr(module, "tpp_plan", None)
     if plan is None:
         plan = {"history": [], "input_shapes": None}
     payload = {
         "format": FORMAT,
-        "spec": dict(getattr(module, "tpp_spec", {}) or {}),
+        "spec": infer_record(module) or {},
         "plan": plan,
         "state_dict": module.state_dict(),
         "extra": extra or {},
