@@ -299,7 +299,8 @@ def reload_all(cases: list[CaseResult], out_dir: Path) -> None:
         {"key": c.key, "suite": c.suite, "model": c.model, "pruned_file": c.pruned_file, "io_file": c.io_file}
         for c in saved]))
     root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    inherited = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *inherited]))  # absolute: the child runs in root
     proc = subprocess.run(
         [sys.executable, "-m", "tests.zoo.reload", str(manifest), str(torch.get_num_threads())],
         cwd=root, env=env, capture_output=True, text=True, timeout=600)
