@@ -28,7 +28,7 @@ def test_a_model_the_core_handles_prunes_exactly_and_reloads_identically(tmp_pat
         check_case(case)
         assert case.meets_contract_exactly, case
         assert case.params[1] < case.params[0] and case.flops[1] < case.flops[0]
-    check_pass_rate(cases)
+    check_pass_rate(cases, {})
 
 
 def test_the_reload_process_sees_a_one_ulp_difference(tmp_path):
@@ -46,16 +46,19 @@ def _patch_prune(monkeypatch, replacement):
     monkeypatch.setattr(tpp.TPPPruner, "prune", replacement)
 
 
-def test_a_refused_prune_that_touches_nothing_is_allowed_but_not_exact(tmp_path, monkeypatch):
+def test_a_refusal_that_comes_only_at_prune_breaks_the_contract(tmp_path, monkeypatch):
     def refuse(self, optimizer=None):
         raise PruningError("this structure cannot be pruned exactly; use scope='internal'")
 
     _patch_prune(monkeypatch, refuse)
     case = run_case("selftest", SPEC, "all", tmp_path)
     assert (case.result, case.changed) == ("refused at prune", [])
-    check_case(case)
+    with pytest.raises(AssertionError, match="refused at prune"):
+        check_case(case)  # refusals belong to the pruner's construction, before any training
     with pytest.raises(AssertionError, match="0/1 cases pruned exactly"):
-        check_pass_rate([case])
+        check_pass_rate([case], {})
+    with pytest.raises(AssertionError, match="expected a refusal"):
+        check_pass_rate([case], {"residual": "structurally impossible"})  # excused only if refused at build
 
 
 def test_a_refused_prune_that_changed_the_model_breaks_the_contract(tmp_path, monkeypatch):

@@ -75,5 +75,12 @@ _TABLE = {
                       focal_windows=[3, 3]), 32, False),
 }
 
+# Architectures no channel of which can be removed exactly: they must be refused when the pruner is built.
+IMPOSSIBLE = {
+    "convnextv2": "GRN divides every channel by the mean of all channels' norms, so a zeroed channel still counts",
+    "bit": "GroupNorm statistics span groups of channels, and weight-standardised convolutions normalise "
+           "each filter over all its input channels",
+}
+
 SPECS = {name: ModelSpec(name, _hf(cls, cfg, **config), image, dict_inputs=as_dict)
          for name, (cls, cfg, config, image, as_dict) in _TABLE.items()}

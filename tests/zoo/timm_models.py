@@ -38,5 +38,10 @@ _TABLE = {
     "repvgg_a0": ("repvgg_a0", {}, 32),
 }
 
+# Cases where no channel can be removed exactly: they must be refused when the pruner is built.
+IMPOSSIBLE = {
+    "repvgg_a0/internal": "every convolution's output joins a branch sum, so no channel is internal to a block",
+}
+
 SPECS = {name: ModelSpec(name, _timm(timm_name, **kwargs), image)
          for name, (timm_name, kwargs, image) in _TABLE.items()}

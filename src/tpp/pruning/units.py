@@ -35,6 +35,9 @@ from torch_pruning.dependency import group as tp_group
 from tpp.errors import ConfigError, PruningError
 from tpp.models.layers import ChannelPadShortcut
 from tpp.pruning.shortcut_pruner import ChannelPadShortcutPruner
+from tpp.pruning.tp_compat import apply_guards
+
+apply_guards()
 
 
 # Per-channel affine layers whose gamma/beta are zeroed and removed with the channel.
