@@ -15,7 +15,7 @@ from torch import nn
 from tpp import distributed
 from tpp.cli.main import main
 from tpp.errors import ConfigError
-from tpp.pruning.tpp_pruner import TPPPruner
+from tpp.pruning.methods.tpp import TPPPruner
 from tpp.training import StepHooks, Trainer, load_checkpoint, parse_lr_schedule
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, check_amp
 

@@ -14,16 +14,15 @@ import torch.nn.functional as F
 import tpp.pruning as pruning
 from tpp.errors import ConfigError
 from tpp.models import create_model, example_inputs
-from tpp.pruning.baselines import (
-    DEFAULT_ORTH_ITERS,
-    GReg1Pruner,
-    OrthRegThenL1Pruner,
+from tpp.pruning.methods.greg import GReg1Pruner
+from tpp.pruning.methods.l1_variants import (
     kernorth_finetune_penalty,
     orthconv_finetune_penalty,
     orthp_reinit,
     reinitialize_,
 )
-from tpp.pruning.l1 import L1Pruner
+from tpp.pruning.methods.orth_then_l1 import DEFAULT_ORTH_ITERS, OrthRegThenL1Pruner
+from tpp.pruning.methods.l1 import L1Pruner
 from tpp.pruning.orthogonality import (
     conv_orthogonality,
     deconv_orth_dist,
@@ -34,7 +33,7 @@ from tpp.pruning.orthogonality import (
 )
 
 ALL_METHODS = ["tpp", "l1", "l1+orthp", "l1+kernorth", "l1+orthconv", "kernorth+l1", "orthconv+l1", "greg1", "scratch"]
-SHORT = dict(reg_step=0.5, reg_interval=1, reg_ceiling=1.0, stabilize_iters=3, zero_out_interval=1)
+SHORT = dict(reg_step=0.5, reg_interval=1, reg_ceiling=1.0, stabilize_iters=3, zero_out_interval=1, orth_iters=3)
 
 
 def _model(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
@@ -65,7 +64,8 @@ def test_full_life_cycle(name, model_name):
     method = pruning.get_method(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short schedules warn about the zero-out spacing
-        pruner = method.make_pruner(model, inputs, ratio=0.5, scope="internal", global_ratio=None, **SHORT)
+        options = {k: v for k, v in SHORT.items() if k in {o.name for o in method.options}}  # the method's own
+        pruner = method.make_pruner(model, inputs, ratio=0.5, scope="internal", global_ratio=None, **options)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     steps = 0
     while method.regularized and not pruner.done:

@@ -192,7 +192,7 @@ def test_keyboard_interrupt_exits_130(run_cli, tmp_path: Path, monkeypatch: pyte
 
 
 def test_info_and_eval_of_pruned_checkpoints(run_cli, tmp_path: Path) -> None:
-    l1 = pytest.importorskip("tpp.pruning.l1")
+    l1 = pytest.importorskip("tpp.pruning.methods.l1")
     serialization = pytest.importorskip("tpp.pruning.serialization")
     from tpp.models import example_inputs
 

@@ -115,7 +115,7 @@ def test_hf_folder_with_weights_loads_them_without_network(tmp_path, run_cli, di
 
 
 def test_input_size_comes_from_the_plan_when_the_spec_lacks_it(tmp_path):
-    from tpp.pruning.l1 import L1Pruner
+    from tpp.pruning.methods.l1 import L1Pruner
 
     model = build_model(FACTORY, num_classes=10, in_channels=1)  # no image_size recorded
     with pytest.raises(ModelError, match="--image-size"):

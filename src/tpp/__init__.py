@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "TPPPruner": "tpp.pruning.tpp_pruner",
+    "TPPPruner": "tpp.pruning.methods.tpp",
     "count": "tpp.metrics.counting",
     "save_pruned": "tpp.pruning.serialization",
     "load_pruned": "tpp.pruning.serialization",

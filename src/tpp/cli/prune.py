@@ -56,7 +56,7 @@ examples:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp prune``."""
-    from tpp.pruning.methods import list_methods
+    from tpp.pruning.registry import list_methods
 
     parser = add_command(subparsers, "prune", help="prune a pretrained model (TPP or a baseline) and fine-tune it",
                          description=DESCRIPTION)

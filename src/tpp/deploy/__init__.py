@@ -137,7 +137,7 @@ def run_latency_bench(
 
     from tpp.deploy.latency import compare_pruned, usable_cores
     from tpp.models import create_model, example_inputs
-    from tpp.pruning.tpp_pruner import TPPPruner
+    from tpp.pruning.methods.tpp import TPPPruner
 
     torch.manual_seed(0)
     base = create_model(model_name).eval()

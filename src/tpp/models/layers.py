@@ -76,6 +76,25 @@ class ChannelPadShortcut(nn.Module):
         self.source_index = remap[torch.where(idx < 0, self.in_channels, idx)]
         self.in_channels = int(keep_t.numel())
 
+    # The channel-layer protocol of tpp.pruning (graph.ChannelLayer): Torch-Pruning would trace F.pad
+    # on the channel axis as element-wise and return a model that crashes; editing the map instead
+    # lets residual-coupled channels of option-A ResNets be removed too.
+    def tpp_channels(self, out: bool) -> int:
+        """Output (``out=True``) or input channels."""
+        return self.out_channels if out else self.in_channels
+
+    def tpp_remove_channels(self, indices: Sequence[int], out: bool) -> None:
+        """Remove output or input channels ``indices``. A removed input channel was zero (its producers
+        were zeroed), so outputs that copied it become zero channels: the function is unchanged."""
+        size = self.out_channels if out else self.in_channels
+        keep = torch.ones(size, dtype=torch.bool)
+        keep[list(indices)] = False
+        (self.keep_out_channels if out else self.keep_in_channels)(keep.nonzero().flatten())
+
+    def tpp_fixed_channels(self, local: torch.Tensor) -> torch.Tensor:
+        """Which of the output channels ``local`` copy an input (only the zero ones can be pruned)."""
+        return self.source_index[local.to(self.source_index.device)].cpu() >= 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]

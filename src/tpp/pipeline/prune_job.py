@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from tpp.distributed import broadcast_object, broadcast_parameters
 from tpp.metrics.counting import count
-from tpp.pruning.methods import get_method
+from tpp.pruning.registry import get_method
 from tpp.pruning.serialization import load_pruned, read_pruned, save_pruned
 from tpp.training import (
     StepHooks,
@@ -48,8 +48,6 @@ from tpp.training import (
 from tpp.training.amp import SpeedOptions
 from tpp.training.checkpoint import unwrap_model
 
-TPP_OPTION_NAMES = ("reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval",
-                    "gram_weight", "bn_reg", "weight_reg", "gram_target", "ignored_layers")
 
 
 @dataclass
@@ -114,7 +112,7 @@ def run_prune_job(
         report.update({k: saved[k] for k in ("pruned_indices", "regularization") if k in saved})
     else:
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
-                                    global_ratio=config.global_ratio, **_pruner_options(config))
+                                    global_ratio=config.global_ratio, **_pruner_options(config, method))
         report["pruned_indices"] = pruner.pruned_indices
         if method.regularized:
             report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out, say)
@@ -157,8 +155,9 @@ def _exists(path: Path | None) -> bool:
     return bool(broadcast_object(path is not None and path.is_file()))
 
 
-def _pruner_options(config: PruneJobConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.pruner_options.items() if k in TPP_OPTION_NAMES and v is not None}
+def _pruner_options(config: PruneJobConfig, method: Any) -> dict[str, Any]:
+    names = {o.name for o in method.options} | {"ignored_layers"}
+    return {k: v for k, v in config.pruner_options.items() if k in names and v is not None}
 
 
 def _regularize(model, pruner, train_loader, test_loader, config, context, out, say) -> dict[str, Any]:

@@ -1,9 +1,18 @@
-"""Structured pruning: TPP, its baselines, channel-dependency units and physical removal."""
+"""Structured pruning: TPP, its baselines, channel-dependency units and physical removal.
 
-from tpp.pruning.l1 import L1Pruner
-from tpp.pruning.methods import get_method, list_methods, register_method
+A pruner is a :class:`BasePruner` composed of an importance, regularisers and a schedule; the
+built-in methods are in :mod:`tpp.pruning.methods` and are selected by name through the registry.
+"""
+
+from tpp.pruning.base import BasePruner
+from tpp.pruning.graph import register_layer
+from tpp.pruning.methods.greg import GReg1Pruner
+from tpp.pruning.methods.l1 import L1Pruner
+from tpp.pruning.methods.orth_then_l1 import OrthRegThenL1Pruner
+from tpp.pruning.methods.tpp import TPPPruner
+from tpp.pruning.registry import Method, get_method, list_methods, register_method
 from tpp.pruning.selection import parse_ratio
 from tpp.pruning.serialization import load_pruned, save_pruned
-from tpp.pruning.tpp_pruner import TPPPruner
 
-__all__ = ["L1Pruner", "TPPPruner", "get_method", "list_methods", "load_pruned", "parse_ratio", "register_method", "save_pruned"]
+__all__ = ["BasePruner", "GReg1Pruner", "L1Pruner", "Method", "OrthRegThenL1Pruner", "TPPPruner", "get_method",
+           "list_methods", "load_pruned", "parse_ratio", "register_layer", "register_method", "save_pruned"]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tpp.util.modules import unwrap
 
 ORTH_LAYER_TYPES = (nn.Conv2d, nn.Linear)
+ORTH_KINDS = ("kernorth", "orthconv")
 
 
 def orth_layers(model_or_layers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:

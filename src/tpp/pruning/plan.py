@@ -9,7 +9,6 @@ training step, and everything the user asked for but will not get is said in one
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -19,17 +18,13 @@ import torch.nn as nn
 
 from tpp.errors import ConfigError, PruningError
 from tpp.pruning import selection
+from tpp.pruning.importance import Importance, L1Importance
 from tpp.pruning.removal import trial_removal
 from tpp.pruning.units import PruningUnit, Skipped, find_units
+from tpp.util.modules import warn_caller
 
-ScoreFn = Callable[[PruningUnit], torch.Tensor]
 # Rounds of "select network-wide, try, leave out what fails": each round only removes units.
 _MAX_GLOBAL_ROUNDS = 5
-
-
-def l1_scores(unit: PruningUnit) -> torch.Tensor:
-    """The paper's criterion: per channel, the mean ``|w|`` of its filters, summed over the unit's layers."""
-    return selection.filter_scores([(m.module.weight, m.roots, m.local) for m in unit.rows], unit.channels)
 
 
 @dataclass
@@ -57,11 +52,12 @@ def make_plan(
     global_ratio: float | None,
     scope: str,
     ignored_layers: Iterable[nn.Module | str] | None,
-    score_fn: ScoreFn = l1_scores,
+    importance: Importance | None = None,
     broadcast: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda chosen: chosen,
 ) -> PruningPlan:
     """Find, choose and verify what to prune (see the module docstring); warns once if less is pruned than asked.
 
+    ``importance`` scores the channels of a unit (default: :class:`~tpp.pruning.importance.L1Importance`);
     ``broadcast`` makes every process of a distributed job take the same choice (rank 0's).
 
     Raises:
@@ -76,7 +72,8 @@ def make_plan(
         raise PruningError(_nothing_prunable(module, graph, scope, ignored_layers, skipped))
     candidates = {u.name: u for u in units}
     spec = selection.parse_ratio(global_ratio if global_ratio is not None else ratio)
-    scores = {u.name: score_fn(u) for u in units}
+    importance = importance or L1Importance()
+    scores = {u.name: importance(u) for u in units}
     unit_ratio: dict[str, float] = {}
     if global_ratio is None:
         try:
@@ -225,8 +222,8 @@ def _warn_if_less_than_asked(plan: PruningPlan) -> None:
                      "no identity shortcut")
     if not parts:
         parts.append("every layer of a coupled unit keeps at least one channel")
-    warnings.warn(f"tpp: pruning {plan.pruned_channels} of the {plan.requested} channels asked for; left whole: "
-                  + "; ".join(parts), stacklevel=4)
+    warn_caller(f"tpp: pruning {plan.pruned_channels} of the {plan.requested} channels asked for; left whole: "
+                  + "; ".join(parts))
 
 
 def _nothing_prunable(module, graph, scope, ignored_layers, skipped) -> str:

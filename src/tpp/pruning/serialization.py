@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from tpp.errors import CheckpointError
-from tpp.pruning.units import build_graph
+from tpp.pruning.graph import build_graph
 from tpp.util.inputs import input_signature, inputs_from_signature
 from tpp.util.modules import device_of, unwrap
 from tpp.training.atomic import atomic_write

@@ -30,7 +30,7 @@ def _ratio_spec(ratio: float, pattern: str | None) -> Any:
 def _speedup(model: nn.Module, inputs: Any, base_flops: int, ratio: float, scope: str, pattern: str | None,
              ignored_layers: Iterable[nn.Module | str] | None) -> float:
     from tpp.metrics.counting import count
-    from tpp.pruning.l1 import L1Pruner
+    from tpp.pruning.methods.l1 import L1Pruner
 
     if ratio <= 0:
         return 1.0

@@ -18,27 +18,17 @@ statistics, a grouped convolution or an unknown layer are left out and reported 
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
-from torch.overrides import TorchFunctionMode
 from torch_pruning import ops
-from torch_pruning.dependency import group as tp_group
 
-from tpp.errors import ConfigError, PruningError
-from tpp.models.layers import ChannelPadShortcut
-from tpp.pruning.shortcut_pruner import ChannelPadShortcutPruner
-from tpp.pruning.tp_compat import apply_guards
-
-apply_guards()
-
+from tpp.errors import ConfigError
+from tpp.pruning.graph import all_groups, splits_channels
 
 # Per-channel affine layers whose gamma/beta are zeroed and removed with the channel.
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d)
@@ -79,6 +69,7 @@ class PruningUnit:
     # layer's output (option-A shortcut) can never be zeroed by regularisation, so they stay.
     candidates: torch.Tensor | None = None
     order: int = 0  # position of the root among all Conv/Linear layers, forward order (zero-out order)
+    group: Any = None  # the full Torch-Pruning group (for Torch-Pruning importance criteria)
 
     @property
     def row_names(self) -> list[str]:
@@ -125,68 +116,6 @@ REMOVAL_FAILS = "cannot be removed (typically a reshape or split into attention 
 REMOVAL_INEXACT = "would change the outputs if removed"
 
 
-class _ReshapeRecorder(TorchFunctionMode):
-    """Records the input and output shape of every reshape of the traced forward pass, keyed by the
-    output's autograd node: Torch-Pruning keeps only the node, and whether a reshape splits the
-    channels (into attention heads) depends on the shapes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shapes: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func in _RESHAPES and torch.is_tensor(out) and out.grad_fn is not None and args and torch.is_tensor(args[0]):
-            self.shapes[out.grad_fn] = (tuple(args[0].shape), tuple(out.shape))
-        return out
-
-
-_RESHAPES = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.unflatten, torch.unflatten}
-
-
-def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
-    """Build Torch-Pruning's DependencyGraph without leaving the model in eval mode (a TP pitfall).
-
-    ``example_inputs`` is a tensor, a tuple (positional arguments) or a dict (keyword arguments).
-
-    Raises:
-        PruningError: the model does not run on ``example_inputs``.
-    """
-    was_training = {m: m.training for m in model.modules()}
-    recorder = _ReshapeRecorder()
-    try:
-        with torch.enable_grad(), recorder:
-            graph = tp.DependencyGraph().build_dependency(
-                model,
-                example_inputs=dict(example_inputs) if isinstance(example_inputs, Mapping) else example_inputs,
-                customized_pruners={ChannelPadShortcut: ChannelPadShortcutPruner()},
-                verbose=False,
-            )
-    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as error:
-        text = " ".join(str(error).split())[:200]
-        raise PruningError(f"tracing the model on example_inputs failed ({type(error).__name__}: {text}); "
-                           "check that model(example_inputs) runs (a dict is passed as keyword arguments, "
-                           "a tuple as positional ones)") from None
-    finally:
-        for module, mode in was_training.items():
-            module.train(mode)
-    graph.tpp_reshape_shapes = recorder.shapes
-    return graph
-
-
-def _splits_channels(graph, op, channels: int) -> bool:
-    """Whether reshape ``op`` cuts a dimension of ``channels`` into several (attention heads, chunks).
-
-    Flattening merges channels with other dimensions and keeps each channel a contiguous block, which
-    Torch-Pruning maps exactly; a split such as ``[B, N, C] -> [B, N, heads, C / heads]`` does not."""
-    node = graph.module2node.get(op)
-    shapes = getattr(graph, "tpp_reshape_shapes", {}).get(getattr(node, "grad_fn", None))
-    if shapes is None:
-        return False
-    before, after = shapes
-    return len(after) > len(before) and channels in before and channels not in after
-
-
 def find_units(
     model: nn.Module,
     graph: tp.DependencyGraph,
@@ -204,7 +133,7 @@ def find_units(
     position = {m: i for i, m in enumerate(layer_order)}
 
     units, skipped = [], []
-    for root, group in _all_groups(graph, list(ignored)):
+    for root, group in all_groups(graph, list(ignored)):
         if group is None:  # Torch-Pruning's search did not terminate for this root
             if scope == "all":
                 skipped.append(Skipped(names.get(root, str(root)), SEARCH_EXPLODES, "", graph.get_out_channels(root) or 0))
@@ -223,77 +152,6 @@ def find_units(
     return units, skipped
 
 
-# Torch-Pruning revisits a node whenever it reaches it with a different index list, so partial-channel
-# slicing around residual chains (ReXNet's x[:, :C] += shortcut) makes the search run for hours.
-# Legitimate groups add a few dependencies per graph node (at most ~0.5 per node seen on timm's zoo).
-DEPENDENCIES_PER_NODE = 8
-MIN_DEPENDENCIES = 1000
-# Upper bound on the whole search, whatever the model: past it, building the pruner fails.
-SEARCH_SECONDS = 300.0
-
-
-class _SearchExploded(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _bounded_search(graph: tp.DependencyGraph):
-    """Count the dependencies Torch-Pruning adds to the group being built and stop runaway searches.
-
-    Torch-Pruning offers no hook to bound ``get_pruning_group``, so ``Group.add_dep`` is wrapped for the
-    duration (and restored): past the bound the group is abandoned; past :data:`SEARCH_SECONDS` in
-    all, a :class:`PruningError` says what to do."""
-    limit = max(MIN_DEPENDENCIES, DEPENDENCIES_PER_NODE * len(graph.module2node))
-    deadline = time.monotonic() + SEARCH_SECONDS
-    original = tp_group.Group.add_dep
-    state = {"count": 0}
-
-    def add_dep(group, dep, idxs):
-        state["count"] += 1
-        if state["count"] > limit:
-            raise _SearchExploded
-        if state["count"] % 64 == 0 and time.monotonic() > deadline:
-            raise PruningError(f"finding the coupled channels took more than {SEARCH_SECONDS:.0f} s; pass the "
-                               "blocks with unusual channel slicing in ignored_layers")
-        return original(group, dep, idxs)
-
-    tp_group.Group.add_dep = add_dep
-    try:
-        yield state
-    finally:
-        tp_group.Group.add_dep = original
-
-
-def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]):
-    """``(root, group)`` for every Conv/Linear root, as ``DependencyGraph.get_all_groups`` enumerates them,
-    with ``group=None`` for roots whose dependency search had to be stopped."""
-    visited: set[nn.Module] = set()
-    ignored = ignored + list(graph.IGNORED_LAYERS_IN_TRACING)
-    ignored_set = set(ignored)
-    with _bounded_search(graph) as search:
-        for module in list(graph.module2node):
-            if module in ignored_set or not isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)) or module in visited:
-                continue
-            pruner = graph.get_pruner_of_module(module)
-            if pruner is None or pruner.get_out_channels(module) is None:
-                continue
-            search["count"] = 0
-            try:
-                group = graph.get_pruning_group(module, pruner.prune_out_channels,
-                                                list(range(pruner.get_out_channels(module))))
-            except _SearchExploded:
-                visited.add(module)
-                yield module, None
-                continue
-            prunable = True
-            for dep, _ in group:
-                if graph.is_out_channel_pruning_fn(dep.handler):
-                    visited.add(dep.target.module)
-                    prunable = prunable and dep.target.module not in ignored_set
-            if prunable:
-                yield module, group
-
-
 def _is_depthwise(module) -> bool:
     return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1
             and module.groups == module.in_channels == module.out_channels)
@@ -301,7 +159,7 @@ def _is_depthwise(module) -> bool:
 
 def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tuple[str, str] | None]:
     root = group[0].dep.target.module
-    unit = PruningUnit(name=names.get(root, str(root)), root=root, channels=len(group[0].idxs))
+    unit = PruningUnit(name=names.get(root, str(root)), root=root, channels=len(group[0].idxs), group=group)
     problem = None
     for item in group:
         module, handler = item.dep.target.module, item.dep.handler
@@ -325,10 +183,9 @@ def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tup
         elif isinstance(module, _NORM_TYPES):
             if getattr(module, "weight", None) is not None or isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
                 unit.norms.append(member)
-        elif isinstance(module, ChannelPadShortcut):
+        elif hasattr(module, "tpp_fixed_channels"):  # a graph.ChannelLayer that copies some channels
             if is_out:
-                zero = module.source_index[member.local] < 0
-                allowed = member.roots[zero]
+                allowed = member.roots[~module.tpp_fixed_channels(member.local)]
                 unit.candidates = allowed if unit.candidates is None else unit.candidates[torch.isin(unit.candidates, allowed)]
         elif isinstance(module, nn.Parameter):
             member.dim = dims.get(module, module.dim() - 1)
@@ -337,7 +194,7 @@ def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tup
             else:
                 unit.params.append(member)
         elif isinstance(module, ops._ReshapeOp):
-            if _splits_channels(graph, module, len(item.idxs)):
+            if splits_channels(graph, module, len(item.idxs)):
                 before, after = graph.tpp_reshape_shapes[graph.module2node[module].grad_fn]
                 problem = (SPLIT, f"{list(before)} -> {list(after)}")
         elif isinstance(module, nn.Module) and not isinstance(module, _PASS_THROUGH_TYPES) and not _is_graph_op(module):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import torch
 from torch import nn
 
@@ -20,3 +23,12 @@ def device_of(module: nn.Module) -> torch.device:
     for tensor in module.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def warn_caller(message: str, package: str = "tpp.pruning") -> None:
+    """``warnings.warn`` attributed to the first caller outside ``package`` (the user's line), however
+    deep inside the package the condition was found."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)

@@ -1,0 +1,288 @@
+"""The base pruner: what every method shares. A method is a composition of parts.
+
+A pruner is used inside the user's training loop, like a ``torch.optim`` object::
+
+    pruner = SomePruner(model, example_inputs, ratio=0.5)
+    loss = criterion(model(x), y) + pruner.penalty()   # loss terms of the regularisers
+    optimizer.zero_grad(); loss.backward()
+    pruner.regularize()                                 # gradient terms of the regularisers
+    optimizer.step()
+    pruner.step()                                       # schedule; zero-out while stabilising
+    ...
+    model = pruner.prune(optimizer)                     # physical removal, all or nothing
+
+:class:`BasePruner` owns the channel units (from the dependency graph), the choice of channels (by
+an *importance*, L1 by default; see :mod:`tpp.pruning.plan`), the layer-wise zero-out, the removal,
+``state_dict`` / ``load_state_dict`` and the agreement of all processes of a distributed job. A method
+supplies *regularisers* (:mod:`tpp.pruning.regularizers`) and a *schedule*
+(:mod:`tpp.pruning.schedules`), and says whether the channels are chosen at the start (TPP, GReg) or
+only at ``prune()`` time, on the weights the regularisation produced (orthogonality + L1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from tpp.errors import ConfigError, PruningError
+from tpp.pruning.graph import build_graph
+from tpp.pruning.importance import as_importance
+from tpp.pruning.penalties import SelectedParameters
+from tpp.pruning.plan import make_plan
+from tpp.pruning.regularizers import Regularizer
+from tpp.pruning.removal import ModelSnapshot, RemovalError, remove_channels
+from tpp.pruning.schedules import OneShot, Schedule
+from tpp.pruning.serialization import record_plan
+from tpp.pruning.units import PruningUnit
+from tpp.util.modules import device_of, unwrap
+
+SELECT_AT = ("start", "prune")
+
+
+class BasePruner:
+    """Selects channels, runs the regularisers on the schedule, removes the channels.
+
+    Args:
+        model: the network (a DataParallel/DDP wrapper is fine).
+        example_inputs: a batch the model accepts: a tensor, a tuple (positional arguments) or a dict
+            (keyword arguments); used to trace channel dependencies and to check removal.
+        ratio: fraction of channels to prune per unit: a float, ``{fnmatch pattern: ratio}`` on module
+            names, or the text ``"pattern:ratio,..."``.
+        scope: ``"internal"`` (channels produced by one layer, not tied to a residual add) or ``"all"``.
+        ignored_layers: modules or module-name patterns never pruned (classifiers never are).
+        global_ratio: if given, rank all units' channels network-wide and prune this fraction.
+        importance: scores channels (``unit -> scores``); ``None`` is L1, a Torch-Pruning
+            ``Importance`` is accepted.
+        regularizers: applied in this order by :meth:`penalty` and :meth:`regularize`.
+        schedule: the strength over time and when the model is ready (:class:`OneShot` if None).
+        select_at: ``"start"`` (choose now and regularise those channels) or ``"prune"`` (choose at
+            :meth:`prune`, on the weights then; the choice is still checked now).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ratio: float | Mapping[str, float] | str | None = 0.5,
+        scope: str = "internal",
+        ignored_layers: Iterable[nn.Module | str] | None = None,
+        global_ratio: float | None = None,
+        *,
+        importance: Any = None,
+        regularizers: Sequence[Regularizer] = (),
+        schedule: Schedule | None = None,
+        select_at: str = "start",
+    ) -> None:
+        if select_at not in SELECT_AT:
+            raise ConfigError(f"select_at must be one of {SELECT_AT}, got {select_at!r}")
+        self.model = model
+        self.module = unwrap(model)
+        self.example_inputs = example_inputs
+        self.importance = as_importance(importance)
+        self.regularizers = list(regularizers)
+        self.schedule = schedule if schedule is not None else OneShot()
+        self.select_at = select_at
+        self._target = dict(ratio=ratio, scope=scope, ignored_layers=ignored_layers, global_ratio=global_ratio)
+        self._plan_now()
+        self._pruned = False
+
+    # ------------------------------------------------------------------ selection
+    def _plan_now(self) -> None:
+        plan = make_plan(
+            self.module, lambda: build_graph(self.module, self.example_inputs), self.example_inputs,
+            ratio=self._target["ratio"], global_ratio=self._target["global_ratio"], scope=self._target["scope"],
+            ignored_layers=self._target["ignored_layers"], importance=self.importance,
+            broadcast=_broadcast_from_rank0)
+        self.graph = build_graph(self.module, self.example_inputs)  # fresh: the trial removal used the others up
+        self.units: list[PruningUnit] = plan.units
+        self._units_by_name = plan.candidates  # every candidate, for load_state_dict
+        self._pruned_roots = plan.pruned_roots
+        self._bind()
+
+    def _bind(self) -> None:
+        for regularizer in self.regularizers:
+            regularizer.bind(self.module, self.units, self._pruned_roots)
+        self.schedule.bind([u.order for u in self.units])
+        # per-unit selections for the layer-wise zero-out of the stabilisation phase
+        self._unit_params = [SelectedParameters(unit.tensors(self._pruned_roots[unit.name])) for unit in self.units]
+
+    @property
+    def pruned_indices(self) -> dict[str, list[int]]:
+        """Pruned output channels per unit, keyed by the unit's root layer name (root coordinates).
+
+        With ``select_at="prune"`` and before :meth:`prune`, what the current weights would give
+        (chosen afresh on every call, so query it sparingly)."""
+        if self.select_at == "prune" and not self._pruned:
+            self._plan_now()
+        return {u.name: self._pruned_roots[u.name].tolist() for u in self.units}
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def phase(self) -> str:
+        """``"regularize"``, ``"stabilize"`` or ``"done"``."""
+        return "done" if self._pruned else self.schedule.phase
+
+    @property
+    def done(self) -> bool:
+        """True once the model is ready: call :meth:`prune`."""
+        return self.phase == "done"
+
+    @property
+    def iteration(self) -> int:
+        """Iterations stepped so far."""
+        return self.schedule.iteration
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations from the start until :attr:`done`."""
+        return self.schedule.total_iterations
+
+    @property
+    def reg_value(self) -> float:
+        """The current regularisation strength lambda."""
+        return self.schedule.value()
+
+    def penalty(self) -> torch.Tensor:
+        """The regularisers' loss terms at the current strength; add it to the loss."""
+        total = None
+        if not self._pruned and not self.schedule.done:
+            strength = self.schedule.value()
+            for regularizer in self.regularizers:
+                term = regularizer.loss(strength)
+                if term is not None:
+                    total = term if total is None else total + term
+        return total if total is not None else torch.zeros((), device=device_of(self.module))
+
+    def regularize(self) -> None:
+        """Add the regularisers' gradient terms to ``.grad``.
+
+        Call after ``loss.backward()`` and before ``optimizer.step()``. Under AMP with a GradScaler,
+        call ``scaler.unscale_(optimizer)`` first so that the terms are not divided by the scale.
+        """
+        if self._pruned:
+            return
+        strength = self.schedule.value()
+        for regularizer in self.regularizers:
+            regularizer.add_gradient(strength)
+
+    def step(self) -> None:
+        """Advance one iteration: the schedule, and the zero-out of the units that are due."""
+        if self._pruned or self.done:
+            return
+        self.schedule.step()
+        for unit, params in zip(self.units, self._unit_params):
+            if self.schedule.zero_due(unit.order):
+                params.zero_()
+
+    def zero_pruned(self) -> None:
+        """Set every pruned filter, bias, BN gamma/beta and per-channel parameter to exactly 0 now."""
+        for params in self._unit_params:
+            params.zero_()
+
+    # ------------------------------------------------------------------ removal
+    def prune(self, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+        """Zero the pruned channels and remove them physically; returns the smaller model.
+
+        The removal is checked to be function-preserving on ``example_inputs`` (eval mode). It is all or
+        nothing: if any unit fails or would change the outputs, the model (and the optimizer) are left
+        exactly as they were before the call, :class:`PruningError` names the layer, and the pruner
+        stays in its phase. If ``optimizer`` is given, its parameter groups are re-pointed at the new
+        tensors in place (state of replaced tensors is dropped), so the same optimizer keeps working.
+        """
+        if self._pruned:
+            return self.model
+        if self.select_at == "prune":
+            self._plan_now()
+        snapshot = ModelSnapshot(self.module)
+        before = len(self.graph.pruning_history())
+        try:
+            self._remove(optimizer, check_each=False)
+        except RemovalError as error:
+            # all or nothing: the model is put back as it was, and the graph rebuilt (its index maps were edited)
+            self._undo(snapshot)
+            if error.unit is not None:
+                raise
+            try:  # again, checking after every unit, only to name the one at fault
+                self._remove(None, check_each=True)
+            except RemovalError as named:
+                error = named
+            self._undo(snapshot)
+            raise error from None
+        except BaseException:
+            self._undo(snapshot)
+            raise
+        record_plan(self.module, self.graph.pruning_history()[before:], self.example_inputs)
+        self._pruned = True
+        return _rewrap(self.model, self.module)
+
+    def _remove(self, optimizer: torch.optim.Optimizer | None, check_each: bool) -> None:
+        self.zero_pruned()
+        remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs, optimizer,
+                        check_each=check_each)
+
+    def _undo(self, snapshot: ModelSnapshot) -> None:
+        snapshot.restore()
+        self.graph = build_graph(self.module, self.example_inputs)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def config(self) -> dict[str, Any]:
+        """The options the pruner was built with (plain data)."""
+        target = dict(self._target, ignored_layers=None)
+        if isinstance(target["ratio"], Mapping):
+            target["ratio"] = dict(target["ratio"])
+        return target
+
+    def state_dict(self) -> dict:
+        """Plain-data state (loadable with ``torch.load(weights_only=True)``)."""
+        state = {"version": 1, **self.schedule.state_dict(), "pruned": self._pruned}
+        if self.select_at == "start":
+            state["pruned_indices"] = self.pruned_indices
+        state["config"] = dict(self.config)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a saved state so that a killed pruning run continues identically.
+
+        The pruned set is restored as saved, not re-selected: regularisation has changed the norms.
+        """
+        if state.get("pruned"):
+            raise PruningError("this pruner state is from after prune(); load the pruned model with tpp.load_pruned")
+        if self.select_at == "start":
+            indices = state.get("pruned_indices", {})
+            unknown = sorted(set(indices) - set(self._units_by_name))
+            if unknown:
+                raise PruningError(
+                    f"pruner state names layers {unknown[:3]} that this model cannot prune; "
+                    "was it saved from another model or scope?")
+            self.units = sorted((self._units_by_name[name] for name in indices), key=lambda u: u.order)
+            self._pruned_roots = {name: torch.as_tensor(idx, dtype=torch.long) for name, idx in indices.items()}
+        self.schedule.load_state_dict(state)
+        self._bind()
+
+    def __repr__(self) -> str:
+        pruned = sum(len(v) for v in self._pruned_roots.values())
+        total = sum(u.channels for u in self.units)
+        return (f"{type(self).__name__}(units={len(self.units)}, pruned_channels={pruned}/{total}, "
+                f"phase={self.phase!r}, iteration={self.iteration}, lambda={self.reg_value:.4g})")
+
+
+def _broadcast_from_rank0(chosen: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Under torch.distributed, every rank takes rank 0's choice, so all replicas prune alike."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return chosen
+    payload = [[c.tolist() for c in chosen]]
+    torch.distributed.broadcast_object_list(payload, src=0)
+    return [torch.as_tensor(c, dtype=torch.long) for c in payload[0]]
+
+
+def _rewrap(wrapper: nn.Module, module: nn.Module) -> nn.Module:
+    """DDP holds buckets of the old parameters, so it is rebuilt; DataParallel reads .module each call."""
+    if isinstance(wrapper, nn.parallel.DistributedDataParallel):
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=wrapper.device_ids, output_device=wrapper.output_device,
+            find_unused_parameters=wrapper.find_unused_parameters,
+        )
+    return wrapper

@@ -1,0 +1,99 @@
+"""TPP: Trainability Preserving Pruning (Wang & Fu, ICLR 2023).
+
+L1 picks the channels once (Sec. 3.1); while training, the gram entries that tie them to the kept
+filters are pushed to zero (Eq. 3, weight ``gram_weight``) and a growing L2 pulls their filters,
+biases and BatchNorm gamma/beta to zero (Eq. 5); removal follows. Defaults are the official code's
+CIFAR settings: lambda grows by 1e-4 every 10 iterations to 1, then 10,000 stabilisation iterations
+with the layer-wise zero-out, ``lw_opp`` 1000.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping
+
+import torch.nn as nn
+
+from tpp.pruning.base import BasePruner
+from tpp.pruning.options import option
+from tpp.pruning.registry import Method, register_method
+from tpp.pruning.regularizers import GramDecorrelation, GrowingL2
+from tpp.pruning.schedules import GrowingSchedule
+
+
+@dataclass
+class TPPConfig:
+    """TPP's options (the official defaults)."""
+
+    reg_step: float = option(1e-4, "lambda grows by this every --reg-interval iterations")
+    reg_interval: int = option(10, "iterations between lambda updates")
+    reg_ceiling: float = option(1.0, "lambda stops growing here")
+    stabilize_iters: int = option(10_000, "iterations at the ceiling before removal")
+    zero_out_interval: int = option(100, "iterations between the layer-wise zero-outs of stabilisation")
+    gram_weight: float = option(1000.0, "weight of the gram term of Eq. 3 (0 disables it)")
+    bn_reg: bool = option(True, "growing L2 on BatchNorm gamma/beta of the pruned channels")
+    weight_reg: bool = option(True, "growing L2 on the pruned filters and biases")
+    gram_target: str = option("decorrelate", "decorrelate (TPP) or kernorth (ablation: identity target)",
+                              choices=("decorrelate", "kernorth"))
+
+
+class TPPPruner(BasePruner):
+    """Selects filters by L1 norm, regularises them towards de-correlation and zero, then removes them.
+
+    Args:
+        model: the network (a DataParallel/DDP wrapper is fine).
+        example_inputs: a batch the model accepts (tensor, tuple of positional or dict of keyword
+            arguments), used to trace channel dependencies and to check the removal.
+        ratio: fraction of filters to prune per layer: a float, or ``{fnmatch pattern: ratio}`` on
+            module names (``{"*layer*.conv1": 0.9}``), or the text ``"*layer*.conv1:0.9"``.
+        scope: ``"internal"`` (the paper: channels not tied to residual adds or other layers) or
+            ``"all"`` (every dependency group that can be removed exactly).
+        ignored_layers: modules or module-name patterns never pruned (classifiers are always kept).
+        reg_step, reg_interval, reg_ceiling: ``lambda = reg_step * floor(t / reg_interval)``, capped.
+        stabilize_iters: iterations at the ceiling before the model is ready to prune.
+        zero_out_interval: during stabilisation, layer ``i`` (forward order) is zeroed from
+            iteration ``(i + 1) * zero_out_interval`` on.
+        gram_weight: weight of the gram term (``lw_opp``, 1000 in the paper). 0 disables it.
+        bn_reg, weight_reg: growing L2 on BatchNorm gamma/beta, and on filters and biases.
+        global_ratio: if given, rank all units' channels network-wide and prune this fraction.
+        gram_target: ``"decorrelate"`` (TPP) or ``"kernorth"`` (ablation: identity target).
+        importance: how channels are chosen; ``None`` is L1 (see :class:`BasePruner`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ratio: float | Mapping[str, float] | str | None = 0.5,
+        scope: str = "internal",
+        ignored_layers: Iterable[nn.Module | str] | None = None,
+        reg_step: float = 1e-4,
+        reg_interval: int = 10,
+        reg_ceiling: float = 1.0,
+        stabilize_iters: int = 10_000,
+        zero_out_interval: int = 100,
+        gram_weight: float = 1000.0,
+        bn_reg: bool = True,
+        weight_reg: bool = True,
+        global_ratio: float | None = None,
+        gram_target: str = "decorrelate",
+        *,
+        importance: Any = None,
+    ) -> None:
+        self.options = TPPConfig(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval,
+                                 gram_weight, bn_reg, weight_reg, gram_target)
+        schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval)
+        regularizers = [GramDecorrelation(gram_weight, gram_target)]
+        if weight_reg:
+            regularizers.append(GrowingL2("filters"))
+        if bn_reg:
+            regularizers.append(GrowingL2("norms"))
+        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance,
+                         regularizers=regularizers, schedule=schedule)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**super().config, **asdict(self.options)}
+
+
+register_method(Method("tpp", TPPPruner, True, "Trainability Preserving Pruning (Wang & Fu, 2023)", config=TPPConfig))

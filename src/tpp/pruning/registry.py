@@ -1,0 +1,99 @@
+"""The registry of pruning methods, by name, for the CLI, recipes and jobs.
+
+A :class:`Method` is a pruner (a :class:`~tpp.pruning.base.BasePruner` composition) plus up to two
+hooks around the common pipeline (pretrained model -> [regularise] -> remove -> fine-tune):
+``after_prune(model)`` (e.g. OrthP's re-initialisation) and ``finetune_penalty(model)`` (an extra
+loss while fine-tuning). Its options are the fields of its ``config`` dataclass
+(:mod:`tpp.pruning.options`): an option a method does not declare is an error, not ignored.
+
+The built-in methods live one per file in :mod:`tpp.pruning.methods`; every module there is imported
+(and so registers itself) the first time the registry is asked for a method.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from tpp.errors import ConfigError
+from tpp.pruning.options import Option, options_of
+
+_COMMON = ("ratio", "scope", "ignored_layers", "global_ratio")
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one pruning method plugs into the common pipeline.
+
+    ``pruner(model, example_inputs, ratio=, scope=, ignored_layers=, global_ratio=, **options)`` builds
+    the pruner; ``regularized`` says whether it has a training phase before removal."""
+
+    name: str
+    pruner: Callable[..., Any]
+    regularized: bool
+    description: str
+    config: type | None = None
+    after_prune: Callable[[nn.Module], None] | None = None
+    finetune_penalty: Callable[[nn.Module], Callable[[], torch.Tensor]] | None = None
+
+    @property
+    def options(self) -> list[Option]:
+        """The method's own options (besides ratio, scope, ignored_layers and global_ratio)."""
+        return options_of(self.config)
+
+    def make_pruner(self, model: nn.Module, example_inputs: Any, **options: Any) -> Any:
+        """Build the pruner; an option the method does not declare is a :class:`ConfigError`."""
+        allowed = {o.name for o in self.options}
+        unknown = sorted(k for k in options if k not in allowed and k not in _COMMON)
+        if unknown:
+            raise ConfigError(f"method {self.name!r} has no option {unknown[0]!r}"
+                              + (f"; its options are {', '.join(sorted(allowed))}" if allowed else "; it has none"))
+        return self.pruner(model, example_inputs, **options)
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add a method to the registry (names are unique)."""
+    if method.name in _METHODS:
+        raise ValueError(f"pruning method {method.name!r} is already registered")
+    _METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name`` (ConfigError listing the valid names otherwise)."""
+    _load_builtin()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown pruning method {name!r}; choose from {', '.join(list_methods())}")
+    return _METHODS[name]
+
+
+def list_methods() -> list[str]:
+    """Names of all registered methods."""
+    _load_builtin()
+    return sorted(_METHODS)
+
+
+def all_methods() -> list[Method]:
+    """Every registered method, by name."""
+    return [_METHODS[name] for name in list_methods()]
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    package = importlib.import_module("tpp.pruning.methods")
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        importlib.import_module(f"{package.__name__}.{info.name}")

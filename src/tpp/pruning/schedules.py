@@ -1,0 +1,176 @@
+"""Schedules: how strong the regularisation is at each iteration, and when the model is ready to prune.
+
+A schedule is stepped once per training iteration, like ``torch.optim.lr_scheduler``. It gives the
+strength ``lambda`` that the regularisers multiply, the phase (``"regularize"``, ``"stabilize"``,
+``"done"``) and, during stabilisation, which units are zeroed (the official code's layer-wise zero-out).
+
+* :class:`GrowingSchedule`: TPP and GReg. ``lambda = reg_step * floor(t / reg_interval)`` up to
+  ``reg_ceiling``, then ``stabilize_iters`` more iterations at the ceiling (paper Sec. 3.3, Eq. 5).
+* :class:`ConstantSchedule`: a fixed number of iterations at a fixed strength (orthogonality-regularised
+  training before L1 pruning).
+* :class:`OneShot`: no regularisation phase at all (L1 and the methods built on it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from tpp.errors import ConfigError
+from tpp.util.modules import warn_caller
+
+
+class Schedule:
+    """Base class: the iteration counter and the phase logic shared by every schedule."""
+
+    def __init__(self) -> None:
+        self.iteration = 0
+
+    def bind(self, orders: Sequence[int]) -> None:
+        """Called once the pruned units are known, with their positions in forward order."""
+
+    def value(self) -> float:
+        """The strength ``lambda`` now."""
+        raise NotImplementedError
+
+    @property
+    def phase(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations from the start until the model is ready to prune."""
+        raise NotImplementedError
+
+    def step(self) -> None:
+        """Advance one iteration (nothing once done)."""
+        if not self.done:
+            self.iteration += 1
+
+    def zero_due(self, order: int) -> bool:
+        """Whether the unit at forward position ``order`` is zeroed at this iteration."""
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+
+
+class OneShot(Schedule):
+    """No regularisation phase: ready to prune from the start."""
+
+    def value(self) -> float:
+        return 0.0
+
+    @property
+    def phase(self) -> str:
+        return "done"
+
+    @property
+    def total_iterations(self) -> int:
+        return 0
+
+
+class ConstantSchedule(Schedule):
+    """``iterations`` iterations at strength ``strength``, then done."""
+
+    def __init__(self, iterations: int, strength: float) -> None:
+        super().__init__()
+        if int(iterations) < 0:
+            raise ConfigError(f"the number of regularisation iterations must be >= 0, got {iterations}")
+        self.iterations, self.strength = int(iterations), float(strength)
+
+    def value(self) -> float:
+        return self.strength
+
+    @property
+    def phase(self) -> str:
+        return "done" if self.iteration >= self.iterations else "regularize"
+
+    @property
+    def total_iterations(self) -> int:
+        return self.iterations
+
+
+class GrowingSchedule(Schedule):
+    """TPP's schedule (the official defaults: ``reg_step`` 1e-4 every ``reg_interval`` 10 iterations up
+    to ``reg_ceiling`` 1, then ``stabilize_iters`` 10,000 at the ceiling).
+
+    With ``zero_out_interval`` set, the unit at forward position ``i`` is zeroed at every iteration from
+    ``(i + 1) * zero_out_interval`` iterations into stabilisation on (``None``: never, as in GReg-1).
+    """
+
+    def __init__(self, reg_step: float, reg_interval: int, reg_ceiling: float, stabilize_iters: int,
+                 zero_out_interval: int | None = None) -> None:
+        super().__init__()
+        if not reg_step > 0:
+            raise ConfigError(f"reg_step must be > 0, got {reg_step}")
+        if int(reg_interval) < 1:
+            raise ConfigError(f"reg_interval must be >= 1 iteration, got {reg_interval}")
+        if not reg_ceiling > 0:
+            raise ConfigError(f"reg_ceiling must be > 0, got {reg_ceiling}")
+        if int(stabilize_iters) < 0 or (zero_out_interval is not None and int(zero_out_interval) < 0):
+            raise ConfigError("stabilize_iters and zero_out_interval must be >= 0")
+        self.reg_step, self.reg_interval, self.reg_ceiling = reg_step, reg_interval, reg_ceiling
+        self.stabilize_iters, self.zero_out_interval = stabilize_iters, zero_out_interval
+        self.stabilize_start: int | None = None
+        self._steps_to_ceiling = math.ceil(reg_ceiling / reg_step - 1e-9)
+        self._spacing = zero_out_interval
+
+    def bind(self, orders: Sequence[int]) -> None:
+        if self.zero_out_interval is not None:
+            self._spacing = _fit_zero_out_spacing(self.zero_out_interval, self.stabilize_iters, max(orders) + 1)
+
+    def value(self) -> float:
+        steps = min(self.iteration // self.reg_interval, self._steps_to_ceiling)
+        return min(self.reg_step * steps, self.reg_ceiling)
+
+    @property
+    def phase(self) -> str:
+        if self.stabilize_start is None:
+            return "regularize"
+        if self.iteration - self.stabilize_start >= self.stabilize_iters:
+            return "done"
+        return "stabilize"
+
+    @property
+    def total_iterations(self) -> int:
+        return self._steps_to_ceiling * self.reg_interval + self.stabilize_iters
+
+    def step(self) -> None:
+        if self.done:
+            return
+        self.iteration += 1
+        if self.stabilize_start is None and self.iteration // self.reg_interval >= self._steps_to_ceiling:
+            self.stabilize_start = self.iteration
+
+    def zero_due(self, order: int) -> bool:
+        if self._spacing is None or self.stabilize_start is None:
+            return False
+        return self.iteration - self.stabilize_start >= (order + 1) * self._spacing
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "stabilize_start": self.stabilize_start}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self.stabilize_start = state.get("stabilize_start")
+
+
+def _fit_zero_out_spacing(interval: int, stabilize_iters: int, layers: int) -> int:
+    # The official code exits when stabilisation is too short for a layer-by-layer zero-out; the
+    # spacing is shrunk instead, so that short schedules still zero every layer before removal.
+    if interval * layers <= stabilize_iters:
+        return interval
+    spacing = stabilize_iters // (layers + 1)
+    if stabilize_iters >= 1 and spacing < interval:
+        warn_caller(
+            f"tpp: stabilize_iters={stabilize_iters} is shorter than zero_out_interval x layers "
+            f"({interval} x {layers}); zeroing layers {spacing} iterations apart instead")
+    return spacing
