@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from tpp.errors import ConfigError
+from tpp.errors import CheckpointError, ConfigError
 
 PRUNED_FORMAT = "tpp-pruned-v1"
 # spec keys that are not builder arguments
@@ -34,7 +34,8 @@ def model_from_checkpoint(
     Raises:
         ConfigError: the file does not say which model it holds and ``model_name`` is None.
         ModelError: unknown model name.
-        CheckpointError: weights of another architecture.
+        CheckpointError: weights of another architecture, or a model recorded for other input
+            channels or classes than ``in_channels`` / ``num_classes``.
     """
     from tpp.models import create_model
     from tpp.pruning.serialization import replay_plan
@@ -47,13 +48,24 @@ def model_from_checkpoint(
     name = model_name or spec.get("name") or config.get("model")
     if not name:
         raise ConfigError(f"{path} does not record which model it holds; pass --model")
-    kwargs = {k: v for k, v in spec.items() if k not in _SPEC_META} if spec.get("name") == name else {}
-    model = create_model(
-        name,
-        num_classes=int(num_classes if num_classes is not None else spec.get("num_classes", 10)),
-        in_channels=int(in_channels if in_channels is not None else spec.get("in_channels", 3)),
-        **kwargs,
-    )
+    own = spec.get("name") == name
+    for field, asked in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if own and asked is not None and field in spec and int(spec[field]) != int(asked):
+            hint = f" (it was trained on {config['dataset']})" if isinstance(config.get("dataset"), str) else ""
+            raise CheckpointError(
+                f"{path} holds a {name} with {field} {spec[field]}, not the {asked} asked for by --dataset / "
+                f"--{field.replace('_', '-')}; use data with the checkpoint's shape{hint}")
+    kwargs = {k: v for k, v in spec.items() if k not in _SPEC_META} if own else {}
+    try:
+        model = create_model(
+            name,
+            num_classes=int(num_classes if num_classes is not None else spec.get("num_classes", 10)),
+            in_channels=int(in_channels if in_channels is not None else spec.get("in_channels", 3)),
+            **kwargs,
+        )
+    except (TypeError, ValueError) as error:  # a spec whose arguments the builder does not take
+        raise CheckpointError(f"{path} records arguments {name} does not take ({error}); "
+                              "re-create the checkpoint with tpp") from None
     plan = payload.get("plan" if pruned_file else "tpp_plan")
     if isinstance(plan, dict):
         replay_plan(model, plan, path)
