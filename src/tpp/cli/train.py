@@ -27,7 +27,8 @@ from tpp.cli.common import (
     resolved_config,
     speed_options,
 )
-from tpp.errors import ConfigError, ModelError
+from tpp.cli.checks import check_model_input
+from tpp.errors import ConfigError
 
 DESCRIPTION = """\
 Train a model with SGD (momentum, weight decay) and a per-epoch LR schedule, evaluating on the
@@ -60,25 +61,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_input_shape(model: Any, info: Any, model_name: str) -> None:
-    """Fail early, with one line, when the model cannot consume the dataset's images."""
-    import torch
-
-    shape = (1, info.in_channels, info.image_size, info.image_size)
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(shape, device=next(model.parameters()).device))
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(
-            f"model {model_name} cannot take {info.name} images of shape {list(shape)} ({first}); pick another --model"
-        ) from None
-    finally:
-        model.train(training)
-
-
 def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     saved = payload.get("config") or {}
     for key in _RESUME_MUST_MATCH:
@@ -91,7 +73,15 @@ def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path:
 
 def run(args: argparse.Namespace) -> int:
     """Train; prints a final one-line summary (rank 0). Returns 0."""
+    from tpp.training import parse_lr_schedule
+
     require(args, "model", "dataset")
+    try:
+        parse_lr_schedule(args.lr)
+    except ConfigError as error:
+        raise ConfigError(f"--lr: {error}") from None
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite starts it again; give one of them")
     return launch(args, _train)
 
 
@@ -109,7 +99,18 @@ def _train(args: argparse.Namespace, context: Any) -> int:
 
     training.seed_everything(args.seed)
     model = create_model(args.model, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
-    _check_input_shape(model, info, args.model)
+    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), args.model,
+                      f"pick a --model that takes {info.name} images")
+    config = resolved_config(
+        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
+        world_size=context.world_size,
+    )
+    # read last.pt before the data: a damaged or mismatched file is refused in a second
+    last = out / training.RunDirectory.LAST
+    payload = None
+    if args.resume and distributed.broadcast_object(last.is_file()):  # every rank reads the same last.pt
+        payload = training.load_checkpoint(last)
+        _check_resume_matches(payload, config, last)
     train_loader, test_loader, info = build_loaders(
         info.name, args.data_dir, batch_size=batch_size, test_batch_size=args.test_batch_size,
         device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
@@ -119,10 +120,6 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     # the run folder is touched only once model and data are known to be fine, and by rank 0 only
     run_dir = distributed.run_on_main(
         context, lambda: training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite))
-    config = resolved_config(
-        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
-        world_size=context.world_size,
-    )
     optimizer = training.build_optimizer(model, schedule.lr_at(0, args.epochs), args.momentum, args.weight_decay)
     loggers: list[Any] = [run_dir] if run_dir is not None else []
     if args.tensorboard and main:
@@ -136,15 +133,14 @@ def _train(args: argparse.Namespace, context: Any) -> int:
         loggers=loggers, checkpoint_dir=out, config=config, quiet=args.quiet, rank=context.rank,
         speed=speed_options(args),
     )
-    if args.resume:  # every rank reads the same last.pt (rank 0 checked that it exists)
-        last = out / training.RunDirectory.LAST
-        payload = training.load_checkpoint(last)
-        _check_resume_matches(payload, config, last)
+    if payload is not None:
         done = trainer.resume(last, payload)
         if run_dir is not None:
             run_dir.truncate_metrics(done)
             if not args.quiet:
                 print(f"resuming {out} after epoch {done} of {args.epochs}")
+    elif args.resume and main and not args.quiet:
+        print(f"nothing to resume in {out} (no epoch had finished); starting from epoch 1")
     if run_dir is not None:
         run_dir.write_config(config)
         run_dir.write_meta(
