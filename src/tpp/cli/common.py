@@ -23,7 +23,9 @@ __all__ = [
     "add_speed_args",
     "add_train_args",
     "apply_config_file",
+    "fraction",
     "non_negative_float",
+    "non_negative_int",
     "per_rank_batch_size",
     "positive_float",
     "positive_int",
@@ -82,6 +84,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a pruning fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected the fraction of channels to prune, in [0, 1), got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a finite float >= 0."""
     try:
@@ -95,9 +119,12 @@ def non_negative_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """argparse type: a finite float > 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
@@ -120,7 +147,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> Non
         group.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="training batch size")
         group.add_argument("--train-subset", type=positive_int, metavar="N", help="train on N class-balanced images only")
     group.add_argument("--test-batch-size", type=positive_int, default=256, metavar="N", help="evaluation batch size")
-    group.add_argument("--num-workers", type=int, default=4, metavar="N", help="loader worker processes (ImageNet only)")
+    group.add_argument("--num-workers", type=non_negative_int, default=4, metavar="N", help="loader worker processes (ImageNet only)")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:

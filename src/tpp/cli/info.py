@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from tpp.cli.checks import check_model_input
 from tpp.cli.common import add_command, add_model_args, positive_int
 
 DESCRIPTION = """\
@@ -90,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
         model = create_model(args.model, num_classes=num_classes or 10, in_channels=in_channels or 3)
     spec = model.tpp_spec
     size = args.image_size or (info.image_size if info else model_image_size(spec["name"]))
-    inputs = example_inputs(spec["name"], in_channels=spec.get("in_channels", 3), image_size=size)
+    channels = spec.get("in_channels", 3)
+    check_model_input(model, (1, channels, size, size), spec["name"],
+                      "pass an --image-size the model takes" if args.image_size else "pass --image-size")
+    inputs = example_inputs(spec["name"], in_channels=channels, image_size=size)
     rows = layer_table(model, inputs)
     totals = count(model, inputs)
     if args.json:

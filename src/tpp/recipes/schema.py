@@ -52,6 +52,7 @@ so run recipes from the repository root.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -60,6 +61,7 @@ from tpp.errors import ConfigError
 from tpp.recipes import checks
 from tpp.recipes.expected import validate_expected
 
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
             "data_dir", "batch_size", "test_batch_size", "num_workers", "base", "checkpoint", "prune",
             "finetune", "seeds", "jsv", "expected", "report"}
@@ -113,15 +115,18 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (ConfigError with one line on any problem)."""
     import yaml
 
+    from tpp.util.yamlfile import load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist; pass the path of a recipe YAML (see recipes/)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"recipe {path} cannot be read as YAML{where}: {type(error).__name__}") from None
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"recipe {path} cannot be read as YAML{where}: {problem}") from None
     recipe = validate_recipe(data if data is not None else {}, where=str(path))
     recipe.path = path
     return recipe
@@ -135,6 +140,9 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{where}: required key {key!r} is missing")
     text = {k: checks.text(data[k], f"{where}: {k}") for k in ("name", "description", "paper", "hardware",
                                                             "expected_wall_time", "model", "dataset")}
+    if not _FOLDER_NAME.fullmatch(text["name"]):
+        raise ConfigError(f"{where}: name {text['name']!r} must be a plain folder name (letters, digits, '.', '_', "
+                          "'+', '-'; no '/' or '..'), because the jobs are written to runs/<name>")
     if ("base" in data) == ("checkpoint" in data):
         raise ConfigError(f"{where}: give exactly one of 'base' (pretrain the model) or 'checkpoint' (pretrained weights)")
     recipe = Recipe(
@@ -149,8 +157,8 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
         seeds=_seeds(data.get("seeds", [0]), f"{where}: seeds"), jsv=_jsv(data.get("jsv") or {}, f"{where}: jsv"),
         report=checks.opt_text(data.get("report"), f"{where}: report"), raw=dict(data),
     )
+    _check_names(recipe, where)  # before `expected`, whose keys name methods
     recipe.expected = validate_expected(data.get("expected") or {}, f"{where}: expected", recipe)
-    _check_names(recipe, where)
     return recipe
 
 
