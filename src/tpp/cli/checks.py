@@ -13,11 +13,27 @@ import math
 import os
 from typing import Sequence
 
-from tpp.errors import ModelError
+from tpp.errors import ConfigError, ModelError
 
 # a forward pass may keep several activations alive at once; an estimate above this share of
 # the free memory would likely end in the out-of-memory killer rather than in an error
 _MEMORY_SHARE = 0.5
+
+
+def lr_schedule_option(text: str, flag: str) -> None:
+    """Parse the LR schedule given to ``flag``; a malformed one is a ConfigError naming the flag."""
+    from tpp.training import parse_lr_schedule
+
+    try:
+        parse_lr_schedule(text)
+    except ConfigError as error:
+        raise ConfigError(f"{flag}: {error}") from None
+
+
+def resume_or_overwrite(args, what: str) -> None:
+    """Refuse ``--resume`` together with ``--overwrite`` (``what``: "run", "job")."""
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        raise ConfigError(f"--resume continues the {what} in --out and --overwrite starts it again; give one of them")
 
 
 def available_memory() -> int | None:

@@ -73,59 +73,31 @@ def add_command(subparsers: Any, name: str, *, help: str, description: str | Non
     )
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _number_type(convert: Any, kind: str, accept: Any, expected: str, doc: str) -> Any:
+    """An argparse type: ``convert(text)``, refused unless ``accept(value)``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text.strip()}")
+        return value
+
+    parse.__doc__ = doc
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a pruning fraction in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected the fraction of channels to prune, in [0, 1), got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >= 1", "argparse type: an integer >= 1.")
+non_negative_int = _number_type(int, "a whole number", lambda v: v >= 0, "a number >= 0",
+                                "argparse type: an integer >= 0.")
+non_negative_float = _number_type(float, "a number", lambda v: 0 <= v < float("inf"), "a finite number >= 0",
+                                  "argparse type: a finite float >= 0.")
+positive_float = _number_type(float, "a number", lambda v: 0 < v < float("inf"), "a finite number > 0",
+                              "argparse type: a finite float > 0.")
+fraction = _number_type(float, "a number", lambda v: 0 <= v < 1, "the fraction of channels to prune, in [0, 1)",
+                        "argparse type: a pruning fraction in [0, 1).")
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:

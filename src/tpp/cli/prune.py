@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tpp.cli.checks import check_model_input
+from tpp.cli.checks import check_model_input, lr_schedule_option, resume_or_overwrite
 from tpp.cli.common import (
     launch,
     add_command,
@@ -134,7 +134,6 @@ def check_options(args: argparse.Namespace) -> None:
             or LR schedule (each message names the flag).
     """
     from tpp.pruning.selection import parse_ratio
-    from tpp.training import parse_lr_schedule
 
     require(args, "model", "dataset", "checkpoint")
     amounts = [flag for flag, dest in (("--ratio", "ratio"), ("--global-ratio", "global_ratio"),
@@ -160,12 +159,8 @@ def check_options(args: argparse.Namespace) -> None:
             raise ConfigError(f"--ratio: {error}") from None
     if args.speedup is not None and args.speedup < 1:
         raise ConfigError(f"--speedup {args.speedup:g} is below 1x; pass the FLOPs speedup to reach, e.g. 2.0")
-    try:
-        parse_lr_schedule(args.ft_lr)
-    except ConfigError as error:
-        raise ConfigError(f"--ft-lr: {error}") from None
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume continues the job in --out and --overwrite starts it again; give one of them")
+    lr_schedule_option(args.ft_lr, "--ft-lr")
+    resume_or_overwrite(args, "job")
 
 
 def _finished_job(args: argparse.Namespace) -> str | None:

@@ -27,7 +27,7 @@ from tpp.cli.common import (
     resolved_config,
     speed_options,
 )
-from tpp.cli.checks import check_model_input
+from tpp.cli.checks import check_model_input, lr_schedule_option, resume_or_overwrite
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\
@@ -73,15 +73,9 @@ def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path:
 
 def run(args: argparse.Namespace) -> int:
     """Train; prints a final one-line summary (rank 0). Returns 0."""
-    from tpp.training import parse_lr_schedule
-
     require(args, "model", "dataset")
-    try:
-        parse_lr_schedule(args.lr)
-    except ConfigError as error:
-        raise ConfigError(f"--lr: {error}") from None
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume continues the run in --out and --overwrite starts it again; give one of them")
+    lr_schedule_option(args.lr, "--lr")
+    resume_or_overwrite(args, "run")
     return launch(args, _train)
 
 
