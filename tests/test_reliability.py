@@ -235,6 +235,10 @@ def test_resume_refuses_a_folder_tpp_did_not_write(run_cli, base, tmp_path):
                      "--out", folder, "--resume")
     assert "not a tpp run directory" in line and (folder / "thesis.tex").read_text() == "x"
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.tex"]
+    # another command's folder is not resumed either (a training run is not a pruning job)
+    line = _one_line(run_cli, "prune", "--model", "mlp7_linear", *DATA, "--checkpoint", base, "--ratio", "0.5",
+                     "--out", base.parent, "--resume")
+    assert "holds a `tpp train` run, not a pruning job" in line
 
 
 # ------------------------------------------------------------------ 8. messages true for the CLI

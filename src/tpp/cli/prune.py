@@ -178,7 +178,10 @@ def _finished_job(args: argparse.Namespace) -> str | None:
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved = None
-    if isinstance(saved, dict) and saved.get("command") == "prune":
+    if isinstance(saved, dict) and saved.get("command") not in (None, "prune"):
+        raise ConfigError(f"--resume given but {out} holds a `tpp {saved['command']}` run, not a pruning job; "
+                          "pass the --out of a tpp prune job")
+    if isinstance(saved, dict):
         for key in RESUME_MUST_MATCH:
             ours = getattr(args, key, None)
             if key in saved and saved[key] != ours and not (key == "ignore" and not saved[key] and not ours):

@@ -71,6 +71,19 @@ def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path:
             )
 
 
+def _check_is_training_run(out: Path) -> None:
+    """--resume of a folder without last.pt starts over, but not in another command's folder."""
+    import json
+
+    try:
+        command = json.loads((out / "config.json").read_text(encoding="utf-8")).get("command")
+    except (OSError, ValueError, AttributeError):
+        return
+    if command not in (None, "train"):
+        raise ConfigError(f"--resume given but {out} holds a `tpp {command}` run, not a training run; "
+                          "pass the --out of a tpp train run")
+
+
 def run(args: argparse.Namespace) -> int:
     """Train; prints a final one-line summary (rank 0). Returns 0."""
     require(args, "model", "dataset")
@@ -92,9 +105,10 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
 
     training.seed_everything(args.seed)
-    model = create_model(args.model, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
+    model = create_model(args.model, num_classes=info.num_classes, in_channels=info.in_channels)
     check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), args.model,
                       f"pick a --model that takes {info.name} images")
+    model = model.to(device)
     config = resolved_config(
         args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
         world_size=context.world_size,
@@ -105,6 +119,8 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     if args.resume and distributed.broadcast_object(last.is_file()):  # every rank reads the same last.pt
         payload = training.load_checkpoint(last)
         _check_resume_matches(payload, config, last)
+    elif args.resume:
+        _check_is_training_run(out)
     train_loader, test_loader, info = build_loaders(
         info.name, args.data_dir, batch_size=batch_size, test_batch_size=args.test_batch_size,
         device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
