@@ -256,8 +256,8 @@ def _check_spec(spec: Any, key: str, bad: Any) -> None:
     for field in ("num_classes", "in_channels"):
         if field in spec and not _whole(spec[field], minimum=1):
             raise bad(f"'{key}' gives {field} {spec[field]!r}")
-    for name, value in spec.items():
-        if not isinstance(value, (str, int, float, bool, type(None), list, tuple)):
+    for name, value in spec.items():  # nested plain data (e.g. a recorded configuration) is fine
+        if not isinstance(value, (str, int, float, bool, type(None), list, tuple, dict)):
             raise bad(f"'{key}' gives {name} a {type(value).__name__}")
 
 
@@ -274,7 +274,20 @@ def _check_plan(plan: Any, key: str, bad: Any) -> None:
                 or not isinstance(step[1], bool) or not isinstance(step[2], (list, tuple))
                 or not all(_whole(i) for i in step[2])):
             raise bad(f"'{key}' has a malformed history entry")
-    shapes = plan.get("input_shapes")
+    # the example inputs the plan was traced with: {"kind", "items": [{"shape", "dtype"}]} or, in
+    # older files, a list of shapes
+    signature = plan.get("inputs", plan.get("input_shapes"))
+    if isinstance(signature, dict):
+        items = signature.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise bad(f"'{key}' records malformed example inputs")
+        for item in items:
+            dtype = item.get("dtype", "float32")
+            if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise bad(f"'{key}' records an unknown input dtype {dtype!r}")
+        shapes = [item.get("shape") for item in items]
+    else:
+        shapes = signature
     if history and (not isinstance(shapes, (list, tuple)) or not shapes):
         raise bad(f"'{key}' records no example input shapes")
     for shape in shapes or ():
