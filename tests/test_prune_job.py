@@ -13,6 +13,13 @@ from tpp.cli.main import main
 SHORT = ["--reg-step", "0.05", "--reg-interval", "1", "--stabilize-iters", "20", "--zero-out-interval", "2"]
 
 
+def _own_flags(method: str, flags: list[str]) -> list[str]:
+    """The ``--flag value`` pairs of ``flags`` that ``method`` takes (other methods' options are errors)."""
+    own = {o.flag for o in tpp.pruning.get_method(method).options}
+    pairs = zip(flags[::2], flags[1::2])
+    return [item for flag, value in pairs if flag in own for item in (flag, value)]
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     out = tmp_path_factory.mktemp("base") / "run"
@@ -22,8 +29,10 @@ def pretrained(tmp_path_factory):
 
 
 def _prune(pretrained, out, *extra):
+    method = extra[extra.index("--method") + 1] if "--method" in extra else "tpp"
     return main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
-                 "--ratio", "0.5", *SHORT, "--ft-epochs", "1", "--ft-lr", "0.001", "--out", str(out), "--quiet", *extra])
+                 "--ratio", "0.5", *_own_flags(method, SHORT), "--ft-epochs", "1", "--ft-lr", "0.001", "--out", str(out),
+                 "--quiet", *extra])
 
 
 def test_prune_writes_report_and_a_loadable_pruned_model(pretrained, tmp_path):
@@ -135,7 +144,8 @@ def test_every_method_runs_from_the_cli_on_both_paper_models(pretrained, resnet2
     out = tmp_path / "job"
     code = main(["prune", "--method", method, "--model", model, "--dataset", "mnist_subset", "--checkpoint", str(checkpoint),
                  "--ratio", "0.5", "--train-subset", "64", "--batch-size", "32", "--test-batch-size", "500",
-                 "--reg-step", "0.5", "--reg-interval", "1", "--stabilize-iters", "2", "--zero-out-interval", "1",
+                 *_own_flags(method, ["--reg-step", "0.5", "--reg-interval", "1", "--stabilize-iters", "2",
+                                      "--zero-out-interval", "1", "--orth-iters", "2"]),
                  "--ft-epochs", "1", "--ft-lr", "0.001", "--jsv-batches", "0", "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())

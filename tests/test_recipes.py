@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tpp.errors import ConfigError
-from tpp.recipes import build_grid, load_recipe, recipe_speedups, run_recipe, tpp_options, validate_recipe
+from tpp.recipes import build_grid, load_recipe, method_options, recipe_speedups, run_recipe, validate_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 RECIPE_FILES = sorted(RECIPES.glob("*.yaml"))
@@ -111,7 +111,7 @@ def test_grid_selection_and_lr_restricted_methods() -> None:
 
 def test_fast_shortens_the_tpp_schedule_tenfold() -> None:
     recipe = load_recipe(RECIPES / "cifar10_resnet56.yaml")
-    fast = tpp_options(recipe, fast=True)
+    fast = method_options(recipe, "tpp", fast=True)
     assert fast["reg_step"] == pytest.approx(1e-3) and fast["stabilize_iters"] == 1000
 
 

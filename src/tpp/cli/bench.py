@@ -32,6 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=positive_int, help="timed repetitions per model (default: by batch size)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: usable cores)")
     parser.add_argument("--out", help="also write the full result as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out that tpp did not write")
     return parser
 
 
@@ -42,14 +43,20 @@ def run(args: argparse.Namespace) -> int:
     from tpp.pruning.selection import parse_ratio
     from tpp.training import atomic_write_json
 
+    from tpp.training.owned import GENERATOR, json_is_ours, refuse_foreign
+
     try:
-        batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b)
+        batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     except ValueError:
         raise ConfigError(f"malformed --batch-sizes {args.batch_sizes!r}: use e.g. 1,64") from None
+    if min(batch_sizes) < 1:
+        raise ConfigError(f"--batch-sizes {args.batch_sizes!r} holds a batch size below 1; use e.g. 1,64")
+    if args.out:
+        refuse_foreign(args.out, json_is_ours, args.overwrite)  # before minutes of timing
     result = run_latency_bench(args.model, parse_ratio(args.ratio), args.scope, batch_sizes,
                                tuple(b for b in args.backends.split(",") if b), args.device, args.repeats, args.threads)
     for row in result["rows"]:
         print(json.dumps(row, default=str))
     if args.out:
-        atomic_write_json(args.out, result)
+        atomic_write_json(args.out, {"generator": f"{GENERATOR} bench", **result})
     return 0

@@ -27,7 +27,9 @@ __all__ = [
     "dataset_from_args",
     "float_list",
     "image_options",
+    "fraction",
     "non_negative_float",
+    "non_negative_int",
     "per_rank_batch_size",
     "positive_float",
     "positive_int",
@@ -76,34 +78,31 @@ def add_command(subparsers: Any, name: str, *, help: str, description: str | Non
     )
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _number_type(convert: Any, kind: str, accept: Any, expected: str, doc: str) -> Any:
+    """An argparse type: ``convert(text)``, refused unless ``accept(value)``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text.strip()}")
+        return value
+
+    parse.__doc__ = doc
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
-    return value
+positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >= 1", "argparse type: an integer >= 1.")
+non_negative_int = _number_type(int, "a whole number", lambda v: v >= 0, "a number >= 0",
+                                "argparse type: an integer >= 0.")
+non_negative_float = _number_type(float, "a number", lambda v: 0 <= v < float("inf"), "a finite number >= 0",
+                                  "argparse type: a finite float >= 0.")
+positive_float = _number_type(float, "a number", lambda v: 0 < v < float("inf"), "a finite number > 0",
+                              "argparse type: a finite float > 0.")
+fraction = _number_type(float, "a number", lambda v: 0 <= v < 1, "the fraction of channels to prune, in [0, 1)",
+                        "argparse type: a pruning fraction in [0, 1).")
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -145,7 +144,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> Non
         group.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="training batch size")
         group.add_argument("--train-subset", type=positive_int, metavar="N", help="train on N class-balanced images only")
     group.add_argument("--test-batch-size", type=positive_int, default=256, metavar="N", help="evaluation batch size")
-    group.add_argument("--num-workers", type=int, default=4, metavar="N",
+    group.add_argument("--num-workers", type=non_negative_int, default=4, metavar="N",
                        help="loader worker processes (ImageNet, imagefolder)")
     group = parser.add_argument_group(
         "image folder (--dataset imagefolder --data-dir DIR)",

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = Path(args.out)
+    _check_out(out)
     training.seed_everything(args.seed)
     say = (lambda _: None) if args.quiet else print
     train_loader, test_loader, info = build_loaders("mnist_subset", batch_size=128, seed=args.seed)
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                              ft_epochs=args.ft_epochs, ft_lr=args.ft_lr)
         folder = out / method
         context = JobContext(out=folder, quiet=True)
-        if folder.exists():
+        if folder.exists():  # an earlier demo's job (checked by _check_out)
             import shutil
 
             shutil.rmtree(folder)
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     table = results_table(reports)
     print(table)
     plot = plot_finetuning(reports, out / "demo_accuracy.png")
-    training.atomic_write_json(out / "demo_results.json", {m: _short(r) for m, r in reports.items()})
+    training.atomic_write_json(out / "demo_results.json",
+                               {"generator": "tpp demo", **{m: _short(r) for m, r in reports.items()}})
     print(f"plot: {plot}  results: {out / 'demo_results.json'}  ({time.perf_counter() - started:.0f}s)")
     return 0
 
@@ -105,11 +107,32 @@ def plot_finetuning(reports: dict[str, dict[str, Any]], path: Path) -> Path:
     axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    temporary.replace(path)
+    from tpp.training import atomic_write
+
+    try:
+        atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100,
+                                                         metadata={"Software": "tpp demo"}))
+    finally:
+        plt.close(figure)
     return path
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out whose files the demo would replace but tpp did not write."""
+    from tpp.errors import CheckpointError
+    from tpp.training import RunDirectory
+    from tpp.training.owned import json_is_ours, png_is_ours, refuse_foreign
+
+    for method in ("tpp", "l1"):  # job folders of an earlier demo are deleted and rewritten
+        folder = out / method
+        if folder.is_dir():
+            foreign = sorted(p.name for p in folder.iterdir() if p.name not in RunDirectory.OWN_FILES)
+            if foreign:
+                raise CheckpointError(f"{folder} holds files tpp did not write ({foreign[0]}); pass another --out")
+        elif folder.exists():
+            raise CheckpointError(f"{folder} is a file the demo would replace; pass another --out")
+    refuse_foreign(out / "demo_results.json", json_is_ours, False, fix="pass another --out")
+    refuse_foreign(out / "demo_accuracy.png", png_is_ours, False, fix="pass another --out")
 
 
 def _short(report: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tpp.cli.checks import check_model_input, model_name
 from tpp.cli.common import add_command, add_data_args, add_model_args, add_runtime_args, dataset_from_args
 from tpp.errors import ConfigError
 
@@ -47,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
     info, data = dataset_from_args(args, dataset, config)
     seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size, payload=payload or None).to(device)
+                            image_size=info.image_size, payload=payload or None)
+    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
+                      f"it cannot be evaluated on {info.name}; pass the --dataset it was trained on")
+    model = model.to(device)
     _, test_loader, info = build_loaders(
         info.name, **data, test_batch_size=args.test_batch_size, device=device,
         download=args.download, seed=args.seed, num_workers=args.num_workers,

@@ -25,6 +25,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output .onnx file")
     parser.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version")
     parser.add_argument("--static-batch", action="store_true", help="fix the batch dimension instead of a dynamic one")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out that tpp did not write")
     return parser
 
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     """Export and print the output path. Returns 0."""
     from tpp.deploy import export_pruned_onnx
 
-    path = export_pruned_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=not args.static_batch)
+    path = export_pruned_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=not args.static_batch,
+                              overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from tpp.cli.checks import check_model_input, model_name
 from tpp.cli.common import add_command, add_model_args, positive_int
 
 DESCRIPTION = """\
@@ -94,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
         allow_imports_from_cwd(args.model)
         model = build_model(args.model, num_classes=num_classes or 10, in_channels=in_channels or 3)
     spec = model.tpp_spec
-    inputs = example_inputs(model, image_size=args.image_size or (info.image_size if info else None))
+    size = args.image_size or (info.image_size if info else None) or example_inputs(model).shape[-1]
+    check_model_input(model, (1, int(spec.get("in_channels", 3)), size, size), model_name(model),
+                      "pass an --image-size the model takes" if args.image_size else "pass --image-size")
+    inputs = example_inputs(model, image_size=size)
     rows = layer_table(model, inputs)
     totals = count(model, inputs)
     if args.json:

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from tpp.cli.checks import check_model_input, model_name
 from tpp.cli.common import add_command, add_data_args, add_model_args, dataset_from_args, positive_int, require
 
 DESCRIPTION = """\
@@ -58,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     payload = training.load_checkpoint(args.checkpoint) if args.checkpoint else {}
     info, data = dataset_from_args(args, config=payload.get("config") if isinstance(payload.get("config"), dict) else None)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size, payload=payload or None).to(device)
+                            image_size=info.image_size, payload=payload or None)
+    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
+                      f"it cannot be measured on {info.name}; pass the --dataset it was trained on")
+    model = model.to(device)
     train_loader, test_loader, _ = build_loaders(info.name, **data, batch_size=args.batch_size,
                                                  test_batch_size=args.test_batch_size, device=device,
                                                  download=args.download, seed=args.seed)

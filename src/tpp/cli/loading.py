@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from tpp.errors import ConfigError
+from tpp.errors import CheckpointError, ConfigError
 
 PRUNED_FORMAT = "tpp-pruned-v1"
 
@@ -37,7 +37,8 @@ def model_from_checkpoint(
     Raises:
         ConfigError: the file does not say which model it holds and ``model_name`` is None.
         ModelError: unknown model name.
-        CheckpointError: weights of another architecture.
+        CheckpointError: weights of another architecture, or a model recorded for other input
+            channels or classes than ``in_channels`` / ``num_classes``.
     """
     from tpp.models import build_model, model_from_record
     from tpp.pruning.serialization import replay_plan
@@ -52,12 +53,23 @@ def model_from_checkpoint(
     if not name:
         raise ConfigError(f"{path} does not record which model it holds; pass --model")
     allow_imports_from_cwd(name)
-    if recorded and name == recorded:
-        # a record the user confirmed with --model is theirs: its factory needs no file-level check
-        model = model_from_record(record, num_classes, in_channels, source=None if model_name else str(path))
-    else:
-        model = build_model(name, num_classes=int(num_classes or record.get("num_classes", 10)),
-                            in_channels=int(in_channels or record.get("in_channels", 3)), image_size=image_size)
+    own = recorded is not None and name == recorded
+    for field, asked in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if own and asked is not None and field in record and int(record[field]) != int(asked):
+            hint = f" (it was trained on {config['dataset']})" if isinstance(config.get("dataset"), str) else ""
+            raise CheckpointError(
+                f"{path} holds a {name} with {field} {record[field]}, not the {asked} asked for by --dataset / "
+                f"--{field.replace('_', '-')}; use data with the checkpoint's shape{hint}")
+    try:
+        if own:
+            # a record the user confirmed with --model is theirs: its factory needs no file-level check
+            model = model_from_record(record, num_classes, in_channels, source=None if model_name else str(path))
+        else:
+            model = build_model(name, num_classes=int(num_classes or record.get("num_classes", 10)),
+                                in_channels=int(in_channels or record.get("in_channels", 3)), image_size=image_size)
+    except (TypeError, ValueError) as error:  # a record whose arguments the builder does not take
+        raise CheckpointError(f"{path} records arguments {name} does not take ({error}); "
+                              "re-create the checkpoint with tpp") from None
     plan = payload.get("plan" if pruned_file else "tpp_plan")
     if isinstance(plan, dict):
         replay_plan(model, plan, path)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tpp.cli.checks import check_model_input, lr_schedule_option, model_name, resume_or_overwrite
 from tpp.cli.common import (
     launch,
     add_command,
@@ -24,14 +25,17 @@ from tpp.cli.common import (
     add_runtime_args,
     add_speed_args,
     dataset_from_args,
+    fraction,
     non_negative_float,
+    non_negative_int,
     per_rank_batch_size,
-    positive_int,
+    positive_float,
     require,
     resolved_config,
     run_label,
     speed_options,
 )
+from tpp.cli.method_options import add_method_options, method_options
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\
@@ -68,51 +72,125 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--method", default="tpp", choices=list_methods(), help="pruning method")
     group.add_argument("--ratio", default=None, metavar="R",
                        help="per-layer ratio: a number, or 'PATTERN:R,...' on module names (e.g. '*layer*.conv1:0.5')")
-    group.add_argument("--global-ratio", type=float, metavar="R", help="rank channels network-wide and prune this fraction")
-    group.add_argument("--speedup", type=float, metavar="X",
+    group.add_argument("--global-ratio", type=fraction, metavar="R", help="rank channels network-wide and prune this fraction")
+    group.add_argument("--speedup", type=positive_float, metavar="X",
                        help="find the ratio that gives this FLOPs speedup (within 2%%); with --ratio 'PATTERN:{ratio}' "
                        "the search runs on the pattern's ratio")
-    group.add_argument("--target-flops", type=float, metavar="F", help="like --speedup, for a FLOPs budget per image")
+    group.add_argument("--target-flops", type=positive_float, metavar="F", help="like --speedup, for a FLOPs budget per image")
     group.add_argument("--scope", default="internal", choices=("internal", "all"),
                        help="internal: the paper's (no residual-coupled channels); all: every dependency group")
     group.add_argument("--ignore", action="append", default=[], metavar="PATTERN", help="module names never pruned")
-    group = parser.add_argument_group("regularisation schedule (TPP)")
-    group.add_argument("--reg-step", type=float, default=1e-4, help="lambda grows by this every --reg-interval iterations")
-    group.add_argument("--reg-interval", type=positive_int, default=10, help="iterations between lambda updates")
-    group.add_argument("--reg-ceiling", type=float, default=1.0, help="lambda stops growing here")
-    group.add_argument("--stabilize-iters", type=int, default=10_000, help="iterations at the ceiling before removal")
-    group.add_argument("--zero-out-interval", type=int, default=100, help="iterations between layer-wise zero-outs")
-    group.add_argument("--gram-weight", type=non_negative_float, default=1000.0, help="weight of the gram term (0 disables it)")
-    group.add_argument("--gram-target", default="decorrelate", choices=("decorrelate", "kernorth"),
-                       help="decorrelate (TPP) or kernorth (ablation: identity target)")
-    group.add_argument("--no-bn-reg", dest="bn_reg", action="store_false", help="no growing L2 on BN gamma/beta")
-    group.add_argument("--no-weight-reg", dest="weight_reg", action="store_false", help="no growing L2 on filters")
-    group.add_argument("--prune-lr", type=float, default=1e-3, help="constant LR of the regularisation phase")
+    add_method_options(parser)
+    group = parser.add_argument_group("regularisation phase (methods that regularise before removal)")
+    group.add_argument("--prune-lr", type=positive_float, default=1e-3, help="constant LR of the regularisation phase")
     group = parser.add_argument_group("fine-tuning")
-    group.add_argument("--ft-epochs", type=int, default=120, help="fine-tuning epochs (0: none)")
+    group.add_argument("--ft-epochs", type=non_negative_int, default=120, help="fine-tuning epochs (0: none)")
     group.add_argument("--ft-lr", default="0:0.01,60:0.001,90:0.0001", help="fine-tuning LR schedule (paper notation)")
     group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
     group.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay")
     group = parser.add_argument_group("trainability (Jacobian singular values)")
-    group.add_argument("--jsv-batches", type=int, default=1, help="training batches for the JSV after removal (0: skip)")
+    group.add_argument("--jsv-batches", type=non_negative_int, default=1, help="training batches for the JSV after removal (0: skip)")
     group.add_argument("--jsv-every-epoch", action="store_true", help="also log the mean JSV after every fine-tuning epoch (plot: jsv.png)")
     add_runtime_args(parser, out=True)
     add_speed_args(parser)
     group = parser.add_argument_group("run directory")
     group.add_argument("--resume", action="store_true", help="continue the job in --out where it stopped")
     group.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out")
+    group.add_argument("--dry-run", action="store_true",
+                       help="check every option, that the checkpoint and the data can be read and what would be "
+                       "removed; train and write nothing")
     return parser
+
+
+# options that define a job: resuming it with other values would mix two experiments (--ft-epochs
+# may grow, as --epochs of `tpp train`, to fine-tune a finished job for longer)
+RESUME_MUST_MATCH = ("model", "dataset", "method", "ratio", "global_ratio", "speedup", "target_flops", "scope",
+                     "ignore", "reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval",
+                     "gram_weight", "gram_target", "bn_reg", "weight_reg", "prune_lr", "ft_lr", "momentum",
+                     "weight_decay", "batch_size", "train_subset", "seed", "jsv_batches", "jsv_every_epoch")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the three stages and print a summary (rank 0). Returns 0."""
-    require(args, "model", "dataset")
-    if args.ratio is None and args.global_ratio is None and not (args.speedup or args.target_flops):
-        raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5'), --global-ratio, --speedup or --target-flops")
-    from tpp import training
-
-    training.parse_lr_schedule(args.ft_lr)  # fail early on a malformed schedule
+    check_options(args)
+    if args.resume and args.out:
+        finished = _finished_job(args)
+        if finished is not None:
+            print(finished)
+            return 0
     return launch(args, _prune)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every check that needs no file: run before anything is loaded, so that no hour of
+    regularisation is lost to a bad option found at the end.
+
+    Raises:
+        ConfigError: a missing option, options that contradict each other, or a malformed ratio
+            or LR schedule (each message names the flag).
+    """
+    from tpp.cli.loading import require_trained_model
+    from tpp.pruning.selection import parse_ratio
+
+    require(args, "model", "dataset")
+    require_trained_model(args)
+    method_options(args, args.method)  # an option of another method is an error now, not after training
+    amounts = [flag for flag, dest in (("--ratio", "ratio"), ("--global-ratio", "global_ratio"),
+                                       ("--speedup", "speedup"), ("--target-flops", "target_flops"))
+               if getattr(args, dest) is not None]
+    searches = [flag for flag in amounts if flag in ("--speedup", "--target-flops")]
+    if not amounts:
+        raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5'), --global-ratio, --speedup or --target-flops")
+    if len(searches) > 1 or ("--global-ratio" in amounts and len(amounts) > 1):
+        raise ConfigError(f"{amounts[0]} and {amounts[1]} both set how much to prune; give one of them")
+    if args.ratio is not None:
+        pattern = "{ratio}" in args.ratio
+        if searches and not pattern:
+            raise ConfigError(
+                f"--ratio {args.ratio} and {searches[0]} both set how much to prune; give one of them, or a --ratio "
+                f"pattern with {{ratio}} (e.g. '*layer*.conv1:{{ratio}}') for {searches[0]} to fill in")
+        if pattern and not searches:
+            raise ConfigError(f"--ratio {args.ratio} has a {{ratio}} placeholder: add --speedup or --target-flops "
+                              "to fill it in, or write the ratio itself")
+        try:
+            parse_ratio(args.ratio.replace("{ratio}", "0.5"))
+        except ConfigError as error:
+            raise ConfigError(f"--ratio: {error}") from None
+    if args.speedup is not None and args.speedup < 1:
+        raise ConfigError(f"--speedup {args.speedup:g} is below 1x; pass the FLOPs speedup to reach, e.g. 2.0")
+    lr_schedule_option(args.ft_lr, "--ft-lr")
+    resume_or_overwrite(args, "job")
+
+
+def _finished_job(args: argparse.Namespace) -> str | None:
+    """The summary of the finished job in ``--out`` if resuming it has nothing to do, else None.
+
+    Raises:
+        ConfigError: the job in ``--out`` was run with other values of an option that defines it.
+    """
+    import json
+
+    from tpp.pipeline.prune_job import read_report
+
+    out = Path(args.out)
+    try:
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and saved.get("command") not in (None, "prune"):
+        raise ConfigError(f"--resume given but {out} holds a `tpp {saved['command']}` run, not a pruning job; "
+                          "pass the --out of a tpp prune job")
+    if isinstance(saved, dict):
+        for key in RESUME_MUST_MATCH:
+            ours = getattr(args, key, None)
+            if key in saved and saved[key] != ours and not (key == "ignore" and not saved[key] and not ours):
+                flag = "--" + key.replace("_", "-")
+                raise ConfigError(f"the job in {out} was run with {flag} {saved[key]}, not {ours}; resume it with the "
+                                  f"same {flag}, or pass another --out")
+    report = read_report(out)
+    if report is None or saved is None or saved.get("ft_epochs") != args.ft_epochs:
+        return None  # unfinished, or to be fine-tuned for longer
+    return f"{out} is a finished job; nothing to redo. " + summary_line(args.method, report, out)
 
 
 def _prune(args: argparse.Namespace, dist_context: Any) -> int:
@@ -125,7 +203,7 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning.selection import parse_ratio
 
-    searching = bool(args.speedup or args.target_flops)
+    searching = args.speedup is not None or args.target_flops is not None
     ratio = parse_ratio(args.ratio) if args.ratio is not None and not searching else None
     device, main = dist_context.device, dist_context.is_main
     info, data = dataset_from_args(args)
@@ -135,7 +213,10 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
 
     training.seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size, need_weights=True).to(device)
+                            image_size=info.image_size, need_weights=True)
+    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
+                      f"pick a --model that takes {info.name} images")
+    model = model.to(device)
     train_loader, test_loader, info = build_loaders(
         info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size, device=device,
         download=args.download, seed=args.seed, num_workers=args.num_workers, train_subset=args.train_subset,
@@ -143,29 +224,28 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
     if searching:
         ratio = _search_ratio(args, model, inputs, dist_context.is_main and not args.quiet)
+    job = PruneJobConfig(
+        method=args.method, ratio=ratio, global_ratio=args.global_ratio, scope=args.scope,
+        pruner_options={**method_options(args, args.method), "ignored_layers": args.ignore or None},
+        prune_lr=args.prune_lr, ft_epochs=args.ft_epochs, ft_lr=args.ft_lr,
+        weight_decay=args.weight_decay, momentum=args.momentum,
+        jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch,
+    )
+    if args.dry_run:
+        return _dry_run(args, model, inputs, job, (train_loader, test_loader), out, main)
     prepare = partial(distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False)))
     model = prepare(model)
     config = resolved_config(args, command="prune", dataset=info.name, device=str(device), out=str(out),
                              world_size=dist_context.world_size)
 
     def create_run_dir() -> Any:
-        run_dir = training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite, checkpoint_required=False)
+        run_dir = training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite)
         run_dir.write_config(config)
         run_dir.write_meta(command="prune", seed=args.seed, device=str(device), device_name=training.device_name(device),
                            world_size=dist_context.world_size)
         return run_dir
 
     run_dir = distributed.run_on_main(dist_context, create_run_dir)  # the other ranks never touch --out
-    job = PruneJobConfig(
-        method=args.method, ratio=ratio, global_ratio=args.global_ratio, scope=args.scope,
-        pruner_options=dict(reg_step=args.reg_step, reg_interval=args.reg_interval, reg_ceiling=args.reg_ceiling,
-                            stabilize_iters=args.stabilize_iters, zero_out_interval=args.zero_out_interval,
-                            gram_weight=args.gram_weight, bn_reg=args.bn_reg, weight_reg=args.weight_reg,
-                            gram_target=args.gram_target, ignored_layers=args.ignore or None),
-        prune_lr=args.prune_lr, ft_epochs=args.ft_epochs, ft_lr=args.ft_lr,
-        weight_decay=args.weight_decay, momentum=args.momentum,
-        jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch,
-    )
     context = JobContext(out=out, resume=args.resume, quiet=args.quiet, rank=dist_context.rank,
                          loggers=[run_dir] if run_dir is not None else [], speed=speed_options(args), prepare=prepare)
     try:
@@ -175,6 +255,23 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
             run_dir.close()
     if main:
         print(summary_line(args.method, report, out))
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, model: Any, inputs: Any, job: Any, loaders: tuple, out: Path, main: bool) -> int:
+    """Everything up to the first training step, then a one-line plan; nothing is written."""
+    from tpp.pipeline import preview_prune_job
+    from tpp.training import RunDirectory
+
+    for loader in loaders:  # the data can be read: one batch of each split
+        next(iter(loader))
+    RunDirectory.check(out, resume=args.resume, overwrite=args.overwrite)
+    plan = preview_prune_job(model, inputs, job)
+    if main:
+        print(f"dry run: {args.checkpoint} loads as {args.model} and the {args.dataset} data can be read; "
+              f"{args.method} would remove {plan['removes']} (params {plan['counts_before']['params']} -> "
+              f"{plan['counts_after']['params']}, FLOPs speedup {plan['speedup']:.2f}x) and write to {out}; "
+              "nothing was trained or written")
     return 0
 
 

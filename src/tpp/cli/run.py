@@ -51,9 +51,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--download", action="store_true", help="download missing dataset files from the official URLs")
     group.add_argument("--checkpoint", metavar="FILE", help="pretrained base model (overrides the recipe's)")
     group.add_argument("--report", metavar="FILE", help="markdown report path (overrides the recipe's)")
+    group.add_argument("--overwrite", action="store_true", help="replace a report file that tpp did not write")
     group.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N")
     group.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    group.add_argument("--dry-run", action="store_true", help="print the grid and each ratio's FLOPs speedup; train nothing")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print the grid, each ratio's FLOPs speedup and whether the checkpoint and data can be read; "
+                       "train nothing")
     group.add_argument("--fast", action="store_true", help="10x shorter TPP schedule (reg_step x10, stabilize_iters / 10)")
     return parser
 
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     folders = run_recipe(recipe, out, seeds=args.seeds, ratios=args.ratios, methods=args.methods, lrs=args.lrs,
                          data_dir=args.data_dir, download=args.download,
                          checkpoint=args.checkpoint, report=args.report, device=device,
-                         quiet=args.quiet, dry_run=args.dry_run, fast=args.fast)
+                         quiet=args.quiet, dry_run=args.dry_run, fast=args.fast, overwrite=args.overwrite)
     if not args.dry_run:
         print(f"{recipe.name}: {len(folders)} job(s) finished under {out}")
     return 0

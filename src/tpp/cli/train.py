@@ -29,6 +29,7 @@ from tpp.cli.common import (
     run_label,
     speed_options,
 )
+from tpp.cli.checks import check_model_input, lr_schedule_option, resume_or_overwrite
 from tpp.errors import ConfigError, ModelError
 
 DESCRIPTION = """\
@@ -101,9 +102,24 @@ def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path:
             )
 
 
+def _check_is_training_run(out: Path) -> None:
+    """--resume of a folder without last.pt starts over, but not in another command's folder."""
+    import json
+
+    try:
+        command = json.loads((out / "config.json").read_text(encoding="utf-8")).get("command")
+    except (OSError, ValueError, AttributeError):
+        return
+    if command not in (None, "train"):
+        raise ConfigError(f"--resume given but {out} holds a `tpp {command}` run, not a training run; "
+                          "pass the --out of a tpp train run")
+
+
 def run(args: argparse.Namespace) -> int:
     """Train; prints a final one-line summary (rank 0). Returns 0."""
     require(args, "model", "dataset")
+    lr_schedule_option(args.lr, "--lr")
+    resume_or_overwrite(args, "run")
     return launch(args, _train)
 
 
@@ -121,8 +137,23 @@ def _train(args: argparse.Namespace, context: Any) -> int:
 
     training.seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size).to(device)
+                            image_size=info.image_size)
+    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), args.model,
+                      f"pick a --model that takes {info.name} images")
+    model = model.to(device)
     _check_input_shape(model, info, args.model)
+    config = resolved_config(
+        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
+        world_size=context.world_size,
+    )
+    # read last.pt before the data: a damaged or mismatched file is refused in a second
+    last = out / training.RunDirectory.LAST
+    payload = None
+    if args.resume and distributed.broadcast_object(last.is_file()):  # every rank reads the same last.pt
+        payload = training.load_checkpoint(last)
+        _check_resume_matches(payload, config, last)
+    elif args.resume:
+        _check_is_training_run(out)
     train_loader, test_loader, info = build_loaders(
         info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size,
         device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
@@ -132,10 +163,6 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     # the run folder is touched only once model and data are known to be fine, and by rank 0 only
     run_dir = distributed.run_on_main(
         context, lambda: training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite))
-    config = resolved_config(
-        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
-        world_size=context.world_size,
-    )
     optimizer = training.build_optimizer(model, schedule.lr_at(0, args.epochs), args.momentum, args.weight_decay)
     loggers: list[Any] = [run_dir] if run_dir is not None else []
     if args.tensorboard and main:
@@ -149,15 +176,14 @@ def _train(args: argparse.Namespace, context: Any) -> int:
         loggers=loggers, checkpoint_dir=out, config=config, quiet=args.quiet, rank=context.rank,
         speed=speed_options(args),
     )
-    if args.resume:  # every rank reads the same last.pt (rank 0 checked that it exists)
-        last = out / training.RunDirectory.LAST
-        payload = training.load_checkpoint(last)
-        _check_resume_matches(payload, config, last)
+    if payload is not None:
         done = trainer.resume(last, payload)
         if run_dir is not None:
             run_dir.truncate_metrics(done)
             if not args.quiet:
                 print(f"resuming {out} after epoch {done} of {args.epochs}")
+    elif args.resume and main and not args.quiet:
+        print(f"nothing to resume in {out} (no epoch had finished); starting from epoch 1")
     if run_dir is not None:
         run_dir.write_config(config)
         run_dir.write_meta(

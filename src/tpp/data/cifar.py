@@ -44,19 +44,19 @@ def safe_unpickle(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         raise DataError(
             f"Refused to load {path}: {exc}; it is not an official CIFAR batch file. Replace it with "
-            "the official file (download=True)."
+            "the official file (--download; download=True in Python)."
         ) from exc
     except (OSError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise DataError(
             f"Corrupt CIFAR file {path} ({type(exc).__name__}: {exc}). Delete it and re-download it "
-            "(download=True) or replace it with the official file."
+            "(--download; download=True in Python) or replace it with the official file."
         ) from exc
 
 
 def _bad(path: Path, what: str) -> DataError:
     return DataError(
-        f"Corrupt CIFAR file {path}: {what}. Delete it and re-download it (download=True) or "
-        "replace it with the official file."
+        f"Corrupt CIFAR file {path}: {what}. Delete it and re-download it (--download; download=True in Python) "
+        "or replace it with the official file."
     )
 
 
@@ -122,7 +122,7 @@ def load_cifar(name: str, split: str, root: Path, download: bool = False) -> tup
             raise DataError(
                 f"{name} {split} files missing: {', '.join(missing)} in {folder}/. Expected the "
                 f"python-version files {', '.join(files)} there; extract the official archive into "
-                f"{root}/, pass --data-dir, set TPP_DATA, or pass download=True where the network is reachable."
+                f"{root}/, pass --data-dir, set TPP_DATA, or pass --download (download=True in Python) where the network is reachable."
             )
         _download(name, root, folder, hint)
     parts = [read_batch(folder / f, name) for f in files]

@@ -32,7 +32,7 @@ def split_files(split: str) -> tuple[str, str]:
 
 def _corrupt(path: Path, what: str) -> DataError:
     return DataError(
-        f"Corrupt MNIST-format file {path}: {what}. Delete it and re-download it (download=True) "
+        f"Corrupt MNIST-format file {path}: {what}. Delete it and re-download it (--download; download=True in Python) "
         "or replace it with the official file."
     )
 
@@ -99,8 +99,8 @@ def _ensure_files(name: str, folder: Path, files: tuple[str, str], download: boo
     if not download:
         raise DataError(
             f"{name} file not found: {folder / missing[0]}. Expected {', '.join(files)} in {folder}/; "
-            "put the official files there, pass --data-dir, set TPP_DATA, or pass download=True "
-            "where the network is reachable."
+            "put the official files there, pass --data-dir, set TPP_DATA, or pass --download "
+            "(download=True in Python) where the network is reachable."
         )
     _, base_url, md5s = _SOURCES[name]
     for fname in missing:

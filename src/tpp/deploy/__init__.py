@@ -60,10 +60,11 @@ def __dir__() -> list[str]:
 
 def export_pruned_onnx(
     checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17, dynamic_batch: bool = True,
-    batch_size: int = 1,
+    batch_size: int = 1, overwrite: bool = False,
 ) -> Path:
     """Load a file written by ``tpp.save_pruned`` and export it to ONNX at ``out`` (verified when
-    onnxruntime is installed). The example input comes from the model's registry spec.
+    onnxruntime is installed). The example input comes from the model's registry spec; an
+    existing ``out`` that tpp did not write is replaced only with ``overwrite``.
 
     Raises:
         TPPError: unreadable checkpoint, failed export or verification, unwritable ``out``.
@@ -74,7 +75,7 @@ def export_pruned_onnx(
 
     model = load_pruned(checkpoint)
     return export_onnx(model, example_inputs(model, batch_size=batch_size), out, opset=opset,
-                       dynamic_batch=dynamic_batch)
+                       dynamic_batch=dynamic_batch, overwrite=overwrite)
 
 
 def cpu_model() -> str:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tpp.errors import TPPError
+from tpp.errors import CheckpointError, TPPError
+from tpp.training.owned import GENERATOR, refuse_foreign
 from tpp.util.inputs import logits_of
 
 ONNX_EXTRA_HINT = "pip install 'tpp-pruning[onnx]'"
@@ -90,6 +91,24 @@ def _export_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int
     return buffer.getvalue()
 
 
+def _mark_as_ours(data: bytes) -> bytes:
+    """Add the ``generator: tpp`` metadata property that lets a later export replace the file."""
+    onnx = _require("onnx")
+    proto = onnx.load_from_string(data)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "generator", GENERATOR
+    return proto.SerializeToString()
+
+
+def onnx_is_ours(path: Path) -> bool:
+    """Whether the ONNX file at ``path`` was written by tpp (its ``generator`` metadata)."""
+    try:
+        proto = _require("onnx").load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX file at all, or unreadable
+        return False
+    return any(p.key == "generator" and p.value.startswith(GENERATOR) for p in proto.metadata_props)
+
+
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """``max|actual - expected| / max|expected|`` (absolute error when ``expected`` is all zero)."""
     scale = float(np.abs(expected).max()) if expected.size else 0.0
@@ -155,6 +174,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     verify: bool | None = None,
     rtol: float = 1e-4,
+    overwrite: bool = False,
 ) -> Path:
     """Export ``model`` in eval mode to an ONNX file at ``path`` and return the path.
 
@@ -171,17 +191,24 @@ def export_onnx(
             ``dynamic_batch``, at another batch size) before the file is moved into place.
             ``None``: verify when onnxruntime is installed; ``True``: require it.
         rtol: allowed ``max|ort - torch| / max|torch|``.
+        overwrite: replace an existing ``path`` that tpp did not write (one it wrote, marked by
+            ``generator: tpp`` metadata, is always replaced).
 
     Raises:
-        ExportError: tracing/export fails, outputs differ, or ``path`` is not writable.
+        ExportError: tracing/export fails, outputs differ, ``path`` is not writable, or it holds a
+            file tpp did not write and ``overwrite`` is False.
         MissingDependencyError: ``onnx`` is missing, or ``verify=True`` without onnxruntime.
     """
     path = Path(path)
+    _require("onnx")  # torch's exporter serialises with it
+    try:
+        refuse_foreign(path, onnx_is_ours, overwrite)  # before the (slow) export
+    except CheckpointError as error:
+        raise ExportError(str(error)) from None
     module = _unwrap(model)
     inputs = _as_tuple(example_inputs)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     inputs = tuple(t.to(device) for t in inputs)
-    _require("onnx")  # torch's exporter serialises with it
     if verify is None:
         verify = onnxruntime_available()
     elif verify:
@@ -189,7 +216,7 @@ def export_onnx(
     was_training = module.training
     module.eval()
     try:
-        data = _export_bytes(module, inputs, opset, dynamic_batch)
+        data = _mark_as_ours(_export_bytes(module, inputs, opset, dynamic_batch))
     except TPPError:
         raise
     except Exception as error:  # the exporter raises many types for unsupported operators

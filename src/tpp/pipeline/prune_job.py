@@ -23,6 +23,7 @@ JSV is measured on rank 0's shard of the first training batch(es).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,21 +34,29 @@ import torch
 import torch.nn as nn
 
 from tpp.distributed import broadcast_object, broadcast_parameters
+from tpp.errors import CheckpointError, ConfigError
 from tpp.metrics.counting import count
 from tpp.pruning.registry import get_method
 from tpp.pruning.serialization import load_pruned, read_pruned, save_pruned
 from tpp.training import (
     StepHooks,
     Trainer,
+    atomic_write,
     atomic_write_json,
     build_optimizer,
     evaluate,
+    get_rng_state,
     load_checkpoint,
     parse_lr_schedule,
+    set_rng_state,
 )
 from tpp.training.amp import SpeedOptions
+from tpp.training.atomic import remove_stale_temporaries
 from tpp.training.checkpoint import unwrap_model
 
+REPORT = "report.json"
+# the files a job writes under ``out`` (the folder layout above)
+JOB_FILES = ("pruned.pt", "pruned_model.pt", REPORT, "jsv.png")
 
 
 @dataclass
@@ -66,6 +75,23 @@ class PruneJobConfig:
     momentum: float = 0.9
     jsv_batches: int = 1  # batches for the JSV right after removal (0: skip)
     jsv_every_epoch: bool = False  # also measure it after every fine-tuning epoch
+
+    def check(self) -> None:
+        """Refuse values that would fail (or be ignored) only after hours of regularisation.
+
+        Raises:
+            ConfigError: naming the field.
+        """
+        for name in ("ft_epochs", "jsv_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+        for name, low in (("prune_lr", 0.0), ("weight_decay", None), ("momentum", None)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or value == low:
+                bound = "> 0" if low is not None else ">= 0"
+                raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+        parse_lr_schedule(self.ft_lr)
 
 
 @dataclass
@@ -91,10 +117,21 @@ def run_prune_job(
     config: PruneJobConfig,
     context: JobContext | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Run the three stages on a pretrained ``model``; returns the fine-tuned pruned model and the report."""
+    """Run the three stages on a pretrained ``model``; returns the fine-tuned pruned model and the report.
+
+    With ``context.resume`` a job whose ``report.json`` exists is finished: nothing is redone or
+    rewritten, and the saved pruned model and report are returned."""
     context = context or JobContext()
+    config.check()
     method = get_method(config.method)
     out = Path(context.out) if context.out is not None else None
+    if out is not None and context.rank == 0:
+        remove_stale_temporaries(out, JOB_FILES)
+    if context.resume and out is not None and _exists(out / REPORT) and _finished(out, config):
+        if context.rank == 0 and not context.quiet:
+            context.print_fn(f"{out} is a finished job (it has {REPORT}); nothing to redo")
+        report = read_report(out)
+        return _prepared(load_pruned(out / "pruned_model.pt", base_model=unwrap_model(model)), context), report
     device = next(model.parameters()).device
     say = context.print_fn if (context.rank == 0 and not context.quiet) else (lambda _: None)
     started = time.perf_counter()
@@ -110,6 +147,8 @@ def run_prune_job(
         model = _prepared(load_pruned(pruned_file, base_model=unwrap_model(model)), context)
         saved = read_pruned(pruned_file)["extra"]  # what stage 1 knew, kept in the file for resumes
         report.update({k: saved[k] for k in ("pruned_indices", "regularization") if k in saved})
+        if isinstance(saved.get("rng"), dict):  # fine-tuning then draws what it would have uninterrupted
+            set_rng_state(saved["rng"])
     else:
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
                                     global_ratio=config.global_ratio, **_pruner_options(config, method))
@@ -123,10 +162,14 @@ def run_prune_job(
             broadcast_parameters(unwrap_model(model))  # a random re-init must be the same on every rank
         model = _prepared(model, context)  # re-applies channels_last, which removal loses
         if pruned_file is not None and context.rank == 0:
-            save_pruned(model, pruned_file, extra=_plain({k: report[k] for k in ("pruned_indices", "regularization")
-                                                          if k in report}))
+            facts = _plain({k: report[k] for k in ("pruned_indices", "regularization") if k in report})
+            save_pruned(model, pruned_file, extra={**facts, "rng": get_rng_state()})
     report["accuracy_after_removal"] = evaluate(unwrap_model(model), test_loader, device)
     if config.jsv_batches > 0:
+        # the batches of the last regularisation epoch (epoch 0 without one), resumed or not
+        regularized_epochs = int((report.get("regularization") or {}).get("epochs") or 0)
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(max(regularized_epochs - 1, 0))
         report["jsv_after_prune"] = _jsv(unwrap_model(model), train_loader, config)
         say(f"mean JSV right after removal: {report['jsv_after_prune']['mean']:.4g}")
     pruned_counts = count(model, example_inputs)
@@ -141,9 +184,37 @@ def run_prune_job(
     report["wall_seconds"] = time.perf_counter() - started
     if out is not None and context.rank == 0:
         save_pruned(model, out / "pruned_model.pt", extra={"report": _plain(report)})
-        atomic_write_json(out / "report.json", _plain(report))
         plot_jsv_curve(report, out / "jsv.png")
+        atomic_write_json(out / REPORT, _plain(report))  # last: a report.json means the job is finished
     return model, report
+
+
+def read_report(out: Path) -> dict[str, Any] | None:
+    """The ``report.json`` of a finished job in ``out``, or None if there is none (or it is damaged)."""
+    try:
+        report = json.loads((Path(out) / REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _finished(out: Path, config: PruneJobConfig) -> bool:
+    """Whether the job in ``out``, which has a report, is done for ``config``: True if it ran with
+    the same config, False if only ``ft_epochs`` differs (fine-tune it further).
+
+    Raises:
+        ConfigError: the job ran with another value of a field that defines it.
+        CheckpointError: its report.json is damaged.
+    """
+    report = read_report(out)
+    if report is None:
+        raise CheckpointError(f"{out / REPORT} is damaged; delete it and resume again to rewrite it")
+    ran, asked = report.get("config") or {}, _plain(asdict(config))
+    for key in sorted(asked):
+        if key != "ft_epochs" and key in ran and ran[key] != asked[key]:
+            raise ConfigError(f"the job in {out} ran with {key}={ran[key]!r}, not {asked[key]!r}; resume it with the "
+                              "same settings or give it another folder")
+    return ran.get("ft_epochs") == config.ft_epochs
 
 
 def _prepared(model: nn.Module, context: JobContext) -> nn.Module:
@@ -241,10 +312,10 @@ def plot_jsv_curve(report: dict[str, Any], path: Path) -> Path | None:
     axis.set_title(f"{report['method']}: trainability during fine-tuning")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -268,6 +339,10 @@ class _StageLogger:
     def log_epoch(self, record) -> None:
         self.logger.log_epoch({**record, "stage": self.stage})
 
+    def recover_epoch(self, record) -> None:
+        if hasattr(self.logger, "recover_epoch"):
+            self.logger.recover_epoch({**record, "stage": self.stage})
+
 
 def _describe(pruner) -> str:
     pruned = sum(len(v) for v in pruner.pruned_indices.values())
@@ -275,6 +350,4 @@ def _describe(pruner) -> str:
 
 
 def _plain(value: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -134,6 +134,10 @@ class BasePruner:
         """Iterations stepped so far."""
         return self.schedule.iteration
 
+    @iteration.setter
+    def iteration(self, value: int) -> None:
+        self.schedule.iteration = int(value)
+
     @property
     def total_iterations(self) -> int:
         """Iterations from the start until :attr:`done`."""

@@ -8,13 +8,44 @@ boolean that defaults to True), and ``help`` / ``choices`` in the field's metada
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from tpp.errors import ConfigError
 
-def option(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
-    """A config field with its command-line help (and allowed values)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None})
+
+def option(default: Any, help: str, choices: Sequence[Any] | None = None, minimum: float | None = None,
+           above: bool = False) -> Any:
+    """A config field with its command-line help, and its allowed values: ``choices``, or numbers
+    ``>= minimum`` (``> minimum`` with ``above``)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "above": above})
+
+
+def check_options(config: Any) -> None:
+    """Check every field of a config dataclass against its declared bounds and choices.
+
+    Raises:
+        ConfigError: naming the option, what it must be and what it was.
+    """
+    for opt in options_of(type(config)):
+        value = getattr(config, opt.name)
+        if opt.type is bool and not isinstance(value, bool):
+            raise ConfigError(f"{opt.name} must be true or false, got {value!r}")
+        if opt.type is str and not isinstance(value, str):
+            raise ConfigError(f"{opt.name} must be a string, got {value!r}")
+        if opt.type in (int, float) and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{opt.name} must be a number, got {value!r}")
+        if opt.choices is not None and value not in opt.choices:
+            raise ConfigError(f"{opt.name} must be one of {', '.join(map(str, opt.choices))}, got {value!r}")
+        if opt.minimum is not None and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                    value <= opt.minimum if opt.above else value < opt.minimum):
+                raise ConfigError(f"{opt.name} must be a number {opt.bound}, got {value!r}")
+            if opt.type is int and int(value) != value:
+                raise ConfigError(f"{opt.name} must be a whole number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -26,6 +57,13 @@ class Option:
     default: Any
     help: str
     choices: tuple | None
+    minimum: float | None = None
+    above: bool = False
+
+    @property
+    def bound(self) -> str:
+        """``">= 0"``, ``"> 0"`` ... (empty when unbounded)."""
+        return "" if self.minimum is None else f"{'>' if self.above else '>='} {self.minimum:g}"
 
     @property
     def flag(self) -> str:
@@ -44,5 +82,7 @@ def options_of(config: type | None) -> list[Option]:
     result = []
     for field in dataclasses.fields(config):
         kind = field.type if isinstance(field.type, type) else _TYPES.get(str(field.type).split(" |")[0], str)
-        result.append(Option(field.name, kind, field.default, field.metadata.get("help", ""), field.metadata.get("choices")))
+        meta = field.metadata
+        result.append(Option(field.name, kind, field.default, meta.get("help", ""), meta.get("choices"),
+                             meta.get("minimum"), bool(meta.get("above"))))
     return result

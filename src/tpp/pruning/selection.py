@@ -32,20 +32,24 @@ def parse_ratio(text: str | float | Mapping[str, float]) -> RatioSpec:
     if isinstance(text, Mapping):
         return {str(k): _check_ratio(v, str(k)) for k, v in text.items()}
     if isinstance(text, (int, float)):
-        return _check_ratio(text, "ratio")
+        return _check_ratio(text)
     text = str(text).strip()
     try:
-        return _check_ratio(float(text), "ratio")
+        return _check_ratio(float(text))
     except ValueError:
         pass
     patterns: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in (p.strip() for p in text.split(",")) if text else ():
+        if not part:  # "a:0.5,,b:0.3" or a trailing comma: most likely a pair was lost
+            raise ConfigError(f"empty entry in ratio {text!r}: remove the extra comma, or add the missing 'pattern:ratio'")
         pattern, sep, value = part.rpartition(":")
         if not sep or not pattern:
             raise ConfigError(
                 f"malformed ratio {part!r}: write a number such as 0.5, or 'pattern:ratio' pairs "
                 "such as '*layer*.conv1:0.9,*features*:0.5'"
             )
+        if pattern in patterns:
+            raise ConfigError(f"pattern {pattern!r} appears twice in ratio {text!r}; give each pattern once")
         try:
             patterns[pattern] = _check_ratio(float(value), pattern)
         except ValueError:
@@ -55,10 +59,11 @@ def parse_ratio(text: str | float | Mapping[str, float]) -> RatioSpec:
     return patterns
 
 
-def _check_ratio(value: float, what: str) -> float:
+def _check_ratio(value: float, pattern: str | None = None) -> float:
     value = float(value)
     if not (0.0 <= value < 1.0) or math.isnan(value):
-        raise ConfigError(f"impossible pruning ratio {value} for {what}: use a number in [0, 1)")
+        where = f" for {pattern}" if pattern else ""
+        raise ConfigError(f"impossible pruning ratio {value}{where}: use a number in [0, 1)")
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from tpp.errors import CheckpointError
+from tpp.errors import CheckpointError, PruningError
 from tpp.pruning.graph import build_graph
 from tpp.util.inputs import input_signature, inputs_from_signature
 from tpp.util.modules import device_of, unwrap
@@ -59,17 +59,15 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, extra: dict | None = 
 
 def read_pruned(path: str | os.PathLike) -> dict:
     """Read and validate a pruned-model file (weights only; no code runs)."""
+    from tpp.training.safe_load import check_layout, read_weights_only
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"pruned model not found: {path}; check the path")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or unsafe files
+    fix = "re-create it with tpp.save_pruned"
+    payload = check_layout(read_weights_only(path, kind="pruned model", fix=fix), path, "pruned model", fix)
+    if payload.get("format") != FORMAT or not isinstance(payload.get("state_dict"), dict):
         raise CheckpointError(
-            f"{path} is not a readable tpp pruned model ({type(error).__name__}); re-create it with tpp.save_pruned"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a tpp pruned model (expected format {FORMAT}); save it with tpp.save_pruned")
+            f"{path} is not a tpp pruned model (no format {FORMAT!r} entry with a state_dict); pass the "
+            "pruned_model.pt that `tpp prune` writes, or save the model with tpp.save_pruned")
     return payload
 
 
@@ -106,10 +104,10 @@ def replay_plan(module: nn.Module, plan: dict | None, source: str | os.PathLike)
         return
     # files written before dict/tuple inputs were recorded have "input_shapes"
     signature = plan["inputs"] if "inputs" in plan else plan["input_shapes"]
-    graph = build_graph(module, inputs_from_signature(signature, device_of(module)))
-    try:
+    try:  # a plan traced on other inputs fails in the trace itself
+        graph = build_graph(module, inputs_from_signature(signature, device_of(module)))
         graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
-    except (AttributeError, IndexError, KeyError, ValueError, RuntimeError) as error:
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError, PruningError) as error:
         raise CheckpointError(
             f"{source} was pruned from a different architecture ({type(error).__name__}); "
             "pass the matching model") from None

@@ -7,7 +7,7 @@
 The schema is documented in :mod:`tpp.recipes.schema`.
 """
 
-from tpp.recipes.grid import FAST_REG_STEP_FACTOR, FAST_STABILIZE_DIVISOR, GridPoint, build_grid, tpp_options
+from tpp.recipes.grid import FAST_REG_STEP_FACTOR, FAST_STABILIZE_DIVISOR, GridPoint, build_grid, method_options
 from tpp.recipes.dryrun import describe_grid, recipe_speedups
 from tpp.recipes.expected import paper_rows
 from tpp.recipes.runner import run_recipe, write_recipe_report
@@ -21,10 +21,10 @@ __all__ = [
     "build_grid",
     "describe_grid",
     "load_recipe",
+    "method_options",
     "paper_rows",
     "recipe_speedups",
     "run_recipe",
-    "tpp_options",
     "validate_recipe",
     "write_recipe_report",
 ]

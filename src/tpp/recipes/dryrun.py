@@ -1,4 +1,9 @@
-"""``--dry-run``: the grid and the FLOPs speedup of each ratio, by counting only (no data, no training)."""
+"""``--dry-run``: the grid, the FLOPs speedup of each ratio (by counting) and whether the inputs can be read.
+
+Nothing is trained or written. A checkpoint that is given but cannot be loaded into the recipe's
+model is an error; data that cannot be read here is reported on its own line, because a recipe
+is often planned on another machine than the one that has the data.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tpp.recipes.base import fresh_model
-from tpp.recipes.grid import GridPoint, ratio_label, tpp_options
+from tpp.recipes.grid import GridPoint, method_options, ratio_label
 from tpp.recipes.schema import Recipe
 
 
@@ -46,7 +51,8 @@ def describe_grid(recipe: Recipe, grid: Sequence[GridPoint], out: Path, fast: bo
              f"model {recipe.model} on {recipe.dataset}; base: "
              + (f"pretrain {recipe.base['epochs']} epochs" if recipe.base
                 else f"checkpoint {recipe.checkpoint or '(required: --checkpoint FILE)'}"),
-             f"TPP schedule: {tpp_options(recipe, fast)}" + (" (--fast)" if fast else ""),
+             "method options" + (" (--fast)" if fast else "") + ": " + "; ".join(
+                 f"{m} {method_options(recipe, m, fast) or 'defaults'}" for m in recipe.prune["methods"]),
              "fine-tuning LRs: " + ", ".join(
                  f"[{i}] {s}" + (f" ({', '.join(m)} only)" if m else "")
                  for i, (s, m) in enumerate(zip(recipe.finetune["lrs"], recipe.finetune["lr_methods"]))),
@@ -61,3 +67,34 @@ def describe_grid(recipe: Recipe, grid: Sequence[GridPoint], out: Path, fast: bo
         lines.append(f"  [{state}] {p.folder}")
     lines.append(f"(counted in {time.perf_counter() - started:.1f}s; nothing was trained)")
     return "\n".join(lines)
+
+
+def check_inputs(recipe: Recipe, checkpoint: str | None, data_dir: str | None) -> list[str]:
+    """Lines saying whether the base checkpoint and the data can be read (no download, no training).
+
+    Raises:
+        TPPError: a checkpoint is given but is unreadable or of another architecture.
+    """
+    from tpp.data import build_loaders
+    from tpp.errors import TPPError
+    from tpp.training import load_checkpoint, load_model_weights
+
+    lines = ["inputs:"]
+    path = checkpoint or recipe.checkpoint
+    if path:
+        load_model_weights(fresh_model(recipe), load_checkpoint(path), path)
+        lines.append(f"  checkpoint {path}: loads into {recipe.model}")
+    elif recipe.base is None:
+        lines.append("  checkpoint: not given (required: --checkpoint FILE)")
+    else:
+        lines.append(f"  checkpoint: none needed (the base model is pretrained for {recipe.base['epochs']} epochs)")
+    try:
+        train, test, _ = build_loaders(recipe.dataset, data_dir if data_dir is not None else recipe.data_dir,
+                                       batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
+                                       num_workers=0)
+        next(iter(train))
+        next(iter(test))
+        lines.append(f"  data: {recipe.dataset} can be read (a batch of each split loaded)")
+    except TPPError as error:
+        lines.append(f"  data: {recipe.dataset} cannot be read here: {' '.join(str(error).split())}")
+    return lines

@@ -24,10 +24,11 @@ import torch
 
 from tpp.errors import ConfigError
 from tpp.recipes.base import base_model
-from tpp.recipes.dryrun import describe_grid
-from tpp.recipes.grid import GridPoint, build_grid, tpp_options
+from tpp.recipes.dryrun import check_inputs, describe_grid
+from tpp.recipes.grid import GridPoint, build_grid, method_options
 from tpp.recipes.schema import Recipe, load_recipe
 from tpp.training import atomic_write_json, seed_everything
+from tpp.training.owned import markdown_is_ours, refuse_foreign
 
 RUN_FILE = "run.json"
 
@@ -48,27 +49,32 @@ def run_recipe(
     quiet: bool = False,
     dry_run: bool = False,
     fast: bool = False,
+    overwrite: bool = False,
     print_fn: Callable[[str], None] = print,
 ) -> list[Path]:
     """Run every selected grid point of ``recipe`` into ``out_dir``; returns the job folders.
 
-    ``report`` overrides the recipe's ``report:`` path; ``download`` fetches missing MNIST/CIFAR files. ``dry_run`` only prints the grid and the
-    FLOPs speedup of each ratio (no data, no training). ``fast`` shortens the TPP schedule 10x.
+    ``report`` overrides the recipe's ``report:`` path; ``download`` fetches missing MNIST/CIFAR files. ``dry_run`` only prints the grid, the
+    FLOPs speedup of each ratio and whether the checkpoint and data can be read (no training). ``fast`` shortens the TPP schedule 10x.
+    ``overwrite`` lets the report replace a file that tpp did not write.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out_dir)
     grid = build_grid(recipe, seeds=seeds, ratios=ratios, methods=methods, lrs=lrs)
     if dry_run:
         print_fn(describe_grid(recipe, grid, out, fast))
+        print_fn("\n".join(check_inputs(recipe, checkpoint, data_dir)))
         return [out / p.folder for p in grid]
     if recipe.base is None and not (checkpoint or recipe.checkpoint):
         raise ConfigError(
             f"recipe {recipe.name} prunes a pretrained model: set 'checkpoint:' in the recipe or pass --checkpoint FILE")
+    report_path = report if report is not None else recipe.report
+    if report_path is not None:  # before hours of jobs, not when the report is finally written
+        refuse_foreign(report_path, markdown_is_ours, overwrite)
     from tpp.data import build_loaders
     from tpp.models import example_inputs
 
     data_dir = data_dir if data_dir is not None else recipe.data_dir
-    options = tpp_options(recipe, fast)
     folders = []
     for seed in dict.fromkeys(p.seed for p in grid):
         points = [p for p in grid if p.seed == seed]
@@ -84,15 +90,14 @@ def run_recipe(
         inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=2,
                                 image_size=info.image_size).to(device)
         for point in points:
-            folders.append(_run_point(recipe, point, out, base, (train, test), inputs, options, fast, quiet, print_fn))
-    path = report if report is not None else recipe.report
-    if path is not None:
-        write_recipe_report(recipe, out, path)
-        _say(quiet, print_fn, f"report: {path}")
+            folders.append(_run_point(recipe, point, out, base, (train, test), inputs, fast, quiet, print_fn))
+    if report_path is not None:
+        write_recipe_report(recipe, out, report_path, overwrite=overwrite)
+        _say(quiet, print_fn, f"report: {report_path}")
     return folders
 
 
-def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, options, fast, quiet, print_fn) -> Path:
+def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast, quiet, print_fn) -> Path:
     from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning import get_method
     from tpp.training import RunDirectory
@@ -107,7 +112,7 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, optio
          + (f" (regularised model from {shared.name})" if shared else ""))
     job = PruneJobConfig(
         method=point.method, ratio=point.ratio, scope=recipe.prune["scope"],
-        pruner_options={**options, "ignored_layers": recipe.prune["ignore"] or None},
+        pruner_options={**method_options(recipe, point.method, fast), "ignored_layers": recipe.prune["ignore"] or None},
         prune_lr=recipe.prune["prune_lr"], ft_epochs=recipe.finetune["epochs"], ft_lr=point.lr,
         weight_decay=recipe.finetune["weight_decay"], momentum=recipe.finetune["momentum"],
         jsv_batches=recipe.jsv["batches"], jsv_every_epoch=recipe.jsv["every_epoch"],
@@ -190,8 +195,9 @@ def _say(quiet: bool, print_fn, text: str) -> None:
         print_fn(text)
 
 
-def write_recipe_report(recipe: Recipe, out: Path, path: str | Path) -> Path:
-    """Collect this recipe's finished jobs under ``out`` and write the markdown report at ``path``."""
+def write_recipe_report(recipe: Recipe, out: Path, path: str | Path, overwrite: bool = False) -> Path:
+    """Collect this recipe's finished jobs under ``out`` and write the markdown report at ``path``
+    (a file there that tpp did not write is replaced only with ``overwrite``)."""
     from tpp.reporting import collect, write_report
 
     runs = [r for r in collect([out]) if r["run"].get("recipe") in (None, recipe.name)]
@@ -218,4 +224,4 @@ def write_recipe_report(recipe: Recipe, out: Path, path: str | Path) -> Path:
     if recipe.notes.strip():
         intro += ["", recipe.notes.strip()]
     return write_report(runs, path, f"{recipe.name}: {recipe.paper}", paper_rows=rows, paper_speedups=speedups,
-                        intro="\n".join(intro))
+                        intro="\n".join(intro), overwrite=overwrite)

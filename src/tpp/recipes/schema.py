@@ -25,7 +25,8 @@ Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the 
       ratio_pattern: null              # e.g. "*layer*.conv1:{ratio}": numbers are substituted into it
       scope: internal                  # internal | all
       ignore: []                       # module names/patterns never pruned (pruner ignored_layers)
-      tpp: {reg_step: 1e-4, reg_interval: 10, stabilize_iters: 10000}   # TPP schedule options
+      tpp: {reg_step: 1e-4, reg_interval: 10, stabilize_iters: 10000}   # a method's own options, keyed
+      kernorth+l1: {orth_iters: 10000}   # by its name (the fields of its config: `tpp prune --help`)
       prune_lr: 0.001                  # constant LR of the regularisation phase
     finetune:
       epochs: 90
@@ -52,6 +53,7 @@ so run recipes from the repository root.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -60,15 +62,14 @@ from tpp.errors import ConfigError
 from tpp.recipes import checks
 from tpp.recipes.expected import validate_expected
 
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
             "data_dir", "batch_size", "test_batch_size", "num_workers", "base", "checkpoint", "prune",
             "finetune", "seeds", "jsv", "expected", "report"}
 REQUIRED_TOP = ("name", "description", "paper", "hardware", "expected_wall_time", "model", "dataset", "prune",
                 "finetune")
 BASE_KEYS = {"epochs", "lr", "weight_decay", "momentum"}
-PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "tpp", "prune_lr"}
-TPP_KEYS = {"reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval", "gram_weight",
-            "bn_reg", "weight_reg", "gram_target"}
+PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "prune_lr"}
 FINETUNE_KEYS = {"epochs", "lrs", "weight_decay", "momentum"}
 JSV_KEYS = {"batches", "every_epoch"}
 
@@ -113,15 +114,18 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (ConfigError with one line on any problem)."""
     import yaml
 
+    from tpp.util.yamlfile import load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist; pass the path of a recipe YAML (see recipes/)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"recipe {path} cannot be read as YAML{where}: {type(error).__name__}") from None
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"recipe {path} cannot be read as YAML{where}: {problem}") from None
     recipe = validate_recipe(data if data is not None else {}, where=str(path))
     recipe.path = path
     return recipe
@@ -135,6 +139,9 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{where}: required key {key!r} is missing")
     text = {k: checks.text(data[k], f"{where}: {k}") for k in ("name", "description", "paper", "hardware",
                                                             "expected_wall_time", "model", "dataset")}
+    if not _FOLDER_NAME.fullmatch(text["name"]):
+        raise ConfigError(f"{where}: name {text['name']!r} must be a plain folder name (letters, digits, '.', '_', "
+                          "'+', '-'; no '/' or '..'), because the jobs are written to runs/<name>")
     if ("base" in data) == ("checkpoint" in data):
         raise ConfigError(f"{where}: give exactly one of 'base' (pretrain the model) or 'checkpoint' (pretrained weights)")
     recipe = Recipe(
@@ -149,8 +156,8 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
         seeds=_seeds(data.get("seeds", [0]), f"{where}: seeds"), jsv=_jsv(data.get("jsv") or {}, f"{where}: jsv"),
         report=checks.opt_text(data.get("report"), f"{where}: report"), raw=dict(data),
     )
+    _check_names(recipe, where)  # before `expected`, whose keys name methods
     recipe.expected = validate_expected(data.get("expected") or {}, f"{where}: expected", recipe)
-    _check_names(recipe, where)
     return recipe
 
 
@@ -183,8 +190,14 @@ def _base(data: Any, where: str) -> dict[str, Any]:
 def _prune(data: Any, where: str) -> dict[str, Any]:
     from tpp.pruning import parse_ratio
 
-    checks.keys(data, PRUNE_KEYS, where)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, not {type(data).__name__}")
     methods = [checks.text(m, f"{where}: methods") for m in checks.non_empty_list(data.get("methods"), f"{where}: methods")]
+    from tpp.pruning.registry import list_methods
+
+    unknown = [m for m in methods if m not in list_methods()]
+    if unknown:  # named before any option block of the methods
+        raise ConfigError(f"{where}: unknown pruning method {unknown[0]!r}; choose from {', '.join(list_methods())}")
     pattern = checks.opt_text(data.get("ratio_pattern"), f"{where}: ratio_pattern")
     if pattern is not None and "{ratio}" not in pattern:
         raise ConfigError(f"{where}: ratio_pattern {pattern!r} must contain '{{ratio}}', e.g. '*layer*.conv1:{{ratio}}'")
@@ -208,30 +221,29 @@ def _prune(data: Any, where: str) -> dict[str, Any]:
     ignore = data.get("ignore") or []
     if not isinstance(ignore, list) or not all(isinstance(i, str) for i in ignore):
         raise ConfigError(f"{where}: ignore must be a list of module names or patterns, got {ignore!r}")
-    tpp = data.get("tpp") or {}
-    checks.keys(tpp, TPP_KEYS, f"{where}: tpp")
-    tpp = {k: _tpp_option(k, v, f"{where}: tpp: {k}") for k, v in tpp.items()}
+    options = {name: _method_options(name, data[name], methods, f"{where}: {name}")
+               for name in data if name not in PRUNE_KEYS}
     return {"methods": methods, "ratios": ratios, "ratio_pattern": pattern, "scope": scope, "ignore": list(ignore),
-            "tpp": tpp, "prune_lr": checks.number(data.get("prune_lr", 1e-3), f"{where}: prune_lr")}
+            "options": options, "prune_lr": checks.number(data.get("prune_lr", 1e-3), f"{where}: prune_lr")}
 
 
-def _tpp_option(key: str, value: Any, where: str) -> Any:
-    if key in ("bn_reg", "weight_reg"):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if key == "gram_target":
-        if value not in ("decorrelate", "kernorth"):
-            raise ConfigError(f"{where} must be 'decorrelate' or 'kernorth', got {value!r}")
-        return value
-    number = checks.number(value, where)
-    if key in ("reg_interval", "stabilize_iters", "zero_out_interval"):
-        if number != int(number):
-            raise ConfigError(f"{where} must be a whole number of iterations, got {value!r}")
-        return int(number)
-    return number
+def _method_options(name: str, block: Any, methods: list[str], where: str) -> dict[str, Any]:
+    """A method's options block, checked against the method's option dataclass."""
+    from tpp.pruning.options import check_options
+    from tpp.pruning.registry import get_method, list_methods
 
-
+    if name not in list_methods():
+        raise ConfigError(f"{where}: unknown key {name!r}; allowed keys: {', '.join(sorted(PRUNE_KEYS))} "
+                          f"or a method's name with its options")
+    method = get_method(name)
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where} must be a mapping of {name}'s options, got {block!r}")
+    checks.keys(block, {o.name for o in method.options}, where)
+    if name not in methods:
+        raise ConfigError(f"{where}: options for {name}, which 'methods' does not run")
+    if method.config is not None:
+        check_options(method.config(**block))
+    return dict(block)
 def _finetune(data: Any, where: str) -> dict[str, Any]:
     checks.keys(data, FINETUNE_KEYS, where)
     if "epochs" not in data or "lrs" not in data:

@@ -98,9 +98,12 @@ def _complete_history(folder: Path, report: dict[str, Any]) -> None:
 
 
 def ratio_text(ratio: Any, global_ratio: Any = None) -> str:
-    """A short label of a job's ratio setting (number, pattern mapping or pattern text)."""
+    """A short label of a job's ratio setting (number, pattern mapping or pattern text); a
+    ``global_ratio`` is what the pruner used whenever it is set, whatever ``ratio`` says."""
+    if isinstance(global_ratio, (int, float)):
+        return f"global {global_ratio:g}"
     if ratio is None:
-        return f"global {global_ratio:g}" if isinstance(global_ratio, (int, float)) else "?"
+        return "?"
     if isinstance(ratio, (int, float)):
         return f"{ratio:g}"
     if isinstance(ratio, dict):

@@ -33,7 +33,9 @@ def _colours(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def _save(figure, path: str | Path) -> Path:
-    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
+    # the Software chunk marks the file as tpp's, so a later report may replace it (tpp.training.owned)
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110,
+                                                            metadata={"Software": "tpp report"}))
 
 
 def _curve(members: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:

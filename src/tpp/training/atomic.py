@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import signal
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable
 
 from tpp.errors import CheckpointError
 
@@ -21,10 +23,29 @@ def describe_os_error(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
+# Fault injection for the crash tests: with TPP_KILL_AT_WRITE=K the process SIGKILLs itself at
+# the K-th write point (1-based) counted over this process: point 2n-1 is "the n-th file's data
+# is in its temporary file, not yet renamed", point 2n "renamed, nothing after it done yet".
+KILL_AT_WRITE_ENV = "TPP_KILL_AT_WRITE"
+_write_points = 0
+
+
+def _write_point() -> None:
+    global _write_points
+    target = os.environ.get(KILL_AT_WRITE_ENV)
+    if not target:
+        return
+    _write_points += 1
+    if _write_points == int(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], None]) -> Path:
     """Call ``writer(file)`` on a temporary file, then atomically move it to ``path``.
 
     On any failure the temporary file is removed and an existing ``path`` is left untouched.
+    A process killed meanwhile leaves a ``.<name>.*.tmp`` file, which
+    :func:`remove_stale_temporaries` deletes on the next start.
 
     Raises:
         CheckpointError: the directory is missing or unwritable, or the disk is full.
@@ -43,6 +64,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
             os.fsync(handle.fileno())
         # mkstemp creates 0600 files; results are meant to be shared like any other output
         os.chmod(tmp_name, 0o644)
+        _write_point()
         os.replace(tmp_name, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -51,7 +73,30 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
             raise CheckpointError(f"cannot write {path}: {describe_os_error(error)}") from None
         raise
     _fsync_directory(path.parent)
+    _write_point()
     return path
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left in ``directory`` when a process
+    was killed mid-write, for destinations called one of ``names``; returns what was removed.
+
+    Only names of this exact form (``.<name>.<8 random characters>.tmp``, as ``mkstemp`` makes
+    them) are touched, so no other file is ever deleted.
+    """
+    directory = Path(directory)
+    pattern = re.compile(r"\.(" + "|".join(re.escape(n) for n in names) + r")\.[A-Za-z0-9_]{8}\.tmp")
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -9,9 +9,6 @@ file carrying pickled Python objects is refused rather than executed. Raw ``stat
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,7 +16,8 @@ import torch
 from torch import nn
 
 from tpp.errors import CheckpointError
-from tpp.training.atomic import atomic_write, describe_os_error
+from tpp.training.atomic import atomic_write
+from tpp.training.safe_load import check_layout, read_weights_only
 
 FORMAT = "tpp.checkpoint"
 FORMAT_VERSION = 1
@@ -63,44 +61,15 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
     return atomic_write(path, lambda handle: torch.save(data, handle))
 
 
-def _unreadable(path: Path) -> CheckpointError:
-    return CheckpointError(
-        f"{path} is not a readable tpp checkpoint (corrupt or truncated?); "
-        "re-create it or point --checkpoint at another file"
-    )
-
-
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint (payload dict or raw state_dict) with ``weights_only=True``.
 
     Raises:
-        CheckpointError: missing file, unreadable/corrupt file, or a file that needs unpickling
-            arbitrary Python objects.
+        CheckpointError: missing file, unreadable/corrupt file, a file that holds pickled code,
+            or one whose entries do not have the layout of a checkpoint (see ``check_layout``).
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path given to --checkpoint")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory; point --checkpoint at a .pt file in it")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        # the weights-only unpickler names the first non-allowed class/function it met
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if found:
-            raise CheckpointError(
-                f"{path} contains pickled Python objects ({found.group(1)}) that tpp refuses to load "
-                "(weights-only loading never runs code); re-save it as a state_dict, "
-                "e.g. torch.save(model.state_dict(), path)"
-            ) from None
-        raise _unreadable(path) from None
-    except OSError as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {describe_os_error(error)}") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError):
-        raise _unreadable(path) from None
-    if not isinstance(obj, dict) or not obj:
-        raise _unreadable(path)
-    return obj
+    return check_layout(read_weights_only(path, kind="checkpoint", map_location=map_location), path)
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -11,7 +11,14 @@ Layout::
 Overwrite policy: a new run refuses a non-empty folder (nothing there is touched) unless
 ``resume`` (continue from ``last.pt``) or ``overwrite`` (delete the old ``last.pt``, ``best.pt``
 and ``metrics.jsonl``, replace the other files above, keep any other file) is requested.
-Every file is written atomically.
+``resume`` accepts only a folder tpp wrote (its ``meta.json`` says so, or it holds nothing but
+tpp's files); one that has no ``last.pt`` yet (killed before the first epoch ended) starts over.
+
+Every file is written atomically. An epoch is committed by ``last.pt``, which also carries that
+epoch's metrics record and the index of the best epoch; ``best.pt`` and the ``metrics.jsonl``
+line are written after it and repaired from it on resume (see :meth:`Trainer.resume`), so a kill
+at any instant leaves a folder that resumes to the files of an uninterrupted run. Temporary
+files of interrupted writes are deleted when the folder is opened again.
 """
 
 from __future__ import annotations
@@ -19,15 +26,18 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from tpp.errors import CheckpointError
-from tpp.training.atomic import atomic_write_json, atomic_write_text, describe_os_error
+from tpp.training.atomic import atomic_write_json, atomic_write_text, describe_os_error, remove_stale_temporaries
+
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # an interrupted atomic write
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -58,7 +68,7 @@ class RunDirectory:
 
     Raises:
         CheckpointError: the folder cannot be created or written, is a file, is non-empty without
-            ``resume``/``overwrite``, or ``resume`` is asked but there is no ``last.pt``.
+            ``resume``/``overwrite``, or ``resume`` is asked of a folder that is missing or not tpp's.
     """
 
     CONFIG = "config.json"
@@ -66,28 +76,17 @@ class RunDirectory:
     METRICS = "metrics.jsonl"
     LAST = "last.pt"
     BEST = "best.pt"
+    # everything tpp writes in a run folder (training runs and pruning jobs); other files are the user's
+    OWN_FILES = frozenset({CONFIG, META, METRICS, LAST, BEST, "tb", "prune", "finetune", "pruned.pt",
+                           "pruned_model.pt", "report.json", "jsv.png", "run.json"})
 
-    def __init__(
-        self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False,
-        checkpoint_required: bool = True,
-    ) -> None:
-        """``checkpoint_required=False`` lets jobs whose checkpoints live in sub-folders (``tpp prune``)
-        resume without a ``last.pt`` at the top; earlier metric records are kept either way."""
+    def __init__(self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> None:
+        """With ``resume`` the earlier metric records are kept; whether there is a checkpoint to
+        continue from is for the caller to find out (``last.pt`` here, or in a job's sub-folders)."""
         self.path = Path(path)
         self.resume = resume
         self._records: list[dict[str, Any]] = []
-        if self.path.exists() and not self.path.is_dir():
-            raise CheckpointError(f"run directory {self.path} exists and is a file; pass another --out")
-        non_empty = self.path.is_dir() and any(self.path.iterdir())
-        if resume and checkpoint_required and not (self.path / self.LAST).is_file():
-            raise CheckpointError(
-                f"--resume given but {self.path / self.LAST} does not exist; start without --resume"
-            )
-        if non_empty and not (resume or overwrite):
-            raise CheckpointError(
-                f"run directory {self.path} already exists and is not empty; "
-                "pass --resume to continue it, --overwrite to reuse it, or another --out"
-            )
+        non_empty = self.check(self.path, resume=resume, overwrite=overwrite)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -96,10 +95,50 @@ class RunDirectory:
             ) from None
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise CheckpointError(f"run directory {self.path} is not writable; pass a writable --out")
+        remove_stale_temporaries(self.path, self.OWN_FILES)
         if resume:
             self._records = self._read_metrics()
         elif non_empty:
             self._remove_stale_outputs()
+
+    @classmethod
+    def check(cls, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> bool:
+        """The policy checks of the constructor, without creating or changing anything (for
+        ``--dry-run``); returns whether the folder exists and is not empty.
+
+        Raises:
+            CheckpointError: as the constructor, except for an unwritable location.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise CheckpointError(f"run directory {path} exists and is a file; pass another --out")
+        non_empty = path.is_dir() and any(path.iterdir())
+        if resume:
+            cls._check_resumable(path)
+        if non_empty and not (resume or overwrite):
+            raise CheckpointError(
+                f"run directory {path} already exists and is not empty; "
+                "pass --resume to continue it, --overwrite to reuse it, or another --out"
+            )
+        return non_empty
+
+    @classmethod
+    def _check_resumable(cls, path: Path) -> None:
+        if not path.is_dir():
+            raise CheckpointError(f"--resume given but {path} does not exist; start without --resume")
+        try:
+            meta = json.loads((path / cls.META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict) and "tpp_version" in meta:
+            return  # written by tpp: resumable even where the user added files of their own
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in cls.OWN_FILES
+                         and not _TEMPORARY.fullmatch(p.name))
+        if foreign:
+            raise CheckpointError(
+                f"--resume given but {path} is not a tpp run directory (it holds {foreign[0]}, and no meta.json "
+                "written by tpp); pass the --out of an earlier run, or start without --resume"
+            )
 
     def _remove_stale_outputs(self) -> None:
         # an old last.pt left in an overwritten folder could later be "resumed" by mistake
@@ -159,6 +198,13 @@ class RunDirectory:
         self._records.append(dict(record))
         self._write_metrics()
 
+    def recover_epoch(self, record: Mapping[str, Any]) -> None:
+        """Log ``record`` unless a record of its epoch (and ``stage``) is there already: the
+        process that finished the epoch may have died before logging it."""
+        key = (record.get("epoch"), record.get("stage"))
+        if all((r.get("epoch"), r.get("stage")) != key for r in self._records):
+            self.log_epoch(record)
+
     def close(self) -> None:
         """Nothing to release; present for the logger protocol."""
 
@@ -189,3 +235,19 @@ class RunDirectory:
             return json.loads((self.path / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+
+def complete_epoch_outputs(payload: Mapping[str, Any], checkpoint_dir: Path | None, loggers: Iterable[Any]) -> None:
+    """Write what follows the commit of an epoch, from its ``last.pt`` ``payload``: ``best.pt``
+    if that epoch was the best, and its metrics record to every logger that lacks it
+    (``recover_epoch``). Idempotent, so a resume can always call it."""
+    finished = int(payload.get("epoch") or 0) - 1
+    if checkpoint_dir is not None and finished >= 0 and payload.get("best_epoch") == finished:
+        from tpp.training.checkpoint import save_checkpoint
+
+        save_checkpoint(Path(checkpoint_dir) / RunDirectory.BEST, payload)
+    record = payload.get("record")
+    if isinstance(record, dict):
+        for logger in loggers:
+            if hasattr(logger, "recover_epoch"):
+                logger.recover_epoch(record)

@@ -41,11 +41,13 @@ from tpp.distributed import all_reduce_sum
 from tpp.util.inputs import logits_of
 from tpp.errors import CheckpointError, TPPError
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, to_channels_last
+from tpp.training.atomic import remove_stale_temporaries
 from tpp.training.checkpoint import load_checkpoint, load_model_weights, make_payload, save_checkpoint, unwrap_model
 from tpp.training.evaluation import evaluate, topk_correct
 from tpp.training.hooks import Stateful, StepHooks
 from tpp.training.loggers import MetricsLogger
 from tpp.training.optim import set_lr
+from tpp.training.rundir import complete_epoch_outputs
 from tpp.training.schedule import LRSchedule
 from tpp.training.seeding import get_rng_state, set_rng_state
 
@@ -145,26 +147,27 @@ class Trainer:
             # a DDP model must be converted before wrapping (tpp.distributed.prepare)
             unwrap_model(model).to(memory_format=torch.channels_last)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = model
+        if self.checkpoint_dir is not None and self.is_main:
+            remove_stale_temporaries(self.checkpoint_dir, ("last.pt", "best.pt"))
         self.start_epoch = 0
         self.global_step = 0
         self.best_top1: float | None = None
+        self.best_epoch: int | None = None
         self.last_top1: float | None = None
         self.last_top5: float | None = None
+        self.stopped = False  # a hook ended the run early; a resumed run must not train on
+        self._record: dict[str, Any] | None = None  # the last finished epoch's metrics record
 
     # ----------------------------------------------------------------------------- checkpoints
     def checkpoint_payload(self) -> dict[str, Any]:
-        """Everything needed to resume after the epochs completed so far."""
+        """Everything needed to resume after the epochs completed so far, including the last
+        epoch's metrics record and which epoch was best, from which a resume repairs
+        ``best.pt`` and the metrics log if the process died before writing them."""
         return make_payload(
-            self.model,
-            optimizer=self.optimizer.state_dict(),
-            epoch=self.start_epoch,
-            global_step=self.global_step,
-            best_top1=self.best_top1,
-            last_top1=self.last_top1,
-            rng=get_rng_state(),
-            config=self.config,
-            extra={name: obj.state_dict() for name, obj in self.extra_state.items()},
-            amp=self.precision.state_dict(),
+            self.model, optimizer=self.optimizer.state_dict(), epoch=self.start_epoch, global_step=self.global_step,
+            best_top1=self.best_top1, best_epoch=self.best_epoch, last_top1=self.last_top1, last_top5=self.last_top5,
+            stopped=self.stopped, record=self._record, rng=get_rng_state(), config=self.config,
+            extra={name: obj.state_dict() for name, obj in self.extra_state.items()}, amp=self.precision.state_dict(),
         )
 
     def resume(self, path: str | os.PathLike[str], payload: Mapping[str, Any] | None = None) -> int:
@@ -180,22 +183,30 @@ class Trainer:
         if payload is None:
             payload = load_checkpoint(path)
         load_model_weights(self.model, payload, path)
-        if "optimizer" in payload:
-            try:
+        try:
+            if "optimizer" in payload:
                 self.optimizer.load_state_dict(payload["optimizer"])
-            except (ValueError, KeyError, RuntimeError) as error:
-                raise CheckpointError(f"optimizer state in {path} does not fit this run: {error}") from None
-        self.start_epoch = int(payload.get("epoch", 0))
-        self.global_step = int(payload.get("global_step", 0))
-        self.best_top1 = payload.get("best_top1")
-        self.last_top1 = payload.get("last_top1")
-        for name, state in (payload.get("extra") or {}).items():
-            if name in self.extra_state:
-                self.extra_state[name].load_state_dict(state)
-        if payload.get("amp"):
-            self.precision.load_state_dict(payload["amp"])
-        if "rng" in payload:
-            set_rng_state(payload["rng"])
+            for name, state in (payload.get("extra") or {}).items():
+                if name in self.extra_state:
+                    self.extra_state[name].load_state_dict(state)
+            if payload.get("amp"):
+                self.precision.load_state_dict(payload["amp"])
+            if "rng" in payload:
+                set_rng_state(payload["rng"])
+        except TPPError:
+            raise
+        except Exception as error:  # noqa: BLE001 - each state's loader raises its own types
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            raise CheckpointError(f"the training state in {path} does not fit this run ({reason}); "
+                                  "resume with the options of the original run") from None
+        self.start_epoch = int(payload.get("epoch") or 0)
+        self.global_step = int(payload.get("global_step") or 0)
+        for name in ("best_top1", "best_epoch", "last_top1", "last_top5"):
+            setattr(self, name, payload.get(name))
+        self.stopped = bool(payload.get("stopped", False))
+        self._record = payload.get("record") if isinstance(payload.get("record"), dict) else None
+        if self.is_main:  # the process that wrote last.pt may have died before best.pt or the log
+            complete_epoch_outputs(payload, self.checkpoint_dir, self.loggers)
         return self.start_epoch
 
     # ----------------------------------------------------------------------------- training
@@ -287,8 +298,8 @@ class Trainer:
 
     def _fit(self) -> FitResult:
         history: list[dict[str, Any]] = []
-        stopped = False
-        for epoch in range(self.start_epoch, self.epochs):
+        stopped = self.stopped
+        for epoch in range(self.start_epoch, self.epochs if not stopped else self.start_epoch):
             started = time.perf_counter()
             lr = self.schedule.lr_at(epoch, self.epochs)
             set_lr(self.optimizer, lr)
@@ -304,13 +315,14 @@ class Trainer:
                 self.last_top1, self.last_top5 = test["top1"], test["top5"]
                 improved = self.best_top1 is None or test["top1"] > self.best_top1
                 if improved:
-                    self.best_top1 = test["top1"]
+                    self.best_top1, self.best_epoch = test["top1"], epoch
                 record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
             if self.hooks.epoch_end is not None:
                 record.update(self.hooks.epoch_end(epoch))
             record.update(best_top1=self.best_top1, step=self.global_step, time=time.perf_counter() - started)
-            self.start_epoch = epoch + 1
+            self.start_epoch, self.stopped, self._record = epoch + 1, stopped, _plain(record)
             if self.is_main:
+                # last.pt first: it commits the epoch, and a resume rebuilds what follows from it
                 self._save(improved)
                 for logger in self.loggers:
                     logger.log_epoch(record)

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import torch.nn as nn
 
 from tpp.pruning.base import BasePruner
-from tpp.pruning.options import option
+from tpp.pruning.options import check_options, option
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import GrowingL2
 from tpp.pruning.schedules import GrowingSchedule
@@ -23,10 +23,10 @@ from tpp.pruning.schedules import GrowingSchedule
 class GReg1Config:
     """GReg-1's options (TPP's schedule defaults)."""
 
-    reg_step: float = option(1e-4, "lambda grows by this every --reg-interval iterations")
-    reg_interval: int = option(10, "iterations between lambda updates")
-    reg_ceiling: float = option(1.0, "lambda stops growing here")
-    stabilize_iters: int = option(10_000, "iterations at the ceiling before removal")
+    reg_step: float = option(1e-4, "lambda grows by this every reg_interval iterations", minimum=0, above=True)
+    reg_interval: int = option(10, "iterations between lambda updates", minimum=1)
+    reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
+    stabilize_iters: int = option(10_000, "iterations at the ceiling before removal", minimum=0)
 
 
 class GReg1Pruner(BasePruner):
@@ -48,6 +48,7 @@ class GReg1Pruner(BasePruner):
         importance: Any = None,
     ) -> None:
         self.options = GReg1Config(reg_step, reg_interval, reg_ceiling, stabilize_iters)
+        check_options(self.options)
         schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval=None)
         super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance,
                          regularizers=[GrowingL2("filter_weights")], schedule=schedule)

@@ -12,9 +12,8 @@ from typing import Any, Iterable, Mapping
 
 import torch.nn as nn
 
-from tpp.errors import ConfigError
 from tpp.pruning.base import BasePruner
-from tpp.pruning.options import option
+from tpp.pruning.options import check_options, option
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import Orthogonality
 from tpp.pruning.schedules import ConstantSchedule
@@ -30,8 +29,9 @@ DEFAULT_ORTH_ITERS = 10_000
 class OrthThenL1Config:
     """Options of the orthogonality-then-L1 baselines."""
 
-    orth_iters: int = option(DEFAULT_ORTH_ITERS, "iterations of orthogonality-regularised training before L1 pruning")
-    orth_weight: float = option(ORTH_REG_WEIGHT, "weight of the orthogonality loss")
+    orth_iters: int = option(DEFAULT_ORTH_ITERS, "iterations of orthogonality-regularised training before L1 pruning",
+                             minimum=0)
+    orth_weight: float = option(ORTH_REG_WEIGHT, "weight of the orthogonality loss", minimum=0)
 
 
 class OrthRegThenL1Pruner(BasePruner):
@@ -58,15 +58,12 @@ class OrthRegThenL1Pruner(BasePruner):
     ) -> None:
         if orth_iters is None:
             orth_iters = DEFAULT_ORTH_ITERS if stabilize_iters is None else stabilize_iters
-        if int(orth_iters) < 0:
-            raise ConfigError(f"orth_iters must be >= 0, got {orth_iters}")
-        if orth_weight < 0:
-            raise ConfigError(f"orth_weight must be >= 0, got {orth_weight}")
         self.orth, self.official_stride2 = orth, official_stride2
-        self.options = OrthThenL1Config(int(orth_iters), orth_weight)
+        self.options = OrthThenL1Config(orth_iters, orth_weight)
+        check_options(self.options)
         super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance,
                          regularizers=[Orthogonality(orth, official_stride2)],
-                         schedule=ConstantSchedule(int(orth_iters), orth_weight), select_at="prune")
+                         schedule=ConstantSchedule(orth_iters, orth_weight), select_at="prune")
 
     @property
     def config(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 import torch.nn as nn
 
 from tpp.pruning.base import BasePruner
-from tpp.pruning.options import option
+from tpp.pruning.options import check_options, option
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import GramDecorrelation, GrowingL2
 from tpp.pruning.schedules import GrowingSchedule
@@ -25,12 +25,12 @@ from tpp.pruning.schedules import GrowingSchedule
 class TPPConfig:
     """TPP's options (the official defaults)."""
 
-    reg_step: float = option(1e-4, "lambda grows by this every --reg-interval iterations")
-    reg_interval: int = option(10, "iterations between lambda updates")
-    reg_ceiling: float = option(1.0, "lambda stops growing here")
-    stabilize_iters: int = option(10_000, "iterations at the ceiling before removal")
-    zero_out_interval: int = option(100, "iterations between the layer-wise zero-outs of stabilisation")
-    gram_weight: float = option(1000.0, "weight of the gram term of Eq. 3 (0 disables it)")
+    reg_step: float = option(1e-4, "lambda grows by this every reg_interval iterations", minimum=0, above=True)
+    reg_interval: int = option(10, "iterations between lambda updates", minimum=1)
+    reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
+    stabilize_iters: int = option(10_000, "iterations at the ceiling before removal", minimum=0)
+    zero_out_interval: int = option(100, "iterations between the layer-wise zero-outs of stabilisation", minimum=0)
+    gram_weight: float = option(1000.0, "weight of the gram term of Eq. 3 (0 disables it)", minimum=0)
     bn_reg: bool = option(True, "growing L2 on BatchNorm gamma/beta of the pruned channels")
     weight_reg: bool = option(True, "growing L2 on the pruned filters and biases")
     gram_target: str = option("decorrelate", "decorrelate (TPP) or kernorth (ablation: identity target)",
@@ -82,6 +82,7 @@ class TPPPruner(BasePruner):
     ) -> None:
         self.options = TPPConfig(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval,
                                  gram_weight, bn_reg, weight_reg, gram_target)
+        check_options(self.options)
         schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval)
         regularizers = [GramDecorrelation(gram_weight, gram_target)]
         if weight_reg:
