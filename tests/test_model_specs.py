@@ -163,3 +163,20 @@ def test_hf_folder_weights_onto_grayscale_input_keep_the_rest(tmp_path):
     assert model.resnet.embedder.embedder.convolution.in_channels == 1 and model.config.num_channels == 1
     assert torch.equal(model.classifier[1].weight, saved.classifier[1].weight)
     assert model(torch.zeros(1, 1, 32, 32)).logits.shape == (1, 10)
+
+
+def test_a_file_cannot_make_tpp_import_a_module_from_elsewhere(tmp_path, monkeypatch):
+    """Importing runs a module's code: a pruned file may not name one that is neither imported nor in the
+    current folder, and nothing of it runs when it does."""
+    elsewhere = tmp_path / "site"
+    elsewhere.mkdir()
+    sentinel = tmp_path / "ran"
+    (elsewhere / "evil_models.py").write_text(
+        f"open({str(sentinel)!r}, 'w').close()\n\ndef factory(num_classes=10, in_channels=3):\n    return None\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    model = small_cnn(10, 3)
+    model.tpp_spec = {"spec": "evil_models:factory", "num_classes": 10, "in_channels": 3}
+    save_pruned(model, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="neither imported nor in the current folder"):
+        load_pruned(tmp_path / "m.pt")
+    assert not sentinel.exists() and "evil_models" not in sys.modules

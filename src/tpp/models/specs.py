@@ -21,8 +21,10 @@ store it, so they can be rebuilt with no other information.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import sys
+from pathlib import Path
 from typing import Any, Mapping
 
 from torch import nn
@@ -187,6 +189,8 @@ def _record(model: nn.Module, kind: str, spec: str, num_classes: int, in_channel
 
 def _factory_model(spec: str, num_classes: int, in_channels: int, pretrained: bool, source: str | None) -> nn.Module:
     module_name, _, attr = spec.partition(":")
+    if source is not None:
+        _check_module_from_file(module_name, spec, source)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -229,6 +233,24 @@ def _parameters(factory: Any) -> Mapping[str, inspect.Parameter]:
         return inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins and C extensions have no signature
         return {}
+
+
+def _check_module_from_file(module_name: str, spec: str, source: str) -> None:
+    """Importing a module runs its code, so a file may only name one that is already imported or that
+    lives under the current folder (the user's own code); anything else needs the user's word."""
+    if module_name in sys.modules:
+        return
+    try:
+        found = importlib.util.find_spec(module_name)  # locates the file without running the module
+    except (ImportError, ValueError):
+        found = None
+    origin = getattr(found, "origin", None)
+    here = Path.cwd().resolve()
+    if origin and Path(origin).resolve().is_relative_to(here):
+        return
+    raise CheckpointError(
+        f"{source} names {spec}, whose module is neither imported nor in the current folder; tpp does not "
+        f"import code on a file's say-so: pass --model {spec} (or base_model=) if you trust it")
 
 
 def _check_factory_from_file(factory: Any, module_name: str, params: Mapping[str, inspect.Parameter],
