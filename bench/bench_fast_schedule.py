@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from tpp import training
+from tpp.util.atomic import atomic_write_json
 from tpp.data import build_loaders
 from tpp.models import create_model, example_inputs
 from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
@@ -73,7 +74,7 @@ def main() -> None:
     result["accuracy_cost_best_top1"] = full["best_top1_after_finetune"] - fast["best_top1_after_finetune"]
     result["time_saving"] = full["seconds"] / fast["seconds"]
     args.out.mkdir(parents=True, exist_ok=True)
-    training.atomic_write_json(args.out / f"fast_schedule_{args.dataset}.json", result)
+    atomic_write_json(args.out / f"fast_schedule_{args.dataset}.json", result)
     print(json.dumps({k: result[k] for k in ("dataset", "accuracy_cost_best_top1", "time_saving")}))
 
 

@@ -16,7 +16,8 @@ from tpp import distributed
 from tpp.cli.main import main
 from tpp.errors import ConfigError
 from tpp.pruning.methods.tpp import TPPPruner
-from tpp.training import StepHooks, Trainer, load_checkpoint, parse_lr_schedule
+from tpp.checkpoints import load_checkpoint
+from tpp.training import StepHooks, Trainer, parse_lr_schedule
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, check_amp
 
 HAS_CPU_SCALER = hasattr(torch.amp, "GradScaler")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tpp.models import create_model
-from tpp.training import load_checkpoint, make_payload, save_checkpoint
+from tpp.checkpoints import load_checkpoint, make_payload, save_checkpoint
 
 QUICK = ["--model", "mlp7_linear", "--dataset", "mnist_subset", "--train-subset", "600", "--batch-size", "64", "--quiet"]
 
@@ -193,7 +193,7 @@ def test_keyboard_interrupt_exits_130(run_cli, tmp_path: Path, monkeypatch: pyte
 
 def test_info_and_eval_of_pruned_checkpoints(run_cli, tmp_path: Path) -> None:
     l1 = pytest.importorskip("tpp.pruning.methods.l1")
-    serialization = pytest.importorskip("tpp.pruning.serialization")
+    serialization = pytest.importorskip("tpp.checkpoints")
     from tpp.models import example_inputs
 
     model = create_model("resnet20", in_channels=1)

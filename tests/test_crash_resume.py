@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from tpp.training.atomic import KILL_AT_WRITE_ENV
+from tpp.util.atomic import KILL_AT_WRITE_ENV
 
 # values that differ between any two runs, interrupted or not
 VOLATILE = {"time", "wall_seconds", "resume", "start_time"}

@@ -27,8 +27,9 @@ import tpp
 from tpp.cli.main import main
 from tpp.errors import CheckpointError
 from tpp.pruning import L1Pruner
-from tpp.pruning.serialization import read_pruned, save_pruned
-from tpp.training import build_optimizer, get_rng_state, load_checkpoint, make_payload
+from tpp.checkpoints import read_pruned, save_pruned
+from tpp.checkpoints import load_checkpoint, make_payload
+from tpp.training import build_optimizer, get_rng_state
 
 SEED = 20230
 COMMANDS = ("train", "prune", "eval", "info", "jsv", "export")

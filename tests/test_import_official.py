@@ -19,7 +19,7 @@ from torch import nn
 
 from tpp.cli.loading import model_from_checkpoint
 from tpp.errors import CheckpointError
-from tpp.training import load_checkpoint
+from tpp.checkpoints import load_checkpoint
 from tpp.util.safe_pickle import Placeholder, PlaceholderUnpickler, UnsafePickleError
 
 from tests.official_format import official_module, randomize, save_official

@@ -13,7 +13,7 @@ from torch import nn
 from tests.user_model_zoo import FACTORY, data_args, one_line_error, small_cnn
 from tpp.errors import CheckpointError, ModelError
 from tpp.models import build_model, example_inputs, model_from_record
-from tpp.pruning.serialization import load_pruned, save_pruned
+from tpp.checkpoints import load_pruned, save_pruned
 
 
 def test_hf_class_name_builds_the_default_configuration():

@@ -209,7 +209,7 @@ def test_save_and_load_pruned_round_trip_with_weights_only(tmp_path):
     pruned = pruner.prune()
     path = tpp.save_pruned(pruned, tmp_path / "pruned.pt")
     payload = torch.load(path, weights_only=True)  # plain data: no pickled module
-    assert payload["plan"]["history"] and payload["spec"]["name"] == "resnet20"
+    assert payload["tpp_plan"]["history"] and payload["tpp_spec"]["name"] == "resnet20"
     loaded = tpp.load_pruned(path, create_model("resnet20"))
     x = torch.randn(2, 3, 32, 32)
     pruned.eval(), loaded.eval()

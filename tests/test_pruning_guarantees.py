@@ -88,7 +88,7 @@ def test_transformers_vit_attention_is_left_whole_and_mlp_pruned_exactly_with_di
     assert (_outputs(pruned, inputs) - reference).abs().max() <= 1e-5 * max(1.0, float(reference.abs().max()))
     assert tpp.count(pruned, inputs).params < before.params
     path = tpp.save_pruned(pruned, tmp_path / "vit.pt")
-    assert torch.load(path, weights_only=True)["plan"]["inputs"]["kind"] == "dict"
+    assert torch.load(path, weights_only=True)["tpp_plan"]["inputs"]["kind"] == "dict"
     loaded = tpp.load_pruned(path, base_model=_vit())
     assert torch.equal(_outputs(loaded, inputs), _outputs(pruned, inputs))
     assert tpp.jacobian_singular_values(pruned.eval(), inputs["pixel_values"]).mean > 0

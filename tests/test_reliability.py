@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tpp.cli.main import main
-from tpp.training import Trainer, load_checkpoint
+from tpp.checkpoints import load_checkpoint
+from tpp.training import Trainer
 
 DATA = ["--dataset", "mnist_subset"]
 SHORT_TPP = ["--reg-step", "0.5", "--reg-interval", "1", "--stabilize-iters", "2", "--zero-out-interval", "1"]

@@ -15,6 +15,7 @@ from tpp.data import build_loaders
 from tpp.errors import CheckpointError, ConfigError, DataError
 from tpp.metrics import Counts, count, layer_table
 from tpp.models import create_model, example_inputs
+from tpp.checkpoints import load_checkpoint, load_model_weights, save_checkpoint
 from tpp.training import (
     RunDirectory,
     StepHooks,
@@ -23,11 +24,8 @@ from tpp.training import (
     build_optimizer,
     evaluate,
     get_rng_state,
-    load_checkpoint,
-    load_model_weights,
     parse_lr_schedule,
     resolve_device,
-    save_checkpoint,
     seed_everything,
     set_rng_state,
 )

@@ -15,7 +15,7 @@ import tpp
 from tests.user_model_zoo import FACTORY, data_args, one_line_error, small_cnn, top1
 from tpp.errors import CheckpointError
 from tpp.models import build_model, example_inputs, load_weights
-from tpp.pruning.serialization import load_pruned
+from tpp.checkpoints import load_pruned
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def _save_tiny_hf_config(folder: Path) -> None:
 def test_hf_folder_model_with_safetensors_weights(digit_folder, run_cli, tmp_path):
     from safetensors.torch import save_file
 
-    from tpp.training import extract_state_dict, load_checkpoint
+    from tpp.checkpoints import extract_state_dict, load_checkpoint
 
     folder = tmp_path / "tiny-resnet"
     _save_tiny_hf_config(folder)

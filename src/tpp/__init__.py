@@ -28,8 +28,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "TPPPruner": "tpp.pruning.methods.tpp",
     "count": "tpp.metrics.counting",
-    "save_pruned": "tpp.pruning.serialization",
-    "load_pruned": "tpp.pruning.serialization",
+    "save_pruned": "tpp.checkpoints",
+    "load_pruned": "tpp.checkpoints",
     "create_model": "tpp.models",
     "list_models": "tpp.models",
     "jacobian_singular_values": "tpp.metrics.jacobian",

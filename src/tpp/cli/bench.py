@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from tpp.deploy import run_latency_bench
     from tpp.errors import ConfigError
     from tpp.pruning.selection import parse_ratio
-    from tpp.training import atomic_write_json
+    from tpp.util.atomic import atomic_write_json
 
-    from tpp.training.owned import GENERATOR, json_is_ours, refuse_foreign
+    from tpp.util.owned import GENERATOR, json_is_ours, refuse_foreign
 
     try:
         batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from tpp.data import build_loaders
     from tpp.models import create_model, example_inputs
     from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
+    from tpp.util.atomic import atomic_write_json
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     table = results_table(reports)
     print(table)
     plot = plot_finetuning(reports, out / "demo_accuracy.png")
-    training.atomic_write_json(out / "demo_results.json",
+    atomic_write_json(out / "demo_results.json",
                                {"generator": "tpp demo", **{m: _short(r) for m, r in reports.items()}})
     print(f"plot: {plot}  results: {out / 'demo_results.json'}  ({time.perf_counter() - started:.0f}s)")
     return 0
@@ -107,7 +108,7 @@ def plot_finetuning(reports: dict[str, dict[str, Any]], path: Path) -> Path:
     axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from tpp.training import atomic_write
+    from tpp.util.atomic import atomic_write
 
     try:
         atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100,
@@ -121,7 +122,7 @@ def _check_out(out: Path) -> None:
     """Refuse an --out whose files the demo would replace but tpp did not write."""
     from tpp.errors import CheckpointError
     from tpp.training import RunDirectory
-    from tpp.training.owned import json_is_ours, png_is_ours, refuse_foreign
+    from tpp.util.owned import json_is_ours, png_is_ours, refuse_foreign
 
     for method in ("tpp", "l1"):  # job folders of an earlier demo are deleted and rewritten
         folder = out / method

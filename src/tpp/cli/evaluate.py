@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     require_trained_model(args)
     from tpp.data import build_loaders
-    from tpp.training import evaluate, load_checkpoint, resolve_device, seed_everything
+    from tpp.checkpoints import load_checkpoint
+    from tpp.training import evaluate, resolve_device, seed_everything
 
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}

@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Import, write ``--out`` and print a one-line summary. Returns 0."""
     from tpp.models import load_official
-    from tpp.training import make_payload, save_checkpoint
+    from tpp.checkpoints import make_payload, save_checkpoint
 
     source, out = Path(args.file), Path(args.out)
     if not source.is_file():

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from tpp.data import dataset_info
     from tpp.metrics.counting import count, human, layer_table
     from tpp.models import build_model, example_inputs, spec_label
-    from tpp.training import load_checkpoint
+    from tpp.checkpoints import load_checkpoint
 
     info = dataset_info(args.dataset, args.data_dir) if args.dataset else None
     num_classes = args.num_classes or (info.num_classes if info else None)

@@ -51,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--directions estimates in eval mode only; drop --train-mode or --directions")
     from tpp import training
+    from tpp.checkpoints import load_checkpoint
     from tpp.cli.loading import model_from_args
     from tpp.data import build_loaders
     from tpp.metrics.jacobian import jacobian_singular_values
 
     device = training.resolve_device(args.device)
-    payload = training.load_checkpoint(args.checkpoint) if args.checkpoint else {}
+    payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
     info, data = dataset_from_args(args, config=payload.get("config") if isinstance(payload.get("config"), dict) else None)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
                             image_size=info.image_size, payload=payload or None)

@@ -1,8 +1,8 @@
 """The model of a command: rebuilt from any tpp checkpoint, or built from ``--model``.
 
-Handles three kinds of file: training checkpoints (``tpp.training``: ``model`` + ``tpp_spec`` and,
-for pruned models, ``tpp_plan``), pruned-model files (``tpp.save_pruned``) and raw state_dicts
-(which need ``--model``). Without a checkpoint, ``--model`` (any spec of
+Handles tpp checkpoints (:mod:`tpp.checkpoints`: training runs and ``tpp.save_pruned`` files,
+``model`` + ``tpp_spec`` and, for pruned models, ``tpp_plan``) and raw state_dicts (which need
+``--model``). Without a checkpoint, ``--model`` (any spec of
 :mod:`tpp.models.specs`) is built, from ``--pretrained`` weights and/or ``--weights FILE``.
 """
 
@@ -18,7 +18,6 @@ from torch import nn
 
 from tpp.errors import CheckpointError, ConfigError
 
-PRUNED_FORMAT = "tpp-pruned-v1"
 
 
 def model_from_checkpoint(
@@ -40,13 +39,13 @@ def model_from_checkpoint(
         CheckpointError: weights of another architecture, or a model recorded for other input
             channels or classes than ``in_channels`` / ``num_classes``.
     """
+    from tpp.checkpoints import load_model_weights, normalise
     from tpp.models import build_model, model_from_record
-    from tpp.pruning.serialization import replay_plan
-    from tpp.training import load_model_weights
+    from tpp.pruning.history import replay_plan
 
     path = Path(path)
-    pruned_file = payload.get("format") == PRUNED_FORMAT
-    record = dict(payload.get("spec" if pruned_file else "tpp_spec") or {})
+    payload = normalise(payload)
+    record = dict(payload.get("tpp_spec") or {})
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
     recorded = record.get("name") or record.get("spec")
     name = model_name or recorded or config.get("model")
@@ -70,7 +69,7 @@ def model_from_checkpoint(
     except (TypeError, ValueError) as error:  # a record whose arguments the builder does not take
         raise CheckpointError(f"{path} records arguments {name} does not take ({error}); "
                               "re-create the checkpoint with tpp") from None
-    plan = payload.get("plan" if pruned_file else "tpp_plan")
+    plan = payload.get("tpp_plan")
     if isinstance(plan, dict):
         replay_plan(model, plan, path)
     load_model_weights(model, payload, path)
@@ -94,7 +93,7 @@ def model_from_args(
             weights at all.
     """
     from tpp.models import build_model, load_weights
-    from tpp.training import load_checkpoint
+    from tpp.checkpoints import load_checkpoint
 
     checkpoint, weights = getattr(args, "checkpoint", None), getattr(args, "weights", None)
     pretrained = bool(getattr(args, "pretrained", False))

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, context: Any) -> int:
     from tpp import distributed, training
+    from tpp.checkpoints import load_checkpoint
     from tpp.cli.loading import model_from_args
     from tpp.data import build_loaders
 
@@ -150,7 +151,7 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     last = out / training.RunDirectory.LAST
     payload = None
     if args.resume and distributed.broadcast_object(last.is_file()):  # every rank reads the same last.pt
-        payload = training.load_checkpoint(last)
+        payload = load_checkpoint(last)
         _check_resume_matches(payload, config, last)
     elif args.resume:
         _check_is_training_run(out)

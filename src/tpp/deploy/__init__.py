@@ -71,7 +71,7 @@ def export_pruned_onnx(
     """
     from tpp.deploy.export import export_onnx
     from tpp.models import example_inputs
-    from tpp.pruning.serialization import load_pruned
+    from tpp.checkpoints import load_pruned
 
     model = load_pruned(checkpoint)
     return export_onnx(model, example_inputs(model, batch_size=batch_size), out, opset=opset,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tpp.errors import CheckpointError, TPPError
-from tpp.training.owned import GENERATOR, refuse_foreign
+from tpp.util.owned import GENERATOR, refuse_foreign
 from tpp.util.inputs import logits_of
 
 ONNX_EXTRA_HINT = "pip install 'tpp-pruning[onnx]'"
@@ -151,7 +151,7 @@ def verify_onnx(
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` atomically (shared writer), reporting failures as :class:`ExportError`."""
     from tpp.errors import CheckpointError
-    from tpp.training.atomic import atomic_write
+    from tpp.util.atomic import atomic_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

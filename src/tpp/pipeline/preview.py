@@ -11,7 +11,7 @@ import torch.nn as nn
 from tpp.metrics.counting import count
 from tpp.pipeline.prune_job import PruneJobConfig, _describe, _pruner_options
 from tpp.pruning.registry import get_method
-from tpp.training.checkpoint import unwrap_model
+from tpp.util.modules import unwrap
 
 
 def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: PruneJobConfig) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: Pr
     """
     config.check()
     method = get_method(config.method)
-    probe = copy.deepcopy(unwrap_model(model))
+    probe = copy.deepcopy(unwrap(model))
     pruner = method.make_pruner(probe, example_inputs, ratio=config.ratio, scope=config.scope,
                                 global_ratio=config.global_ratio, **_pruner_options(config, method))
     removes = _describe(pruner)

@@ -37,22 +37,13 @@ from tpp.distributed import broadcast_object, broadcast_parameters
 from tpp.errors import CheckpointError, ConfigError
 from tpp.metrics.counting import count
 from tpp.pruning.registry import get_method
-from tpp.pruning.serialization import load_pruned, read_pruned, save_pruned
-from tpp.training import (
-    StepHooks,
-    Trainer,
-    atomic_write,
-    atomic_write_json,
-    build_optimizer,
-    evaluate,
-    get_rng_state,
-    load_checkpoint,
-    parse_lr_schedule,
-    set_rng_state,
-)
+from tpp.checkpoints import load_pruned, read_pruned, save_pruned
+from tpp.checkpoints import load_checkpoint
+from tpp.util.atomic import atomic_write, atomic_write_json
+from tpp.training import StepHooks, Trainer, build_optimizer, evaluate, get_rng_state, parse_lr_schedule, set_rng_state
 from tpp.training.amp import SpeedOptions
-from tpp.training.atomic import remove_stale_temporaries
-from tpp.training.checkpoint import unwrap_model
+from tpp.util.atomic import remove_stale_temporaries
+from tpp.util.modules import unwrap
 
 REPORT = "report.json"
 # the files a job writes under ``out`` (the folder layout above)
@@ -131,12 +122,12 @@ def run_prune_job(
         if context.rank == 0 and not context.quiet:
             context.print_fn(f"{out} is a finished job (it has {REPORT}); nothing to redo")
         report = read_report(out)
-        return _prepared(load_pruned(out / "pruned_model.pt", base_model=unwrap_model(model)), context), report
+        return _prepared(load_pruned(out / "pruned_model.pt", base_model=unwrap(model)), context), report
     device = next(model.parameters()).device
     say = context.print_fn if (context.rank == 0 and not context.quiet) else (lambda _: None)
     started = time.perf_counter()
     base_counts = count(model, example_inputs)
-    accuracy_before = evaluate(unwrap_model(model), test_loader, device)
+    accuracy_before = evaluate(unwrap(model), test_loader, device)
     report: dict[str, Any] = {"method": config.method, "config": _plain(asdict(config)),
                               "accuracy_before": accuracy_before, "counts_before": base_counts.as_dict()}
 
@@ -144,7 +135,7 @@ def run_prune_job(
     if context.resume and _exists(pruned_file):
         say(f"resuming: loading the pruned model from {pruned_file}")
         # the old DDP wrapper holds buckets of the replaced parameters: re-wrap the bare module
-        model = _prepared(load_pruned(pruned_file, base_model=unwrap_model(model)), context)
+        model = _prepared(load_pruned(pruned_file, base_model=unwrap(model)), context)
         saved = read_pruned(pruned_file)["extra"]  # what stage 1 knew, kept in the file for resumes
         report.update({k: saved[k] for k in ("pruned_indices", "regularization") if k in saved})
         if isinstance(saved.get("rng"), dict):  # fine-tuning then draws what it would have uninterrupted
@@ -158,19 +149,19 @@ def run_prune_job(
         say(f"removing channels ({config.method}, {_describe(pruner)})")
         model = pruner.prune()  # a DDP model comes back re-wrapped around the smaller module
         if method.after_prune is not None:
-            method.after_prune(unwrap_model(model))
-            broadcast_parameters(unwrap_model(model))  # a random re-init must be the same on every rank
+            method.after_prune(unwrap(model))
+            broadcast_parameters(unwrap(model))  # a random re-init must be the same on every rank
         model = _prepared(model, context)  # re-applies channels_last, which removal loses
         if pruned_file is not None and context.rank == 0:
             facts = _plain({k: report[k] for k in ("pruned_indices", "regularization") if k in report})
             save_pruned(model, pruned_file, extra={**facts, "rng": get_rng_state()})
-    report["accuracy_after_removal"] = evaluate(unwrap_model(model), test_loader, device)
+    report["accuracy_after_removal"] = evaluate(unwrap(model), test_loader, device)
     if config.jsv_batches > 0:
         # the batches of the last regularisation epoch (epoch 0 without one), resumed or not
         regularized_epochs = int((report.get("regularization") or {}).get("epochs") or 0)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(max(regularized_epochs - 1, 0))
-        report["jsv_after_prune"] = _jsv(unwrap_model(model), train_loader, config)
+        report["jsv_after_prune"] = _jsv(unwrap(model), train_loader, config)
         say(f"mean JSV right after removal: {report['jsv_after_prune']['mean']:.4g}")
     pruned_counts = count(model, example_inputs)
     report["counts_after"] = pruned_counts.as_dict()
@@ -264,9 +255,9 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     optimizer = build_optimizer(model, schedule.lr_at(0, config.ft_epochs), config.momentum, config.weight_decay)
     hooks = StepHooks()
     if config.jsv_every_epoch and config.jsv_batches > 0:
-        hooks.epoch_end = lambda epoch: {"jsv_mean": _jsv(unwrap_model(model), train_loader, config)["mean"]}
+        hooks.epoch_end = lambda epoch: {"jsv_mean": _jsv(unwrap(model), train_loader, config)["mean"]}
     if method.finetune_penalty is not None:
-        hooks.penalty = method.finetune_penalty(unwrap_model(model))
+        hooks.penalty = method.finetune_penalty(unwrap(model))
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, epochs=config.ft_epochs, schedule=schedule, hooks=hooks,
         checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,

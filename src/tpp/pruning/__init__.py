@@ -12,7 +12,6 @@ from tpp.pruning.methods.orth_then_l1 import OrthRegThenL1Pruner
 from tpp.pruning.methods.tpp import TPPPruner
 from tpp.pruning.registry import Method, get_method, list_methods, register_method
 from tpp.pruning.selection import parse_ratio
-from tpp.pruning.serialization import load_pruned, save_pruned
 
 __all__ = ["BasePruner", "GReg1Pruner", "L1Pruner", "Method", "OrthRegThenL1Pruner", "TPPPruner", "get_method",
-           "list_methods", "load_pruned", "parse_ratio", "register_layer", "register_method", "save_pruned"]
+           "list_methods", "parse_ratio", "register_layer", "register_method"]

@@ -34,7 +34,7 @@ from tpp.pruning.plan import make_plan
 from tpp.pruning.regularizers import Regularizer
 from tpp.pruning.removal import ModelSnapshot, RemovalError, remove_channels
 from tpp.pruning.schedules import OneShot, Schedule
-from tpp.pruning.serialization import record_plan
+from tpp.pruning.history import record_plan
 from tpp.pruning.units import PruningUnit
 from tpp.util.modules import device_of, unwrap
 

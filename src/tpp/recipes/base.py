@@ -16,18 +16,9 @@ from torch import nn
 
 from tpp.errors import ConfigError
 from tpp.recipes.schema import Recipe
-from tpp.training import (
-    RunDirectory,
-    Trainer,
-    atomic_write_json,
-    build_optimizer,
-    load_checkpoint,
-    load_model_weights,
-    make_payload,
-    parse_lr_schedule,
-    save_checkpoint,
-    seed_everything,
-)
+from tpp.checkpoints import load_checkpoint, load_model_weights, make_payload, save_checkpoint
+from tpp.util.atomic import atomic_write_json
+from tpp.training import RunDirectory, Trainer, build_optimizer, parse_lr_schedule, seed_everything
 
 
 def fresh_model(recipe: Recipe, device: torch.device | str = "cpu") -> nn.Module:

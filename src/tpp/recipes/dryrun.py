@@ -77,7 +77,7 @@ def check_inputs(recipe: Recipe, checkpoint: str | None, data_dir: str | None) -
     """
     from tpp.data import build_loaders
     from tpp.errors import TPPError
-    from tpp.training import load_checkpoint, load_model_weights
+    from tpp.checkpoints import load_checkpoint, load_model_weights
 
     lines = ["inputs:"]
     path = checkpoint or recipe.checkpoint

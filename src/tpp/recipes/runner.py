@@ -27,8 +27,9 @@ from tpp.recipes.base import base_model
 from tpp.recipes.dryrun import check_inputs, describe_grid
 from tpp.recipes.grid import GridPoint, build_grid, method_options
 from tpp.recipes.schema import Recipe, load_recipe
-from tpp.training import atomic_write_json, seed_everything
-from tpp.training.owned import markdown_is_ours, refuse_foreign
+from tpp.util.atomic import atomic_write_json
+from tpp.training import seed_everything
+from tpp.util.owned import markdown_is_ours, refuse_foreign
 
 RUN_FILE = "run.json"
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from tpp.reporting.collect import value
 from tpp.reporting.tables import aggregate, mean_std
-from tpp.training import atomic_write
+from tpp.util.atomic import atomic_write
 
 
 def _figure(rows: int, cols: int, width: float = 4.2, height: float = 3.2):

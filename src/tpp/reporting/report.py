@@ -14,8 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from tpp.reporting.plots import plot_accuracy_vs_epoch, plot_accuracy_vs_speedup
 from tpp.reporting.tables import paper_table, pivot_table, speedup_table, summary_table
-from tpp.training import atomic_write_text
-from tpp.training.owned import MARKDOWN_MARKER, markdown_is_ours, png_is_ours, refuse_foreign
+from tpp.util.atomic import atomic_write_text
+from tpp.util.owned import MARKDOWN_MARKER, markdown_is_ours, png_is_ours, refuse_foreign
 
 
 def write_report(

@@ -8,15 +8,6 @@ Knows nothing of the command line; :mod:`tpp.cli` is a thin layer on top.
 >>> Trainer(model, optimizer, train_loader, test_loader, epochs=120, schedule=schedule).fit()  # doctest: +SKIP
 """
 
-from tpp.training.atomic import atomic_write, atomic_write_json, atomic_write_text
-from tpp.training.checkpoint import (
-    extract_state_dict,
-    load_checkpoint,
-    load_model_weights,
-    make_payload,
-    save_checkpoint,
-    unwrap_model,
-)
 from tpp.training.device import device_name, resolve_device
 from tpp.training.evaluation import evaluate, topk_correct
 from tpp.training.hooks import Stateful, StepHooks
@@ -39,25 +30,16 @@ __all__ = [
     "TensorBoardLogger",
     "Trainer",
     "TrainingError",
-    "atomic_write",
-    "atomic_write_json",
-    "atomic_write_text",
     "build_optimizer",
     "device_name",
     "evaluate",
-    "extract_state_dict",
     "get_rng_state",
-    "load_checkpoint",
-    "load_model_weights",
-    "make_payload",
     "open_tensorboard",
     "parse_lr_schedule",
     "resolve_device",
-    "save_checkpoint",
     "seed_everything",
     "set_lr",
     "set_rng_state",
     "source_git_commit",
     "topk_correct",
-    "unwrap_model",
 ]

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tpp.errors import CheckpointError
-from tpp.training.atomic import atomic_write_json, atomic_write_text, describe_os_error, remove_stale_temporaries
+from tpp.util.atomic import atomic_write_json, atomic_write_text, describe_os_error, remove_stale_temporaries
 
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # an interrupted atomic write
 
@@ -243,7 +243,7 @@ def complete_epoch_outputs(payload: Mapping[str, Any], checkpoint_dir: Path | No
     (``recover_epoch``). Idempotent, so a resume can always call it."""
     finished = int(payload.get("epoch") or 0) - 1
     if checkpoint_dir is not None and finished >= 0 and payload.get("best_epoch") == finished:
-        from tpp.training.checkpoint import save_checkpoint
+        from tpp.checkpoints.format import save_checkpoint
 
         save_checkpoint(Path(checkpoint_dir) / RunDirectory.BEST, payload)
     record = payload.get("record")

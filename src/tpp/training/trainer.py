@@ -41,8 +41,9 @@ from tpp.distributed import all_reduce_sum
 from tpp.util.inputs import logits_of
 from tpp.errors import CheckpointError, TPPError
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, to_channels_last
-from tpp.training.atomic import remove_stale_temporaries
-from tpp.training.checkpoint import load_checkpoint, load_model_weights, make_payload, save_checkpoint, unwrap_model
+from tpp.util.atomic import remove_stale_temporaries
+from tpp.checkpoints.format import load_checkpoint, load_model_weights, make_payload, save_checkpoint
+from tpp.util.modules import unwrap
 from tpp.training.evaluation import evaluate, topk_correct
 from tpp.training.hooks import Stateful, StepHooks
 from tpp.training.loggers import MetricsLogger
@@ -145,7 +146,7 @@ class Trainer:
         self.precision = MixedPrecision.from_mode(self.speed.amp, self.device)
         if self.speed.channels_last and not isinstance(model, nn.parallel.DistributedDataParallel):
             # a DDP model must be converted before wrapping (tpp.distributed.prepare)
-            unwrap_model(model).to(memory_format=torch.channels_last)
+            unwrap(model).to(memory_format=torch.channels_last)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = model
         if self.checkpoint_dir is not None and self.is_main:
             remove_stale_temporaries(self.checkpoint_dir, ("last.pt", "best.pt"))
@@ -311,7 +312,7 @@ class Trainer:
             improved = False
             if self.test_loader is not None:
                 # the bare module: evaluation needs no DDP collective (every rank sees the full test set)
-                test = evaluate(unwrap_model(self.model), self.test_loader, self.device)
+                test = evaluate(unwrap(self.model), self.test_loader, self.device)
                 self.last_top1, self.last_top5 = test["top1"], test["top5"]
                 improved = self.best_top1 is None or test["top1"] > self.best_top1
                 if improved:

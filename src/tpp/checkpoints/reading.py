@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import torch
 
 from tpp.errors import CheckpointError
-from tpp.training.atomic import describe_os_error
+from tpp.util.atomic import describe_os_error
 
 # pickles larger than this are not scanned for code references (a checkpoint's pickle holds
 # only the structure; the tensor bytes live outside it)

@@ -15,19 +15,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from tpp.checkpoints.reading import check_layout, read_weights_only
 from tpp.errors import CheckpointError
-from tpp.training.atomic import atomic_write
-from tpp.training.safe_load import check_layout, read_weights_only
+from tpp.models.specs import infer_record
+from tpp.util.atomic import atomic_write
+from tpp.util.modules import unwrap
 
 FORMAT = "tpp.checkpoint"
 FORMAT_VERSION = 1
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare model inside ``DataParallel``/``DistributedDataParallel`` wrappers."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
 
 
 def make_payload(model: nn.Module, **fields: Any) -> dict[str, Any]:
@@ -37,12 +32,12 @@ def make_payload(model: nn.Module, **fields: Any) -> dict[str, Any]:
     Typical ``fields`` of a training run: ``optimizer``, ``epoch`` (completed epochs),
     ``best_top1``, ``rng`` (:func:`tpp.training.seeding.get_rng_state`), ``config``.
     """
-    bare = unwrap_model(model)
+    bare = unwrap(model)
     payload: dict[str, Any] = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "model": bare.state_dict(),
-        "tpp_spec": dict(getattr(bare, "tpp_spec", None) or {}),
+        "tpp_spec": infer_record(bare) or {},
     }
     plan = getattr(bare, "tpp_plan", None)
     if plan:  # a pruned model: the channel plan needed to rebuild its shapes (plain lists)
@@ -97,7 +92,7 @@ def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: 
     Raises:
         CheckpointError: one line naming the first missing/unexpected/mismatched entry.
     """
-    bare = unwrap_model(model)
+    bare = unwrap(model)
     state = extract_state_dict(checkpoint)
     if not state:
         raise CheckpointError(f"{source} holds no model weights; point --checkpoint at a tpp checkpoint")

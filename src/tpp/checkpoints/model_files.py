@@ -1,0 +1,83 @@
+"""Pruned (and any other) models saved as data and rebuilt: architecture record + channel plan + weights.
+
+:func:`save_pruned` writes the one checkpoint format of :mod:`tpp.checkpoints.format`; a training
+checkpoint of a pruned model carries the same record and plan, so :func:`load_pruned` rebuilds either
+kind. Files of the first pruned-model format (``tpp-pruned-v1``: ``spec``/``plan``/``state_dict``) are
+still read. The architecture comes from ``tpp_spec`` (a registry name, a ``timm:``/``torchvision:``/
+``hf:`` spec, or a ``module:function`` factory under the rules of :func:`tpp.models.model_from_record`),
+so a file never runs code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from tpp.checkpoints.format import FORMAT, make_payload, save_checkpoint
+from tpp.checkpoints.reading import check_layout, read_weights_only
+from tpp.errors import CheckpointError
+from tpp.pruning.history import replay_plan
+from tpp.util.modules import unwrap
+
+LEGACY_PRUNED_FORMAT = "tpp-pruned-v1"
+
+
+def normalise(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint dict in the current layout (``model``/``tpp_spec``/``tpp_plan``), whatever tpp wrote it."""
+    if payload.get("format") != LEGACY_PRUNED_FORMAT:
+        return payload
+    return {"format": FORMAT, "version": 1, "model": payload.get("state_dict"), "tpp_spec": payload.get("spec") or {},
+            "tpp_plan": payload.get("plan"), "extra": payload.get("extra") or {}}
+
+
+def save_pruned(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``model`` (pruned by tpp, or not) to ``path`` atomically: architecture record, plan, weights.
+
+    The architecture is ``model.tpp_spec`` (models built by tpp) or, for a ``transformers`` model, its
+    class and configuration, so :func:`load_pruned` needs no base model. ``extra`` is kept as is."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, make_payload(model, extra=extra or {}))
+
+
+def read_pruned(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a model file (weights only; no code runs), in the current layout."""
+    path = Path(path)
+    fix = "re-create it with tpp.save_pruned"
+    payload = normalise(check_layout(read_weights_only(path, kind="pruned model", fix=fix), path, "pruned model", fix))
+    if payload.get("format") != FORMAT or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(
+            f"{path} is not a tpp model file (no {FORMAT!r} format entry with model weights); pass the "
+            "pruned_model.pt that `tpp prune` writes, or save the model with tpp.save_pruned")
+    return payload
+
+
+def load_pruned(path: str | os.PathLike, base_model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pruned` (or any tpp checkpoint of a model).
+
+    Args:
+        path: the file.
+        base_model: an *unpruned* instance of the architecture. If omitted, it is built from the
+            record in the file (models made by ``tpp.create_model`` or ``tpp.models.build_model``,
+            ``transformers`` models; a ``module:function`` factory must be imported already or live
+            in the current folder).
+    """
+    payload = read_pruned(path)
+    if base_model is None:
+        from tpp.models import model_from_record
+
+        spec = dict(payload.get("tpp_spec") or {})
+        if "name" not in spec and "spec" not in spec:
+            raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
+        base_model = model_from_record(spec, source=str(path))
+    module = unwrap(base_model)
+    replay_plan(module, payload.get("tpp_plan"), path)
+    try:
+        module.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path} does not match the given base model ({first}); pass the matching base_model") from None
+    return base_model
