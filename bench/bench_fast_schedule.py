@@ -23,7 +23,7 @@ from tpp import training
 from tpp.util.atomic import atomic_write_json
 from tpp.data import build_loaders
 from tpp.models import create_model, example_inputs
-from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
+from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
 
 SCHEDULES = {
     "full": dict(reg_step=1e-4, reg_interval=10, stabilize_iters=10_000, zero_out_interval=100),

@@ -39,7 +39,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-_SUBPACKAGES = {"data", "models", "training", "pruning", "metrics", "pipeline", "deploy", "cli"}
+_SUBPACKAGES = {"data", "models", "training", "pruning", "metrics", "checkpoints", "jobs", "deploy", "cli"}
 
 
 def __getattr__(name: str) -> Any:

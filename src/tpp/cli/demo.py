@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tpp import training
     from tpp.data import build_loaders
     from tpp.models import create_model, example_inputs
-    from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
+    from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
     from tpp.util.atomic import atomic_write_json
 
     started = time.perf_counter()

@@ -170,7 +170,7 @@ def _finished_job(args: argparse.Namespace) -> str | None:
     """
     import json
 
-    from tpp.pipeline.prune_job import read_report
+    from tpp.jobs.prune_job import read_report
 
     out = Path(args.out)
     try:
@@ -200,7 +200,7 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     from tpp.cli.loading import model_from_args
     from tpp.data import build_loaders
     from tpp.models import example_inputs
-    from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
+    from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning.selection import parse_ratio
 
     searching = args.speedup is not None or args.target_flops is not None
@@ -260,7 +260,7 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
 
 def _dry_run(args: argparse.Namespace, model: Any, inputs: Any, job: Any, loaders: tuple, out: Path, main: bool) -> int:
     """Everything up to the first training step, then a one-line plan; nothing is written."""
-    from tpp.pipeline import preview_prune_job
+    from tpp.jobs import preview_prune_job
     from tpp.training import RunDirectory
 
     for loader in loaders:  # the data can be read: one batch of each split

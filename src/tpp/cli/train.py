@@ -127,6 +127,7 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     from tpp import distributed, training
     from tpp.checkpoints import load_checkpoint
     from tpp.cli.loading import model_from_args
+    from tpp.jobs import JobContext, TrainJobConfig, run_train_job
     from tpp.data import build_loaders
 
     schedule = training.parse_lr_schedule(args.lr)
@@ -164,7 +165,6 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     # the run folder is touched only once model and data are known to be fine, and by rank 0 only
     run_dir = distributed.run_on_main(
         context, lambda: training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite))
-    optimizer = training.build_optimizer(model, schedule.lr_at(0, args.epochs), args.momentum, args.weight_decay)
     loggers: list[Any] = [run_dir] if run_dir is not None else []
     if args.tensorboard and main:
         board, note = training.open_tensorboard(out / "tb")
@@ -172,28 +172,26 @@ def _train(args: argparse.Namespace, context: Any) -> int:
             loggers.append(board)
         elif not args.quiet:
             print(note)
-    trainer = training.Trainer(
-        model, optimizer, train_loader, test_loader, epochs=args.epochs, schedule=schedule, device=device,
-        loggers=loggers, checkpoint_dir=out, config=config, quiet=args.quiet, rank=context.rank,
-        speed=speed_options(args),
-    )
-    if payload is not None:
-        done = trainer.resume(last, payload)
+
+    def on_start(done: int) -> None:
+        if payload is not None and main and not args.quiet:
+            print(f"resuming {out} after epoch {done} of {args.epochs}")
+        elif args.resume and main and not args.quiet:
+            print(f"nothing to resume in {out} (no epoch had finished); starting from epoch 1")
         if run_dir is not None:
-            run_dir.truncate_metrics(done)
-            if not args.quiet:
-                print(f"resuming {out} after epoch {done} of {args.epochs}")
-    elif args.resume and main and not args.quiet:
-        print(f"nothing to resume in {out} (no epoch had finished); starting from epoch 1")
-    if run_dir is not None:
-        run_dir.write_config(config)
-        run_dir.write_meta(
-            argv=getattr(args, "_argv", None) or sys.argv, command="train", seed=args.seed, device=str(device),
-            device_name=training.device_name(device), world_size=context.world_size,
-        )
+            run_dir.write_config(config)
+            run_dir.write_meta(
+                argv=getattr(args, "_argv", None) or sys.argv, command="train", seed=args.seed, device=str(device),
+                device_name=training.device_name(device), world_size=context.world_size,
+            )
+
+    job = TrainJobConfig(args.epochs, args.lr, args.momentum, args.weight_decay)
+    job_context = JobContext(out=out, resume=args.resume, quiet=args.quiet, rank=context.rank, loggers=loggers,
+                             speed=speed_options(args))
     started = time.perf_counter()
     try:
-        result = trainer.fit()
+        result = run_train_job(model, train_loader, test_loader, job, job_context, device=device, run_config=config,
+                               resume_from=(last, payload) if payload is not None else None, on_start=on_start)
     finally:
         for logger in loggers:
             logger.close()

@@ -14,11 +14,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tpp.errors import ConfigError
-from tpp.recipes.schema import Recipe
 from tpp.checkpoints import load_checkpoint, load_model_weights, make_payload, save_checkpoint
+from tpp.errors import ConfigError
+from tpp.jobs import JobContext, TrainJobConfig, run_train_job
+from tpp.recipes.schema import Recipe
+from tpp.training import RunDirectory, seed_everything
 from tpp.util.atomic import atomic_write_json
-from tpp.training import RunDirectory, Trainer, build_optimizer, parse_lr_schedule, seed_everything
 
 
 def fresh_model(recipe: Recipe, device: torch.device | str = "cpu") -> nn.Module:
@@ -63,23 +64,20 @@ def _pretrain(recipe, folder: Path, seed: int, loaders, device, quiet: bool, pri
         if not quiet:
             print_fn(f"base model (seed {seed}): reusing {final}")
         return model
-    schedule = parse_lr_schedule(base["lr"])
-    optimizer = build_optimizer(model, schedule.lr_at(0, base["epochs"]), base["momentum"], base["weight_decay"])
     resume = (folder / RunDirectory.LAST).is_file()
     run_dir = RunDirectory(folder, resume=resume, overwrite=True)
     config = {"recipe": recipe.name, "model": recipe.model, "dataset": recipe.dataset, "seed": seed,
               "batch_size": recipe.batch_size, **base}
     run_dir.write_config(config)
     run_dir.write_meta(command="run (base model)", seed=seed, device=str(device))
-    trainer = Trainer(model, optimizer, loaders[0], loaders[1], epochs=base["epochs"], schedule=schedule,
-                      loggers=[run_dir], checkpoint_dir=folder, config=config, quiet=quiet, print_fn=print_fn)
-    if resume:
-        done = trainer.resume(run_dir.last_checkpoint)
-        run_dir.truncate_metrics(done)
     if not quiet:
         print_fn(f"base model (seed {seed}): training {recipe.model} on {recipe.dataset} for {base['epochs']} epochs "
                  f"(lr {base['lr']}) into {folder}")
-    result = trainer.fit()
+    job = TrainJobConfig(base["epochs"], base["lr"], base["momentum"], base["weight_decay"])
+    context = JobContext(out=folder, resume=resume, quiet=quiet, print_fn=print_fn, loggers=[run_dir])
+    last = run_dir.last_checkpoint
+    result = run_train_job(model, loaders[0], loaders[1], job, context, run_config=config,
+                           resume_from=(last, load_checkpoint(last)) if resume else None)
     save_checkpoint(final, make_payload(model, config=config, epoch=result.epochs_completed))
     atomic_write_json(folder / "base.json", {"seed": seed, "epochs": result.epochs_completed,
                                              "last_top1": result.last_top1, "best_top1": result.best_top1})

@@ -3,7 +3,7 @@
 Output folder layout::
 
     <out>/base_s{seed}/                          pretrained base model (recipes with a ``base:`` section)
-    <out>/{method}__r{ratio}__lr{lr}__s{seed}/    one tpp.pipeline prune job: report.json, metrics.jsonl,
+    <out>/{method}__r{ratio}__lr{lr}__s{seed}/    one tpp.jobs prune job: report.json, metrics.jsonl,
                                                   pruned_model.pt, ... plus run.json (its grid point)
 
 A job whose ``report.json`` exists is skipped, so an interrupted grid continues where it stopped
@@ -99,7 +99,7 @@ def run_recipe(
 
 
 def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast, quiet, print_fn) -> Path:
-    from tpp.pipeline import JobContext, PruneJobConfig, run_prune_job
+    from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning import get_method
     from tpp.training import RunDirectory
 

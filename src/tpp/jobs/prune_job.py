@@ -28,7 +28,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,7 @@ from tpp.checkpoints import load_pruned, read_pruned, save_pruned
 from tpp.checkpoints import load_checkpoint
 from tpp.util.atomic import atomic_write, atomic_write_json
 from tpp.training import StepHooks, Trainer, build_optimizer, evaluate, get_rng_state, parse_lr_schedule, set_rng_state
-from tpp.training.amp import SpeedOptions
+from tpp.jobs.context import JobContext
 from tpp.util.atomic import remove_stale_temporaries
 from tpp.util.modules import unwrap
 
@@ -83,21 +83,6 @@ class PruneJobConfig:
                 bound = "> 0" if low is not None else ">= 0"
                 raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
         parse_lr_schedule(self.ft_lr)
-
-
-@dataclass
-class JobContext:
-    """Where and how the job runs."""
-
-    out: Path | None = None
-    resume: bool = False
-    quiet: bool = False
-    rank: int = 0
-    print_fn: Callable[[str], None] = print
-    loggers: list = field(default_factory=list)
-    speed: SpeedOptions = field(default_factory=SpeedOptions)
-    # bare or wrapped model -> its training form (channels_last, DDP); see tpp.distributed.prepare
-    prepare: Callable[[nn.Module], nn.Module] | None = None
 
 
 def run_prune_job(

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from tpp.metrics.counting import count
-from tpp.pipeline.prune_job import PruneJobConfig, _describe, _pruner_options
+from tpp.jobs.prune_job import PruneJobConfig, _describe, _pruner_options
 from tpp.pruning.registry import get_method
 from tpp.util.modules import unwrap
 
