@@ -36,8 +36,12 @@ $(TIMM_STAMP): pyproject.toml
 test-timm: $(TIMM_STAMP)
 	$(TIMM_PY) -m pytest -q -m timm
 
+# Every benchmark in bench/, one after another, each writing bench/results/*.json (torch on one
+# thread: the machine is shared). `make bench BENCHES="bench_jsv bench_tpp_step"` runs a subset.
+BENCHES ?= $(basename $(notdir $(wildcard bench/bench_*.py)))
+
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; OMP_NUM_THREADS=1 $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(TIMM_VENV) runs build *.egg-info src/*.egg-info .pytest_cache .hypothesis

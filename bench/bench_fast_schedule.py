@@ -1,4 +1,4 @@
-"""Accuracy cost of the ``--fast`` TPP schedule against the paper's full one (issue 5).
+"""Accuracy cost of the ``--fast`` TPP schedule against the paper's full one.
 
 Full (code default): reg_step 1e-4 every 10 iterations to 1.0, then 10,000 stabilisation
 iterations = 110,000 iterations. Fast (``tpp run --fast``): reg_step x10, stabilisation / 10 =

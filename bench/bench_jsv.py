@@ -1,4 +1,4 @@
-"""Benchmark: tpp's Jacobian singular values vs the official per-class loop + SVD (digest §3, §8 W6).
+"""Benchmark: tpp's Jacobian singular values vs the official per-class loop + SVD (docs/method.md#jsv).
 
 Both compute the same quantity (eval mode): the K singular values of each example's logits-input
 Jacobian. The reference does K backward passes with a one-hot ``grad_output`` and then

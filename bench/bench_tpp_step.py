@@ -1,11 +1,11 @@
 """Cost of one TPP training step (penalty + regularize + step) relative to a plain SGD step.
 
-Side by side in one process, interleaved, medians of many repetitions (issue 3, "Speed"):
+Side by side in one process, interleaved, medians of many repetitions :
 
 * ``plain``: forward, cross-entropy, backward, SGD step;
 * ``tpp``: the same plus ``pruner.penalty()``, ``pruner.regularize()``, ``pruner.step()`` with
   lambda > 0 (so every term is really computed);
-* ``loop``: the same with a penalty written as the official code writes it (digest §8 W5): per
+* ``loop``: the same with a penalty written as the official code writes it (docs/method.md#official-code): per
   pruned index Python loops and fresh masks every step.
 
 Run: ``python bench/bench_tpp_step.py [--device cpu|cuda] [--repeats 30]``.

@@ -7,7 +7,7 @@ import pytest
 import tpp
 from tpp.models import create_model, example_inputs
 
-# layer-wise ratio -> (paper's speedup, tolerance): Table 1 of the paper (digest §5.2)
+# layer-wise ratio -> (paper's speedup, tolerance): Table 1 of the paper (docs/method.md#reporting)
 PAPER_SPEEDUPS = {0.3: (1.45, 0.01), 0.5: (1.99, 0.01), 0.7: (3.59, 0.01), 0.9: (11.41, 0.05), 0.95: (19.31, 0.05)}
 
 

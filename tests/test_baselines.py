@@ -1,4 +1,4 @@
-"""The paper's baselines (digest §4): registry, life cycle, OrthP, orthogonality losses, GReg-1, Scratch."""
+"""The paper's baselines (docs/method.md#baselines): registry, life cycle, OrthP, orthogonality losses, GReg-1, Scratch."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def test_orthconv_zero_for_centred_identity_kernel():
         conv.weight.data.copy_(_delta_kernel(4, 3))
         s, p = orthconv_geometry(conv)
         assert deconv_orth_dist(conv.weight, s, p).item() < 1e-6
-    # the official stride-2/padding-1 geometry never evaluates shift 0 (digest §8 W8): it is not 0 here
+    # the official stride-2/padding-1 geometry never evaluates shift 0 (docs/method.md#official-code): it is not 0 here
     s, p = orthconv_geometry(conv, official_stride2=True)
     assert deconv_orth_dist(conv.weight, s, p).item() == pytest.approx(2.0)  # ||I_4||_F at a wrong shift
     depthwise = torch.zeros(4, 1, 3, 3)

@@ -16,7 +16,7 @@ RTOL = 1e-4
 
 
 def reference_jsv(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The official definition (digest §3): K backward passes, one-hot grad_output, SVD per example.
+    """The official definition (docs/method.md#jsv): K backward passes, one-hot grad_output, SVD per example.
 
     Uses the model's current mode (train mode: BatchNorm batch statistics, batch-sum Jacobian).
     The SVD runs in float64 so that the reference itself adds no rounding.

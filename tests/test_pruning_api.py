@@ -150,7 +150,7 @@ def test_state_dict_resume_continues_identically():
 
 
 def test_model_without_batchnorm_runs_the_whole_schedule():
-    """The official code crashes here (digest §8 W3): mlp7_linear has no BN after its layers."""
+    """The official code crashes here (docs/method.md#official-code): mlp7_linear has no BN after its layers."""
     model, pruner = _pruner("mlp7_linear", ratio=0.5, reg_step=0.25, reg_interval=1, stabilize_iters=20, zero_out_interval=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     _train(model, pruner, optimizer, 30, seed=0)
@@ -219,3 +219,27 @@ def test_save_and_load_pruned_round_trip_with_weights_only(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(tpp.TPPError, match="not a readable"):
         tpp.load_pruned(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("shape, ratio", [((16, 8, 3, 3), 0.5), ((48, 20), 0.9), ((12, 6), 0.1), ((7, 3, 1, 1), 0.6)])
+def test_gram_penalty_gradient_equals_the_official_definition(shape, ratio):
+    """The penalty is computed from the pruned rows with a closed-form backward: value and gradient
+    must be those of the official masked-MSE definition, for every filter."""
+    from tpp.pruning.penalties import GramPenalty
+
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(shape[1], shape[0], shape[2]) if len(shape) == 4 else torch.nn.Linear(shape[1], shape[0])
+    pruned = torch.randperm(shape[0])[:max(1, round(ratio * shape[0]))].sort().values
+    value = GramPenalty([(layer, pruned)])()
+    value.backward()
+    ours = layer.weight.grad.clone()
+    layer.weight.grad = None
+    rows = layer.weight.flatten(1)
+    gram = rows @ rows.t()
+    target = gram.detach().clone()
+    target[pruned, :] = 0
+    target[:, pruned] = 0
+    official = F.mse_loss(gram, target)
+    official.backward()
+    torch.testing.assert_close(value, official, rtol=1e-5, atol=0)
+    torch.testing.assert_close(ours, layer.weight.grad, rtol=1e-5, atol=1e-8)

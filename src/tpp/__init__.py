@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from tpp._version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {

@@ -92,12 +92,10 @@ def results_table(reports: dict[str, dict[str, Any]]) -> str:
 
 def plot_finetuning(reports: dict[str, dict[str, Any]], path: Path) -> Path:
     """Test accuracy against fine-tuning epoch (epoch 0 = right after removal), one curve per method."""
-    import matplotlib
+    from tpp.reporting.plots import new_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axes = new_figure(1, 1, 6, 4)
+    axis = axes[0][0]
     for method, r in reports.items():
         curve = [r["accuracy_after_removal"]["top1"]] + [h["test_top1"] for h in r["finetune"]["history"]]
         axis.plot(range(len(curve)), curve, marker="o", label=method.upper())
@@ -106,15 +104,7 @@ def plot_finetuning(reports: dict[str, dict[str, Any]], path: Path) -> Path:
     axis.set_title("mlp7_linear on MNIST subset: TPP vs L1")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from tpp.util.atomic import atomic_write
-
-    try:
-        atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100,
-                                                         metadata={"Software": "tpp demo"}))
-    finally:
-        plt.close(figure)
+    save_png(figure, path, "tpp demo", dpi=100)
     return path
 
 

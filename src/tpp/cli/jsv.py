@@ -1,4 +1,4 @@
-"""``tpp jsv``: trainability of a checkpoint, as the mean Jacobian singular value (digest §3)."""
+"""``tpp jsv``: trainability of a checkpoint, as the mean Jacobian singular value (docs/method.md#jsv)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 
 Each command is a module ``tpp.cli.<module>`` exposing ``add_parser(subparsers)`` (returning the
 parser it created, see :func:`tpp.cli.common.add_command`) and ``run(args) -> int``. To add a
-command, create its module and list it in :data:`COMMAND_MODULES`; modules that do not exist
-yet are skipped.
+command, create its module and list it in :data:`COMMAND_MODULES`.
 
 Errors: a :class:`tpp.errors.TPPError` (and argparse misuse) prints exactly one line
 ``tpp: error: <message>`` on stderr and exits 2; Ctrl-C exits 130. Set ``TPP_DEBUG=1`` to get the
@@ -42,19 +41,13 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _import_command(name: str) -> ModuleType | None:
-    full = f"{__package__}.{name}"
-    try:
-        return importlib.import_module(full)
-    except ModuleNotFoundError as error:
-        if error.name == full:  # not written yet; a broken import inside it still surfaces
-            return None
-        raise
+def _import_command(name: str) -> ModuleType:
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def build_parser() -> tuple[ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and ``{command name: sub-parser}`` for every available command."""
-    import tpp
+    from tpp._version import __version__
 
     parser = ArgumentParser(
         prog="tpp",
@@ -63,13 +56,11 @@ def build_parser() -> tuple[ArgumentParser, dict[str, argparse.ArgumentParser]]:
         formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"tpp {tpp.__version__}")
+    parser.add_argument("--version", action="version", version=f"tpp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     commands: dict[str, argparse.ArgumentParser] = {}
     for module_name in COMMAND_MODULES:
         module = _import_command(module_name)
-        if module is None:
-            continue
         before = set(subparsers.choices)
         created = module.add_parser(subparsers)
         added = [name for name in subparsers.choices if name not in before]

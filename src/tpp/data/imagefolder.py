@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tpp.data.imagenet import check_imagefolder_classes
-from tpp.data.info import DatasetInfo
+from tpp.data.description import DatasetInfo
 from tpp.data.loader import BatchLoader, TensorLoader
 from tpp.errors import DataError
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tpp.data.info import DatasetInfo
+from tpp.data.description import DatasetInfo
 from tpp.data.loader import epoch_generator
 from tpp.errors import DataError
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tpp.data.description import DatasetInfo
 from tpp.errors import DataError
 
 DATASETS: tuple[str, ...] = (
@@ -33,32 +33,6 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _MNIST_MEAN = (0.1307,)
 _MNIST_STD = (0.3081,)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static description of a dataset as the training code consumes it.
-
-    Attributes:
-        name: canonical dataset name (one of :data:`DATASETS`).
-        num_classes: number of target classes.
-        in_channels: image channels fed to the network (1 or 3).
-        image_size: spatial side of the network input (32 or 224).
-        mean: per-channel mean subtracted after scaling pixels to [0, 1].
-        std: per-channel standard deviation divided after subtracting ``mean``.
-        augment: whether training uses random crop (padding 4) and horizontal flip
-            (for ImageNet: RandomResizedCrop + flip).
-        classes: class names where the data has them (``imagefolder``: its folder names).
-    """
-
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: bool
-    classes: tuple[str, ...] = ()
 
 
 # Values follow the paper's reference code. Fashion-MNIST deliberately reuses the MNIST

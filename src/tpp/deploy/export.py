@@ -24,6 +24,7 @@ from torch import nn
 from tpp.errors import CheckpointError, TPPError
 from tpp.util.owned import GENERATOR, refuse_foreign
 from tpp.util.inputs import logits_of
+from tpp.util.modules import unwrap
 
 ONNX_EXTRA_HINT = "pip install 'tpp-pruning[onnx]'"
 
@@ -55,12 +56,6 @@ def onnxruntime_available() -> bool:
     except MissingDependencyError:
         return False
     return True
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
 
 
 def _as_tuple(inputs: Any) -> tuple[torch.Tensor, ...]:
@@ -130,7 +125,7 @@ def verify_onnx(
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     feeds = {arg.name: t.detach().cpu().numpy() for arg, t in zip(session.get_inputs(), tensors)}
     got = session.run(None, feeds)[0]
-    module = _unwrap(model)
+    module = unwrap(model)
     was_training = module.training
     module.eval()
     try:
@@ -205,7 +200,7 @@ def export_onnx(
         refuse_foreign(path, onnx_is_ours, overwrite)  # before the (slow) export
     except CheckpointError as error:
         raise ExportError(str(error)) from None
-    module = _unwrap(model)
+    module = unwrap(model)
     inputs = _as_tuple(example_inputs)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     inputs = tuple(t.to(device) for t in inputs)

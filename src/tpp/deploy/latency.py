@@ -189,17 +189,10 @@ def time_onnxruntime(
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, str]:
-    """FLOPs per image and the counter used: ``tpp.count`` or, without it, 2 x conv+linear MACs."""
-    x = _input(1, input_shape, next((p.device for p in model.parameters()), "cpu"))
-    try:
-        from tpp.metrics.counting import count
-    except ImportError:
-        import torch_pruning as tp
+    """FLOPs per image and the counter used (``tpp.count``: 2 x conv+linear MACs)."""
+    from tpp.metrics.counting import count
 
-        with torch.no_grad():
-            _, _, macs, _ = tp.utils.count_ops_and_params(model, x, layer_wise=True)
-        total = sum(v for m, v in macs.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)))
-        return int(2 * total), "2 x conv+linear MACs (torch_pruning)"
+    x = _input(1, input_shape, next((p.device for p in model.parameters()), "cpu"))
     return int(count(model, x).flops), "tpp.count (FLOPs = 2 x MACs)"
 
 

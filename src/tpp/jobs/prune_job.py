@@ -1,8 +1,8 @@
 """The end-to-end pruning job: regularise -> remove -> fine-tune, with a report.
 
 Stage 1 (regularised methods only) trains at a constant ``prune_lr`` with the pruner's hooks until
-``pruner.done`` (digest §2.7). Stage 2 removes the channels physically and saves the pruned model
-as data. Stage 3 fine-tunes with a fresh SGD optimizer and the given LR schedule (digest §2.9).
+``pruner.done`` (docs/method.md#schedule). Stage 2 removes the channels physically and saves the pruned model
+as data. Stage 3 fine-tunes with a fresh SGD optimizer and the given LR schedule (docs/method.md#fine-tuning).
 Every stage checkpoints, so ``resume=True`` continues a killed job where it stopped.
 
 Folder layout under ``out``::
@@ -39,9 +39,10 @@ from tpp.metrics.counting import count
 from tpp.pruning.registry import get_method
 from tpp.checkpoints import load_pruned, read_pruned, save_pruned
 from tpp.checkpoints import load_checkpoint
-from tpp.util.atomic import atomic_write, atomic_write_json
+from tpp.util.atomic import atomic_write_json
 from tpp.training import StepHooks, Trainer, build_optimizer, evaluate, get_rng_state, parse_lr_schedule, set_rng_state
 from tpp.jobs.context import JobContext
+from tpp.reporting.plots import plot_jsv_curve
 from tpp.util.atomic import remove_stale_temporaries
 from tpp.util.modules import unwrap
 
@@ -267,32 +268,6 @@ def _jsv(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> dict[str
     from tpp.metrics.jacobian import jacobian_singular_values
 
     return jacobian_singular_values(model, loader, max_batches=config.jsv_batches).as_dict()
-
-
-def plot_jsv_curve(report: dict[str, Any], path: Path) -> Path | None:
-    """Mean JSV against fine-tuning epoch (epoch 0 = right after removal), if it was measured."""
-    history = report.get("finetune", {}).get("history", [])
-    points = [h["jsv_mean"] for h in history if "jsv_mean" in h]
-    if not points or "jsv_after_prune" not in report:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curve = [report["jsv_after_prune"]["mean"]] + points
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    axis.plot(range(len(curve)), curve, marker="o")
-    axis.set_xlabel("fine-tuning epoch (0 = right after removal)")
-    axis.set_ylabel("mean JSV")
-    axis.set_title(f"{report['method']}: trainability during fine-tuning")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    try:
-        atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
-    finally:
-        plt.close(figure)
-    return path
 
 
 def _finetune_records(context: JobContext, fallback: list[dict[str, Any]]) -> list[dict[str, Any]]:

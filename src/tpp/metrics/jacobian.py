@@ -1,16 +1,16 @@
-"""Jacobian singular values (JSV): the trainability diagnostic of the TPP paper (method digest §3).
+"""Jacobian singular values (JSV): the trainability diagnostic of the TPP paper (docs/method.md#jsv).
 
 For each example ``x_b``, ``J_b = d logits / d x_b`` (``K`` logits, no softmax; input flattened to
 ``D = C*H*W``) is ``K x D``; the paper reports the mean of its ``K`` singular values ("mean JSV").
 
-Exact and cheap, unlike the official code (digest §8 W6): one forward pass per chunk of examples,
+Exact and cheap, unlike the official code (docs/method.md#official-code): one forward pass per chunk of examples,
 then one vector-Jacobian product (VJP) per class reusing the graph. The VJP of
 ``sum_b logits[b, k]`` w.r.t. the inputs gives row ``k`` of every ``J_b`` at once, which is exact
 in eval mode because each example's logits depend only on its own input. The singular values are
 square roots of the eigenvalues of the ``K x K`` Gram ``J_b J_b^T`` (``eigvalsh`` in float64,
 rounding negatives clamped to 0), much cheaper than an SVD of the wide ``K x D`` matrix.
 
-Train mode (``train_mode=True``) is the paper's setting (digest §3: BatchNorm uses batch
+Train mode (``train_mode=True``) is the paper's setting (docs/method.md#jsv: BatchNorm uses batch
 statistics). BatchNorm then couples the examples, and the same batch-sum VJP yields
 ``J_b = d(sum_b' logits[b']) / d x_b``, cross-example terms included. That is exactly what the
 official code computes (one backward pass per class with a one-hot ``grad_output`` over the whole
@@ -85,7 +85,7 @@ def jacobian_singular_values(
     generator: torch.Generator | None = None,
     max_batches: int = 1,
 ) -> JSVResult:
-    """Singular values of the logits-input Jacobian of every example (digest §3).
+    """Singular values of the logits-input Jacobian of every example (docs/method.md#jsv).
 
     Args:
         model: maps ``[B, ...]`` inputs to ``[B, K]`` logits.

@@ -1,4 +1,4 @@
-"""Orthogonality losses and the OrthP re-initialisation used by the paper's baselines (digest §4).
+"""Orthogonality losses and the OrthP re-initialisation used by the paper's baselines (docs/method.md#baselines).
 
 * :func:`orth_dist` / :func:`kernel_orthogonality`: KernOrth (Xie et al., 2017), ``||G - I||_F``
   with ``G`` the smaller gram matrix of each layer's flattened filter matrix.
@@ -34,7 +34,7 @@ def orth_layers(model_or_layers: nn.Module | Sequence[nn.Module]) -> list[nn.Mod
 
 
 def orth_dist(weight: torch.Tensor) -> torch.Tensor:
-    """KernOrth distance ``||G - I||_F`` (Frobenius norm, not squared; digest §4).
+    """KernOrth distance ``||G - I||_F`` (Frobenius norm, not squared; docs/method.md#baselines).
 
     ``weight`` is flattened to ``[N, rest]``; ``G`` is the smaller of ``W W^T`` and ``W^T W``, so a
     wide matrix is pushed towards orthonormal rows and a tall one towards orthonormal columns.
@@ -57,7 +57,7 @@ def deconv_orth_dist(
     padding: int | Sequence[int] = 0,
     groups: int = 1,
 ) -> torch.Tensor:
-    """OrthConv distance ``||conv2d(K, K, stride, padding) - I_r0||_F`` (digest §4).
+    """OrthConv distance ``||conv2d(K, K, stride, padding) - I_r0||_F`` (docs/method.md#baselines).
 
     ``conv2d(K, K)`` treats the ``o`` filters of ``K [o, i, kh, kw]`` as a batch: output entry
     ``[a, b, y, x]`` is the inner product of filters ``a`` and ``b`` at the spatial shift
@@ -83,7 +83,7 @@ def orthconv_geometry(conv: nn.Conv2d, official_stride2: bool = False) -> tuple[
     rows of the conv operator overlap is evaluated, and ``P`` is a multiple of ``S`` so that shift 0
     lands on the centre of the output. (``P = k - 1`` would be the full correlation for ``S = 1`` but
     for e.g. ``k = 4, S = 2`` gives odd shifts only, never the diagonal.) The official TPP code
-    hard-codes ``stride=2, padding=1`` for every layer (digest §8 W8): for a 3x3 kernel this evaluates
+    hard-codes ``stride=2, padding=1`` for every layer (docs/method.md#official-code): for a 3x3 kernel this evaluates
     shifts ``{-1, 1}`` only and puts the identity target at shift ``(1, 1)``;
     ``official_stride2=True`` reproduces it.
     """
@@ -105,7 +105,7 @@ def _zero(layers: Sequence[nn.Module]) -> torch.Tensor:
 
 
 def kernel_orthogonality(model_or_layers: nn.Module | Sequence[nn.Module]) -> torch.Tensor:
-    """KernOrth loss: ``sum orth_dist(W)`` over every Conv2d/Linear, first layer included (digest §4,
+    """KernOrth loss: ``sum orth_dist(W)`` over every Conv2d/Linear, first layer included (docs/method.md#baselines,
     ``--orth_reg_method CVPR17``)."""
     layers = orth_layers(model_or_layers)
     total = _zero(layers)
@@ -117,7 +117,7 @@ def kernel_orthogonality(model_or_layers: nn.Module | Sequence[nn.Module]) -> to
 def conv_orthogonality(
     model_or_layers: nn.Module | Sequence[nn.Module], official_stride2: bool = False
 ) -> torch.Tensor:
-    """OrthConv loss (digest §4, ``--orth_reg_method CVPR20``): the first layer is skipped;
+    """OrthConv loss (docs/method.md#baselines, ``--orth_reg_method CVPR20``): the first layer is skipped;
     ``orth_dist`` for Linear and 1x1 convs, :func:`deconv_orth_dist` with :func:`orthconv_geometry`
     for larger kernels."""
     layers = orth_layers(model_or_layers)
@@ -135,7 +135,7 @@ def activation_gain(model: nn.Module) -> float:
     """OrthP's gain: 1 for linear networks (model name contains ``"linear"``), ``sqrt(2)`` otherwise.
 
     The official code sets ``--activation linear`` when the architecture name contains "linear" and
-    defaults to ReLU (digest §4); here the name comes from ``model.tpp_spec`` (class name as fallback).
+    defaults to ReLU (docs/method.md#baselines); here the name comes from ``model.tpp_spec`` (class name as fallback).
     """
     bare = unwrap(model)
     spec = getattr(bare, "tpp_spec", None)
@@ -148,7 +148,7 @@ def orthogonalize_(model_or_layers: nn.Module | Sequence[nn.Module], gain: float
     """OrthP: replace every Conv2d/Linear weight by ``gain`` x the orthogonal QR factor, in place.
 
     The weight is flattened to ``rows x cols`` and transposed if ``rows < cols``; ``q`` of the reduced
-    QR is made unique by ``q *= sign(diag(r))``, transposed back and reshaped (digest §4). Biases and
+    QR is made unique by ``q *= sign(diag(r))``, transposed back and reshaped (docs/method.md#baselines). Biases and
     BatchNorm are untouched; first and last layers are included. In a linear MLP this makes every layer
     (semi-)orthogonal, so all input-output Jacobian singular values become exactly 1 (paper Fig. 2).
     """

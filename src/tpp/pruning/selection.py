@@ -1,6 +1,6 @@
 """Which filters to prune: ratio specifications and the L1-norm criterion.
 
-TPP fixes the pruned set once, from the pretrained weights, by filter L1 norm (method digest §2.2):
+TPP fixes the pruned set once, from the pretrained weights, by filter L1 norm (docs/method.md#selection):
 in each prunable layer the ``ceil(ratio * N)`` filters with the smallest mean ``|w|`` go, with at
 least one filter kept.
 """
@@ -68,7 +68,7 @@ def _check_ratio(value: float, pattern: str | None = None) -> float:
 
 
 def num_to_prune(ratio: float, channels: int) -> int:
-    """``ceil(ratio * channels)``, capped so that at least one channel stays (digest §2.2)."""
+    """``ceil(ratio * channels)``, capped so that at least one channel stays (docs/method.md#selection)."""
     if ratio <= 0 or channels <= 1:
         return 0
     return min(math.ceil(ratio * channels - _CEIL_EPSILON), channels - 1)
@@ -80,7 +80,7 @@ def layer_ratios(names: Sequence[Sequence[str]], ratio: RatioSpec) -> list[float
     ``names[i]`` lists the module names whose output channels unit ``i`` removes. With a mapping,
     a unit takes the ratio of the *last* pattern that matches any of its names (as the paper's
     ``--stage_pr`` does); units matched by no pattern get 0. A pattern that matches nothing is an
-    error, because the official code's silent "ratio 0 everywhere" is a classic pitfall (digest §8 W2).
+    error, because the official code's silent "ratio 0 everywhere" is a classic pitfall (docs/method.md#official-code).
     """
     if not isinstance(ratio, Mapping):
         return [float(ratio)] * len(names)

@@ -17,7 +17,8 @@ from tpp.reporting.tables import aggregate, mean_std
 from tpp.util.atomic import atomic_write
 
 
-def _figure(rows: int, cols: int, width: float = 4.2, height: float = 3.2):
+def new_figure(rows: int, cols: int, width: float = 4.2, height: float = 3.2):
+    """A figure on its own Agg canvas (no pyplot, no global backend) and its ``rows x cols`` axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -32,10 +33,29 @@ def _colours(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(r["method"] for r in runs))}
 
 
-def _save(figure, path: str | Path) -> Path:
-    # the Software chunk marks the file as tpp's, so a later report may replace it (tpp.training.owned)
-    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110,
-                                                            metadata={"Software": "tpp report"}))
+def save_png(figure, path: str | Path, software: str = "tpp report", dpi: int = 110) -> Path:
+    """Write ``figure`` to ``path`` atomically; the Software chunk marks the file as tpp's, so a later
+    run may replace it (:mod:`tpp.util.owned`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi,
+                                                            metadata={"Software": software}))
+
+
+def plot_jsv_curve(report: Mapping[str, Any], path: str | Path) -> Path | None:
+    """Mean JSV against fine-tuning epoch (epoch 0 = right after removal) of one prune job, if measured."""
+    history = (report.get("finetune") or {}).get("history", [])
+    points = [h["jsv_mean"] for h in history if "jsv_mean" in h]
+    if not points or "jsv_after_prune" not in report:
+        return None
+    figure, axes = new_figure(1, 1, 5, 3.5)
+    axis = axes[0][0]
+    curve = [report["jsv_after_prune"]["mean"]] + points
+    axis.plot(range(len(curve)), curve, marker="o")
+    axis.set_xlabel("fine-tuning epoch (0 = right after removal)")
+    axis.set_ylabel("mean JSV")
+    axis.set_title(f"{report['method']}: trainability during fine-tuning")
+    axis.grid(alpha=0.3)
+    return save_png(figure, path, "tpp prune", dpi=100)
 
 
 def _curve(members: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -62,7 +82,7 @@ def plot_accuracy_vs_epoch(runs: Sequence[Mapping[str, Any]], path: str | Path) 
     # the JSV row needs per-epoch values; the point right after pruning alone is in the tables
     has_jsv = any("jsv_mean" in record for r in runs for record in (r["report"].get("finetune") or {}).get("history") or [])
     keys = ["test_top1"] + (["jsv_mean"] if has_jsv else [])
-    figure, axes = _figure(len(keys), len(lrs))
+    figure, axes = new_figure(len(keys), len(lrs))
     colours = _colours(runs)
     styles = {ratio: style for ratio, style in zip(dict.fromkeys(r["ratio"] for r in runs), ["-", "--", ":", "-."] * 8)}
     for col, lr in enumerate(lrs):
@@ -85,14 +105,14 @@ def plot_accuracy_vs_epoch(runs: Sequence[Mapping[str, Any]], path: str | Path) 
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize="small")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_accuracy_vs_speedup(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write the best top-1 vs FLOPs speedup figure to ``path`` (PNG)."""
     groups = aggregate(runs)
     lrs = list(dict.fromkeys(g["lr"] for g in groups))
-    figure, axes = _figure(1, len(lrs))
+    figure, axes = new_figure(1, len(lrs))
     colours = _colours(runs)
     for col, lr in enumerate(lrs):
         ax = axes[0][col]
@@ -110,4 +130,4 @@ def plot_accuracy_vs_speedup(runs: Sequence[Mapping[str, Any]], path: str | Path
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    return _save(figure, path)
+    return save_png(figure, path)

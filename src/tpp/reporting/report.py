@@ -33,7 +33,7 @@ def write_report(
     ``paper_rows`` adds a paper-vs-ours table (see :func:`tpp.reporting.tables.paper_table`);
     ``paper_speedups`` maps ratio labels to the paper's ``speedup`` / ``params_reduction`` (%).
     The markdown starts with a marker comment and the plots carry a marker too
-    (:mod:`tpp.training.owned`): an existing file at any of these paths is replaced only if a
+    (:mod:`tpp.util.owned`): an existing file at any of these paths is replaced only if a
     report wrote it, or with ``overwrite``.
 
     Raises:

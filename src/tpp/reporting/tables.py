@@ -1,7 +1,7 @@
 """Aggregation over seeds and the markdown tables of a report.
 
 Cells are ``mean ± std`` over the seeds of a (method, ratio, fine-tuning LR) group, with the
-*population* standard deviation, as the paper's tables (digest §5.2).
+*population* standard deviation, as the paper's tables (docs/method.md#reporting).
 """
 
 from __future__ import annotations

@@ -169,11 +169,11 @@ class RunDirectory:
         """
         import torch
 
-        import tpp
+        from tpp._version import __version__
 
         meta: dict[str, Any] = {
             "argv": list(sys.argv),
-            "tpp_version": tpp.__version__,
+            "tpp_version": __version__,
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
             "git": source_git_commit(),
