@@ -202,3 +202,13 @@ def test_jsv_cli_prints_the_summary(tmp_path, capsys):
 
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_examples"] == 16 and summary["mean"] > 0
+
+
+def test_train_mode_leaves_the_random_stream_alone() -> None:
+    """The paper's train-mode protocol runs dropout; the caller's next random draws must not change."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Dropout(0.5), nn.Linear(16, 4))
+    x = torch.randn(3, 12)
+    state = torch.get_rng_state()
+    jacobian_singular_values(model, x, train_mode=True)
+    assert torch.equal(torch.get_rng_state(), state)

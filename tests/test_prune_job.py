@@ -150,3 +150,31 @@ def test_every_method_runs_from_the_cli_on_both_paper_models(pretrained, resnet2
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == method and report["speedup"] > 1.2
+
+
+def test_orthconv_geometry_and_jsv_protocol_are_reachable_and_reported(pretrained, tmp_path):
+    """The official OrthConv geometry and the paper's train-mode JSV can be asked for, and the report
+    says which were used."""
+    out = tmp_path / "orthconv"
+    code = main(["prune", "--method", "orthconv+l1", "--model", "mlp7_linear", "--dataset", "mnist_subset",
+                 "--checkpoint", str(pretrained), "--ratio", "0.5", "--orth-iters", "2", "--orthconv-geometry",
+                 "official", "--ft-epochs", "1", "--ft-lr", "0.001", "--jsv-mode", "train", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method_options"] == {"orth_iters": 2, "orth_weight": 0.1, "orthconv_geometry": "official"}
+    assert report["config"]["jsv_mode"] == "train" and report["jsv_after_prune"]["mean"] > 0
+    out = tmp_path / "l1orthconv"
+    assert _prune(pretrained, out, "--method", "l1+orthconv", "--orthconv-geometry", "official") == 0
+    assert json.loads((out / "report.json").read_text())["method_options"] == {"orthconv_geometry": "official"}
+
+
+def test_an_option_of_another_method_is_one_line_naming_its_owners(pretrained, tmp_path, capsys):
+    for args, owners in ((["--method", "l1", "--gram-weight", "5"], "--gram-weight is an option of tpp;"),
+                         (["--method", "kernorth+l1", "--orthconv-geometry", "official"],
+                          "--orthconv-geometry is an option of l1+orthconv, orthconv+l1;"),
+                         (["--method", "tpp", "--orth-iters", "5"], "--orth-iters is an option of kernorth+l1, orthconv+l1;")):
+        code = main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
+                     "--ratio", "0.5", "--out", str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and owners in err, err
+        assert not (tmp_path / "x").exists()  # refused before any work

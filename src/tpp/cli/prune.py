@@ -91,6 +91,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group = parser.add_argument_group("trainability (Jacobian singular values)")
     group.add_argument("--jsv-batches", type=non_negative_int, default=1, help="training batches for the JSV after removal (0: skip)")
     group.add_argument("--jsv-every-epoch", action="store_true", help="also log the mean JSV after every fine-tuning epoch (plot: jsv.png)")
+    group.add_argument("--jsv-mode", choices=("eval", "train"), default="eval",
+                       help="eval: BatchNorm running statistics; train: batch statistics, as the paper measures "
+                       "(running statistics are restored)")
     add_runtime_args(parser, out=True)
     add_speed_args(parser)
     group = parser.add_argument_group("run directory")
@@ -107,7 +110,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 RESUME_MUST_MATCH = ("model", "dataset", "method", "ratio", "global_ratio", "speedup", "target_flops", "scope",
                      "ignore", "reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval",
                      "gram_weight", "gram_target", "bn_reg", "weight_reg", "prune_lr", "ft_lr", "momentum",
-                     "weight_decay", "batch_size", "train_subset", "seed", "jsv_batches", "jsv_every_epoch")
+                     "weight_decay", "batch_size", "train_subset", "seed", "jsv_batches", "jsv_every_epoch", "jsv_mode")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,7 +232,7 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
         pruner_options={**method_options(args, args.method), "ignored_layers": args.ignore or None},
         prune_lr=args.prune_lr, ft_epochs=args.ft_epochs, ft_lr=args.ft_lr,
         weight_decay=args.weight_decay, momentum=args.momentum,
-        jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch,
+        jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch, jsv_mode=args.jsv_mode,
     )
     if args.dry_run:
         return _dry_run(args, model, inputs, job, (train_loader, test_loader), out, main)

@@ -47,6 +47,7 @@ from tpp.util.atomic import remove_stale_temporaries
 from tpp.util.modules import unwrap
 
 REPORT = "report.json"
+JSV_MODES = ("eval", "train")
 # the files a job writes under ``out`` (the folder layout above)
 JOB_FILES = ("pruned.pt", "pruned_model.pt", REPORT, "jsv.png")
 
@@ -67,6 +68,7 @@ class PruneJobConfig:
     momentum: float = 0.9
     jsv_batches: int = 1  # batches for the JSV right after removal (0: skip)
     jsv_every_epoch: bool = False  # also measure it after every fine-tuning epoch
+    jsv_mode: str = "eval"  # "train": BatchNorm batch statistics, the paper's protocol (docs/method.md#jsv)
 
     def check(self) -> None:
         """Refuse values that would fail (or be ignored) only after hours of regularisation.
@@ -74,6 +76,8 @@ class PruneJobConfig:
         Raises:
             ConfigError: naming the field.
         """
+        if self.jsv_mode not in JSV_MODES:
+            raise ConfigError(f"jsv_mode must be one of {', '.join(JSV_MODES)}, got {self.jsv_mode!r}")
         for name in ("ft_epochs", "jsv_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -115,6 +119,7 @@ def run_prune_job(
     base_counts = count(model, example_inputs)
     accuracy_before = evaluate(unwrap(model), test_loader, device)
     report: dict[str, Any] = {"method": config.method, "config": _plain(asdict(config)),
+                              "method_options": _plain(method_settings(method, config)),
                               "accuracy_before": accuracy_before, "counts_before": base_counts.as_dict()}
 
     pruned_file = out / "pruned.pt" if out is not None else None
@@ -203,8 +208,14 @@ def _exists(path: Path | None) -> bool:
     return bool(broadcast_object(path is not None and path.is_file()))
 
 
-def _pruner_options(config: PruneJobConfig, method: Any) -> dict[str, Any]:
-    names = {o.name for o in method.options} | {"ignored_layers"}
+def method_settings(method: Any, config: PruneJobConfig) -> dict[str, Any]:
+    """Every option of the method as this job runs it: the given ones, the method's defaults otherwise."""
+    given = {k: v for k, v in _pruner_options(config, method).items() if k != "ignored_layers"}
+    return {**{o.name: o.default for o in method.options}, **given}
+
+
+def _pruner_options(config: PruneJobConfig, method: Any, hooks_only: bool = False) -> dict[str, Any]:
+    names = set(method.hook_options) if hooks_only else {o.name for o in method.options} | {"ignored_layers"}
     return {k: v for k, v in config.pruner_options.items() if k in names and v is not None}
 
 
@@ -242,8 +253,9 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     hooks = StepHooks()
     if config.jsv_every_epoch and config.jsv_batches > 0:
         hooks.epoch_end = lambda epoch: {"jsv_mean": _jsv(unwrap(model), train_loader, config)["mean"]}
-    if method.finetune_penalty is not None:
-        hooks.penalty = method.finetune_penalty(unwrap(model))
+    penalty = method.make_finetune_penalty(unwrap(model), **_pruner_options(config, method, hooks_only=True))
+    if penalty is not None:
+        hooks.penalty = penalty
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, epochs=config.ft_epochs, schedule=schedule, hooks=hooks,
         checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,
@@ -261,13 +273,15 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
 
 
 def _jsv(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> dict[str, Any]:
-    """Mean JSV etc. on the first ``jsv_batches`` training batches (the paper reads the train loader, §3).
+    """Mean JSV etc. on the first ``jsv_batches`` training batches (the paper reads the train loader),
+    in eval mode or, with ``jsv_mode="train"``, the paper's train mode (BatchNorm statistics restored).
 
     ``model`` must be the bare module: a DDP forward would wait for a parameter backward that
     the input-gradient computation never runs."""
     from tpp.metrics.jacobian import jacobian_singular_values
 
-    return jacobian_singular_values(model, loader, max_batches=config.jsv_batches).as_dict()
+    return jacobian_singular_values(model, loader, max_batches=config.jsv_batches,
+                                    train_mode=config.jsv_mode == "train").as_dict()
 
 
 def _finetune_records(context: JobContext, fallback: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -117,21 +117,24 @@ def jacobian_singular_values(
     saved = [b.detach().clone() for b in model.buffers()] if train_mode else []
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     estimated = False
-    try:
-        model.train(train_mode)
-        with torch.enable_grad():
-            for x in _batches(inputs, max_batches):
-                if ref is not None:
-                    x = x.to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
-                *part, est = _batch_jsv(model, x, train_mode, chunk_size, num_directions, generator)
-                parts.append(tuple(part))
-                estimated = estimated or est
-    finally:
-        with torch.no_grad():
-            for buf, old in zip(model.buffers(), saved):
-                buf.copy_(old)
-        for m, flag in modes.items():
-            m.training = flag
+    # train mode runs dropout: its random draws must not shift the caller's random stream
+    devices = [ref.device] if ref is not None and ref.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=train_mode):
+        try:
+            model.train(train_mode)
+            with torch.enable_grad():
+                for x in _batches(inputs, max_batches):
+                    if ref is not None:
+                        x = x.to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
+                    *part, est = _batch_jsv(model, x, train_mode, chunk_size, num_directions, generator)
+                    parts.append(tuple(part))
+                    estimated = estimated or est
+        finally:
+            with torch.no_grad():
+                for buf, old in zip(model.buffers(), saved):
+                    buf.copy_(old)
+            for m, flag in modes.items():
+                m.training = flag
     if not parts:
         raise ValueError("inputs yielded no batch")
     vals, means, mean_sqs = (torch.cat(t) for t in zip(*parts))

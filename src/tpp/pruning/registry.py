@@ -2,9 +2,10 @@
 
 A :class:`Method` is a pruner (a :class:`~tpp.pruning.base.BasePruner` composition) plus up to two
 hooks around the common pipeline (pretrained model -> [regularise] -> remove -> fine-tune):
-``after_prune(model)`` (e.g. OrthP's re-initialisation) and ``finetune_penalty(model)`` (an extra
-loss while fine-tuning). Its options are the fields of its ``config`` dataclass
-(:mod:`tpp.pruning.options`): an option a method does not declare is an error, not ignored.
+``after_prune(model)`` (e.g. OrthP's re-initialisation) and ``finetune_penalty(model, **options)``
+(an extra loss while fine-tuning). Its options are the fields of its ``config`` dataclass
+(:mod:`tpp.pruning.options`): an option a method does not declare is an error, not ignored. The
+options named in ``hook_options`` go to the fine-tuning hook, all others to the pruner.
 
 The built-in methods live one per file in :mod:`tpp.pruning.methods`; every module there is imported
 (and so registers itself) the first time the registry is asked for a method.
@@ -39,7 +40,8 @@ class Method:
     description: str
     config: type | None = None
     after_prune: Callable[[nn.Module], None] | None = None
-    finetune_penalty: Callable[[nn.Module], Callable[[], torch.Tensor]] | None = None
+    finetune_penalty: Callable[..., Callable[[], torch.Tensor]] | None = None
+    hook_options: tuple[str, ...] = ()
 
     @property
     def options(self) -> list[Option]:
@@ -48,12 +50,23 @@ class Method:
 
     def make_pruner(self, model: nn.Module, example_inputs: Any, **options: Any) -> Any:
         """Build the pruner; an option the method does not declare is a :class:`ConfigError`."""
+        self.check_options(options)
+        return self.pruner(model, example_inputs, **{k: v for k, v in options.items() if k not in self.hook_options})
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` for an option the method does not declare."""
         allowed = {o.name for o in self.options}
         unknown = sorted(k for k in options if k not in allowed and k not in _COMMON)
         if unknown:
             raise ConfigError(f"method {self.name!r} has no option {unknown[0]!r}"
                               + (f"; its options are {', '.join(sorted(allowed))}" if allowed else "; it has none"))
-        return self.pruner(model, example_inputs, **options)
+
+    def make_finetune_penalty(self, model: nn.Module, **options: Any) -> Callable[[], torch.Tensor] | None:
+        """The fine-tuning loss term of the method (None if it has none), given its options."""
+        if self.finetune_penalty is None:
+            return None
+        self.check_options(options)
+        return self.finetune_penalty(model, **{k: v for k, v in options.items() if k in self.hook_options})
 
 
 _METHODS: dict[str, Method] = {}

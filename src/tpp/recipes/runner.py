@@ -116,7 +116,7 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
         pruner_options={**method_options(recipe, point.method, fast), "ignored_layers": recipe.prune["ignore"] or None},
         prune_lr=recipe.prune["prune_lr"], ft_epochs=recipe.finetune["epochs"], ft_lr=point.lr,
         weight_decay=recipe.finetune["weight_decay"], momentum=recipe.finetune["momentum"],
-        jsv_batches=recipe.jsv["batches"], jsv_every_epoch=recipe.jsv["every_epoch"],
+        jsv_batches=recipe.jsv["batches"], jsv_every_epoch=recipe.jsv["every_epoch"], jsv_mode=recipe.jsv["mode"],
     )
     earlier = _read_jsonl(folder / RunDirectory.METRICS) if resume else []
     run_dir = RunDirectory(folder, overwrite=True)

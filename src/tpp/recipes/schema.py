@@ -36,7 +36,8 @@ Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the 
       weight_decay: 1e-4               # optional (default 5e-4), also used while regularising
       momentum: 0.9                    # optional
     seeds: [0, 1, 2]                   # default [0]
-    jsv: {batches: 1, every_epoch: true}   # optional Jacobian-singular-value logging
+    jsv: {batches: 1, every_epoch: true, mode: train}   # optional Jacobian-singular-value logging
+                                       # (mode: eval, or train = the paper's BatchNorm batch statistics)
     expected:                          # optional paper numbers for the report
       source: "Table 1"
       unpruned_top1: 93.78
@@ -71,7 +72,7 @@ REQUIRED_TOP = ("name", "description", "paper", "hardware", "expected_wall_time"
 BASE_KEYS = {"epochs", "lr", "weight_decay", "momentum"}
 PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "prune_lr"}
 FINETUNE_KEYS = {"epochs", "lrs", "weight_decay", "momentum"}
-JSV_KEYS = {"batches", "every_epoch"}
+JSV_KEYS = {"batches", "every_epoch", "mode"}
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Recipe:
     checkpoint: str | None = None
     has_checkpoint_key: bool = False
     seeds: list[int] = field(default_factory=lambda: [0])
-    jsv: dict[str, Any] = field(default_factory=lambda: {"batches": 1, "every_epoch": False})
+    jsv: dict[str, Any] = field(default_factory=lambda: {"batches": 1, "every_epoch": False, "mode": "eval"})
     expected: dict[str, Any] = field(default_factory=dict)
     report: str | None = None
     path: Path | None = None
@@ -277,4 +278,8 @@ def _jsv(data: Any, where: str) -> dict[str, Any]:
     every = data.get("every_epoch", False)
     if not isinstance(every, bool):
         raise ConfigError(f"{where}: every_epoch must be true or false, got {every!r}")
-    return {"batches": checks.whole(data.get("batches", 1), f"{where}: batches", 0), "every_epoch": every}
+    mode = data.get("mode", "eval")
+    if mode not in ("eval", "train"):
+        raise ConfigError(f"{where}: mode must be 'eval' or 'train' (the paper's), got {mode!r}")
+    return {"batches": checks.whole(data.get("batches", 1), f"{where}: batches", 0), "every_epoch": every,
+            "mode": mode}

@@ -59,11 +59,36 @@ def write_report(
         parts += ["## Paper vs. this run", "", paper_table(runs, paper_rows), ""]
     if paper_speedups:
         parts += ["## FLOPs speedup and parameters", "", speedup_table(runs, paper_speedups), ""]
+    parts += _protocol(runs)
     parts += ["## Best top-1 after fine-tuning (paper layout)", "", pivot_table(runs, "best_top1"), "",
               "## All metrics", "", summary_table(runs), ""]
     parts += _plots(runs, plots, path)
     parts += ["## Job folders", ""] + [f"- `{r['path']}` (seed {r['seed']})" for r in runs] + [""]
     return atomic_write_text(path, "\n".join(parts))
+
+
+def _protocol(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How the jobs ran: each method's options (defaults included) and how the JSV was measured."""
+    lines = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        settings = {_settings_text(r["report"].get("method_options")) for r in runs if r["method"] == method}
+        lines.append(f"- `{method}`: " + "; ".join(sorted(settings)))
+    modes = {(r["report"].get("config") or {}).get("jsv_mode", "eval") for r in runs if "jsv_after_prune" in r["report"]}
+    if modes:
+        lines.append("- mean JSV: " + ", ".join(
+            "train mode (BatchNorm batch statistics, the paper's protocol)" if m == "train"
+            else "eval mode (BatchNorm running statistics)" for m in sorted(modes)))
+    return ["## Protocol", ""] + lines + [""]
+
+
+def _settings_text(settings: Any) -> str:
+    if not isinstance(settings, Mapping):
+        return "options not recorded"
+    if not settings:
+        return "no options"
+    texts = {"orthconv_geometry": {"official": "official OrthConv geometry (stride 2, padding 1)",
+                                   "textbook": "textbook OrthConv geometry (each layer's stride)"}}
+    return ", ".join(texts.get(k, {}).get(v, f"{k} {v}") for k, v in settings.items())
 
 
 def _plot_files(runs: Sequence[Mapping[str, Any]], path: Path) -> list[tuple[str, Any]]:

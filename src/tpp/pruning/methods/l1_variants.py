@@ -11,13 +11,15 @@ scratch        the L1-pruned architecture, re-initialised at random
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from tpp.pruning.methods.l1 import L1Pruner
-from tpp.pruning.methods.orth_then_l1 import ORTH_REG_WEIGHT
+from tpp.pruning.methods.orth_then_l1 import ORTH_REG_WEIGHT, ORTHCONV_GEOMETRIES
+from tpp.pruning.options import option
 from tpp.pruning.orthogonality import activation_gain, orthogonalize_
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import Orthogonality
@@ -40,9 +42,18 @@ def kernorth_finetune_penalty(model: nn.Module) -> Callable[[], torch.Tensor]:
     return orthogonality_penalty(model, "kernorth")
 
 
-def orthconv_finetune_penalty(model: nn.Module) -> Callable[[], torch.Tensor]:
-    """``L1 + OrthConv``: ``0.1 x`` the OrthConv loss during fine-tuning."""
-    return orthogonality_penalty(model, "orthconv")
+def orthconv_finetune_penalty(model: nn.Module, orthconv_geometry: str = "textbook") -> Callable[[], torch.Tensor]:
+    """``L1 + OrthConv``: ``0.1 x`` the OrthConv loss during fine-tuning, in the official or textbook geometry."""
+    return orthogonality_penalty(model, "orthconv", official_stride2=orthconv_geometry == "official")
+
+
+@dataclass
+class L1OrthConvConfig:
+    """Options of L1 + OrthConv."""
+
+    orthconv_geometry: str = option("textbook", "official (stride 2, padding 1 in every layer, as the official "
+                                    "code) or textbook (each layer's stride, as Orthogonal CNNs)",
+                                    choices=ORTHCONV_GEOMETRIES)
 
 
 def orthp_reinit(model: nn.Module) -> None:
@@ -72,6 +83,7 @@ register_method(Method("l1+orthp", L1Pruner, False,
 register_method(Method("l1+kernorth", L1Pruner, False, "L1 pruning, fine-tuning with KernOrth (Xie et al., 2017)",
                        finetune_penalty=kernorth_finetune_penalty))
 register_method(Method("l1+orthconv", L1Pruner, False, "L1 pruning, fine-tuning with OrthConv (Wang et al., 2020)",
-                       finetune_penalty=orthconv_finetune_penalty))
+                       config=L1OrthConvConfig, finetune_penalty=orthconv_finetune_penalty,
+                       hook_options=("orthconv_geometry",)))
 register_method(Method("scratch", L1Pruner, False, "the L1-pruned architecture trained from random initialisation",
                        after_prune=reinitialize_))
