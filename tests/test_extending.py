@@ -199,6 +199,47 @@ def test_the_cli_lists_the_option_and_refuses_it_for_another_method(trained, run
     assert result.err_lines == [f"tpp: error: --l1-weight is an option of {METHOD}; --method l1 does not use it"]
 
 
+def test_a_method_outside_the_package_is_loaded_by_tpp_plugins(tmp_path):
+    """The page's file, kept in the user's own folder, reaches the CLI through TPP_PLUGINS."""
+    import os
+    import subprocess
+
+    (tmp_path / "growing_l1.py").write_text(_block("python", METHOD_FILE), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src")])}
+
+    def tpp_cli(plugins: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tpp", *args], env={**env, "TPP_PLUGINS": plugins},
+                              capture_output=True, text=True, timeout=120)
+
+    shown = tpp_cli("growing_l1", "prune", "--help")
+    assert shown.returncode == 0 and "--l1-weight" in shown.stdout and "growing-l1" in shown.stdout
+    assert "--l1-weight" not in tpp_cli("", "prune", "--help").stdout
+    missing = tpp_cli("no_such_plugin_module", "prune", "--help")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "TPP_PLUGINS names 'no_such_plugin_module'" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_a_taken_method_name_is_a_config_error(example):
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="already registered"):
+        registry.register_method(replace(registry.get_method(METHOD), pruner=lambda *a, **k: None))
+    registry.register_method(registry.get_method(METHOD))  # the same method again (a re-import) is fine
+
+
+def test_a_method_option_of_an_unparseable_type_is_refused():
+    from dataclasses import dataclass, field
+
+    from tpp.pruning.options import options_of
+
+    @dataclass
+    class Config:
+        sizes: list = field(default_factory=list)
+
+    with pytest.raises(ConfigError, match="must be float, int, str or bool"):
+        options_of(Config)
+
+
 def test_the_recipe_block_validates(example):
     from tpp.recipes.schema import validate_recipe
 

@@ -88,6 +88,9 @@ def test_resume_of_a_finished_prune_job_changes_nothing(run_cli, pruned_job):
     assert {p: p.read_bytes() for p in before} == before
     line = _one_line(run_cli, *argv, "--resume", "--seed", "3")
     assert "was run with --seed 0, not 3" in line
+    # method options are compared too, whichever method declares them (given then, or given now)
+    line = _one_line(run_cli, *argv, "--resume", "--gram-weight", "5")
+    assert "was run without --gram-weight (its default), not 5.0" in line
 
 
 # ------------------------------------------------------------------ 2, 3. unreadable and malicious files

@@ -24,6 +24,11 @@ def _option_table() -> dict[str, tuple[Any, list[str]]]:
     return table
 
 
+def option_names() -> list[str]:
+    """The names of every registered method's options."""
+    return list(_option_table())
+
+
 def _number(kind: type, opt: Any):
     def parse(text: str):
         try:

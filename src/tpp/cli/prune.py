@@ -106,11 +106,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 # options that define a job: resuming it with other values would mix two experiments (--ft-epochs
-# may grow, as --epochs of `tpp train`, to fine-tune a finished job for longer)
+# may grow, as --epochs of `tpp train`, to fine-tune a finished job for longer); every method option
+# (tpp.cli.method_options) is compared as well
 RESUME_MUST_MATCH = ("model", "dataset", "method", "ratio", "global_ratio", "speedup", "target_flops", "scope",
-                     "ignore", "reg_step", "reg_interval", "reg_ceiling", "stabilize_iters", "zero_out_interval",
-                     "gram_weight", "gram_target", "bn_reg", "weight_reg", "prune_lr", "ft_lr", "momentum",
-                     "weight_decay", "batch_size", "train_subset", "seed", "jsv_batches", "jsv_every_epoch", "jsv_mode")
+                     "ignore", "prune_lr", "ft_lr", "momentum", "weight_decay", "batch_size", "train_subset", "seed",
+                     "jsv_batches", "jsv_every_epoch", "jsv_mode")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,12 +184,17 @@ def _finished_job(args: argparse.Namespace) -> str | None:
         raise ConfigError(f"--resume given but {out} holds a `tpp {saved['command']}` run, not a pruning job; "
                           "pass the --out of a tpp prune job")
     if isinstance(saved, dict):
-        for key in RESUME_MUST_MATCH:
+        from tpp.cli.method_options import option_names
+
+        method_keys = option_names()  # absent when not given: the method's default applied
+        for key in (*RESUME_MUST_MATCH, *method_keys):
             ours = getattr(args, key, None)
-            if key in saved and saved[key] != ours and not (key == "ignore" and not saved[key] and not ours):
+            theirs = saved.get(key) if key in method_keys else saved.get(key, ours)
+            if theirs != ours and not (key == "ignore" and not theirs and not ours):
                 flag = "--" + key.replace("_", "-")
-                raise ConfigError(f"the job in {out} was run with {flag} {saved[key]}, not {ours}; resume it with the "
-                                  f"same {flag}, or pass another --out")
+                then = f"without {flag} (its default)" if theirs is None else f"with {flag} {theirs}"
+                now = "" if ours is None and theirs is None else f", not {'without it' if ours is None else ours}"
+                raise ConfigError(f"the job in {out} was run {then}{now}; resume it the same way, or pass another --out")
     report = read_report(out)
     if report is None or saved is None or saved.get("ft_epochs") != args.ft_epochs:
         return None  # unfinished, or to be fine-tuned for longer

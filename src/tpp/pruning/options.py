@@ -81,7 +81,11 @@ def options_of(config: type | None) -> list[Option]:
         return []
     result = []
     for field in dataclasses.fields(config):
-        kind = field.type if isinstance(field.type, type) else _TYPES.get(str(field.type).split(" |")[0], str)
+        kind = field.type if isinstance(field.type, type) else _TYPES.get(str(field.type).split(" |")[0])
+        if kind not in _TYPES.values():
+            # the CLI and recipes can only parse these four; anything else would silently become a string
+            raise ConfigError(f"option {field.name!r} of {config.__name__} has type {field.type}; "
+                              "method options must be float, int, str or bool")
         meta = field.metadata
         result.append(Option(field.name, kind, field.default, meta.get("help", ""), meta.get("choices"),
                              meta.get("minimum"), bool(meta.get("above"))))

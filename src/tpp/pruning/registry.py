@@ -8,12 +8,16 @@ hooks around the common pipeline (pretrained model -> [regularise] -> remove -> 
 options named in ``hook_options`` go to the fine-tuning hook, all others to the pruner.
 
 The built-in methods live one per file in :mod:`tpp.pruning.methods`; every module there is imported
-(and so registers itself) the first time the registry is asked for a method.
+(and so registers itself) the first time the registry is asked for a method. Methods written outside
+the package are made visible to the CLI and recipes by naming their modules in the ``TPP_PLUGINS``
+environment variable (comma-separated, e.g. ``TPP_PLUGINS=my_methods.growing_l1``): importing runs
+their code, so only modules the user names are ever imported.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -74,8 +78,9 @@ _METHODS: dict[str, Method] = {}
 
 def register_method(method: Method) -> Method:
     """Add a method to the registry (names are unique)."""
-    if method.name in _METHODS:
-        raise ValueError(f"pruning method {method.name!r} is already registered")
+    if method.name in _METHODS and _METHODS[method.name].pruner is not method.pruner:
+        raise ConfigError(f"pruning method {method.name!r} is already registered (by "
+                          f"{_METHODS[method.name].pruner.__module__}); give the new one another name")
     _METHODS[method.name] = method
     return method
 
@@ -103,10 +108,21 @@ _loaded = False
 
 
 def _load_builtin() -> None:
+    """Import the built-in method modules, then the ``TPP_PLUGINS`` ones (once all succeeded; a failed
+    import raises and is retried at the next call, never leaving a silently partial registry)."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
     package = importlib.import_module("tpp.pruning.methods")
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+    modules = [f"{package.__name__}.{info.name}"
+               for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name)]
+    plugins = [name.strip() for name in os.environ.get("TPP_PLUGINS", "").split(",") if name.strip()]
+    for name in modules + plugins:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            if name in plugins:
+                raise ConfigError(f"TPP_PLUGINS names {name!r}, which cannot be imported ({error}); "
+                                  "put its folder on PYTHONPATH or fix the name") from error
+            raise
+    _loaded = True

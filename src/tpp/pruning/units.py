@@ -10,8 +10,8 @@ removes, in every member, the slice that the graph maps to ``c``:
 * consumers' input channels, concat offsets, reshapes: handled by the graph at removal time.
 
 ``scope="internal"`` keeps only units produced by one layer (depthwise convolutions aside): channels not
-tied to a residual add or to another block, which is what the paper prunes (Sec. 4: the first layer of
-each residual block). ``scope="all"`` keeps every unit whose zeroed channels can be removed without
+tied to a residual add or to another block, which is what the paper prunes (the first layer of
+each residual block, docs/method.md#layers). ``scope="all"`` keeps every unit whose zeroed channels can be removed without
 changing the network's function. Units whose channels meet a normalisation with cross-channel
 statistics, a grouped convolution or an unknown layer are left out and reported as :class:`Skipped`.
 """
