@@ -223,7 +223,8 @@ def _regularize(model, pruner, train_loader, test_loader, config, context, out, 
     """Stage 1: train with the pruner's hooks at a constant LR until it is done."""
     iterations = pruner.total_iterations
     epochs = math.ceil(iterations / max(len(train_loader), 1)) + 1
-    say(f"regularising: {iterations} iterations (~{epochs - 1} epochs) at lr {config.prune_lr:g}")
+    bound = "" if getattr(pruner.schedule, "fixed_length", True) else "at most "  # adaptive: ends when converged
+    say(f"regularising: {bound}{iterations} iterations (~{epochs - 1} epochs) at lr {config.prune_lr:g}")
     optimizer = build_optimizer(model, config.prune_lr, config.momentum, config.weight_decay)
     hooks = StepHooks(
         penalty=pruner.penalty, after_backward=pruner.regularize, after_step=pruner.step,
@@ -241,6 +242,7 @@ def _regularize(model, pruner, train_loader, test_loader, config, context, out, 
         trainer.resume(last, load_checkpoint(last))
     result = trainer.fit()
     return {"iterations": pruner.iteration, "epochs": result.epochs_completed, "final_lambda": pruner.reg_value,
+            "schedule": pruner.schedule.summary(),
             "best_top1": result.best_top1, "last_top1": result.last_top1}
 
 

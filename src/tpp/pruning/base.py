@@ -31,6 +31,7 @@ from tpp.pruning.graph import build_graph
 from tpp.pruning.importance import as_importance
 from tpp.pruning.penalties import SelectedParameters
 from tpp.pruning.plan import make_plan
+from tpp.pruning.progress import unit_progress
 from tpp.pruning.regularizers import Regularizer
 from tpp.pruning.removal import ModelSnapshot, RemovalError, remove_channels
 from tpp.pruning.schedules import OneShot, Schedule
@@ -104,9 +105,14 @@ class BasePruner:
     def _bind(self) -> None:
         for regularizer in self.regularizers:
             regularizer.bind(self.module, self.units, self._pruned_roots)
-        self.schedule.bind([u.order for u in self.units])
+        self.schedule.bind([u.order for u in self.units], progress=self.progress)
         # per-unit selections for the layer-wise zero-out of the stabilisation phase
         self._unit_params = [SelectedParameters(unit.tensors(self._pruned_roots[unit.name])) for unit in self.units]
+
+    def progress(self) -> dict[int, tuple[float, float]]:
+        """How far the regularisation has got, per unit (keyed by forward position): see
+        :func:`tpp.pruning.progress.unit_progress`. Both numbers go to 0."""
+        return unit_progress(self.units, self._pruned_roots)
 
     @property
     def pruned_indices(self) -> dict[str, list[int]]:

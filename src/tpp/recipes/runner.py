@@ -85,7 +85,8 @@ def run_recipe(
             continue
         train, test, info = build_loaders(recipe.dataset, data_dir, batch_size=recipe.batch_size,
                                           test_batch_size=recipe.test_batch_size, device=device, seed=seed,
-                                          num_workers=recipe.num_workers, download=download)
+                                          num_workers=recipe.num_workers, download=download,
+                                          train_subset=recipe.train_subset)
         base = base_model(recipe, out, seed, (train, test), checkpoint=checkpoint, device=device, quiet=quiet,
                           print_fn=print_fn)
         inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=2,

@@ -14,6 +14,7 @@ Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the 
     batch_size: 128                    # training batch size of every stage (default 128)
     test_batch_size: 256               # optional (default 256)
     num_workers: 4                     # optional, ImageNet loaders only
+    train_subset: 6000                 # optional: train on this many class-balanced images (CPU-sized runs)
     base:                              # EITHER pretrain the base model once per seed ...
       epochs: 30
       lr: "0:0.01,15:0.001"            # LR schedule in the paper's notation
@@ -65,7 +66,7 @@ from tpp.recipes.expected import validate_expected
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
-            "data_dir", "batch_size", "test_batch_size", "num_workers", "base", "checkpoint", "prune",
+            "data_dir", "batch_size", "test_batch_size", "num_workers", "train_subset", "base", "checkpoint", "prune",
             "finetune", "seeds", "jsv", "expected", "report"}
 REQUIRED_TOP = ("name", "description", "paper", "hardware", "expected_wall_time", "model", "dataset", "prune",
                 "finetune")
@@ -93,6 +94,7 @@ class Recipe:
     batch_size: int = 128
     test_batch_size: int = 256
     num_workers: int = 4
+    train_subset: int | None = None
     base: dict[str, Any] | None = None
     checkpoint: str | None = None
     has_checkpoint_key: bool = False
@@ -152,6 +154,8 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
         batch_size=checks.whole(data.get("batch_size", 128), f"{where}: batch_size", 1),
         test_batch_size=checks.whole(data.get("test_batch_size", 256), f"{where}: test_batch_size", 1),
         num_workers=checks.whole(data.get("num_workers", 4), f"{where}: num_workers", 0),
+        train_subset=(checks.whole(data["train_subset"], f"{where}: train_subset", 1)
+                      if data.get("train_subset") is not None else None),
         base=_base(data["base"], f"{where}: base") if "base" in data else None,
         checkpoint=checks.opt_text(data.get("checkpoint"), f"{where}: checkpoint"), has_checkpoint_key="checkpoint" in data,
         seeds=_seeds(data.get("seeds", [0]), f"{where}: seeds"), jsv=_jsv(data.get("jsv") or {}, f"{where}: jsv"),

@@ -1,6 +1,6 @@
 """TPP: Trainability Preserving Pruning (Wang & Fu, ICLR 2023).
 
-L1 picks the channels once (Sec. 3.1); while training, the gram entries that tie them to the kept
+L1 picks the channels once (docs/method.md#selection); while training, the gram entries that tie them to the kept
 filters are pushed to zero (Eq. 3, weight ``gram_weight``) and a growing L2 pulls their filters,
 biases and BatchNorm gamma/beta to zero (Eq. 5); removal follows. Defaults are the official code's
 CIFAR settings: lambda grows by 1e-4 every 10 iterations to 1, then 10,000 stabilisation iterations
@@ -18,7 +18,7 @@ from tpp.pruning.base import BasePruner
 from tpp.pruning.options import check_options, option
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import GramDecorrelation, GrowingL2
-from tpp.pruning.schedules import GrowingSchedule
+from tpp.pruning.schedules import GrowingSchedule, Schedule
 
 
 @dataclass
@@ -58,6 +58,8 @@ class TPPPruner(BasePruner):
         global_ratio: if given, rank all units' channels network-wide and prune this fraction.
         gram_target: ``"decorrelate"`` (TPP) or ``"kernorth"`` (ablation: identity target).
         importance: how channels are chosen; ``None`` is L1 (see :class:`BasePruner`).
+        schedule: a :class:`~tpp.pruning.schedules.Schedule` to use instead of the official one built
+            from ``reg_*``, ``stabilize_iters`` and ``zero_out_interval`` (e.g. the adaptive schedule).
     """
 
     def __init__(
@@ -79,11 +81,13 @@ class TPPPruner(BasePruner):
         gram_target: str = "decorrelate",
         *,
         importance: Any = None,
+        schedule: Schedule | None = None,
     ) -> None:
         self.options = TPPConfig(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval,
                                  gram_weight, bn_reg, weight_reg, gram_target)
         check_options(self.options)
-        schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval)
+        if schedule is None:
+            schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval)
         regularizers = [GramDecorrelation(gram_weight, gram_target)]
         if weight_reg:
             regularizers.append(GrowingL2("filters"))

@@ -1,0 +1,61 @@
+"""TPP with the adaptive schedule (beyond the paper): the regularisation ends when it has done its work.
+
+The penalties are TPP's (Eq. 3 and Eq. 5, the official weights); only the schedule differs: lambda
+grows faster while the pruned channels stay large, each unit is zeroed once its pruned channels are
+below ``target`` relative to the kept ones (magnitude and gram coupling) or stop shrinking at the
+ceiling, and the phase ends a window of ``patience`` checks after the last unit is done
+(:class:`tpp.pruning.schedules.AdaptiveSchedule`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+from tpp.pruning.methods.tpp import TPPPruner
+from tpp.pruning.options import check_options, option
+from tpp.pruning.registry import Method, register_method
+from tpp.pruning.schedules import AdaptiveSchedule
+
+
+@dataclass
+class TPPAdaptiveConfig:
+    """Options of TPP with the adaptive schedule."""
+
+    reg_step: float = option(1e-4, "initial growth of lambda every reg_interval iterations (it doubles while "
+                             "the pruned channels shrink too slowly)", minimum=0, above=True)
+    reg_interval: int = option(10, "iterations between lambda updates", minimum=1)
+    reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
+    target: float = option(1e-3, "pruned/kept magnitude and coupling below which a unit is done (GReg: 1/1000)",
+                           minimum=0, above=True)
+    check_interval: int = option(50, "iterations between progress checks", minimum=1)
+    patience: int = option(5, "checks per window: at the ceiling a unit whose ratio shrinks by less than "
+                           "min_progress over a window is done; the phase ends a window after the last unit is done",
+                           minimum=1)
+    min_progress: float = option(0.5, "the fraction a window at the ceiling must shrink the ratio by (below 1)",
+                                 minimum=0)
+    max_iterations: int = option(110_000, "the regularisation never runs longer (default: the official schedule's)",
+                                 minimum=1)
+    gram_weight: float = option(1000.0, "weight of the gram term of Eq. 3 (0 disables it)", minimum=0)
+    bn_reg: bool = option(True, "growing L2 on BatchNorm gamma/beta of the pruned channels")
+    weight_reg: bool = option(True, "growing L2 on the pruned filters and biases")
+
+
+def tpp_adaptive(model: nn.Module, example_inputs: Any, *, reg_step: float = 1e-4, reg_interval: int = 10,
+                 reg_ceiling: float = 1.0, target: float = 1e-3, check_interval: int = 50, patience: int = 5,
+                 min_progress: float = 0.5, max_iterations: int = 110_000, gram_weight: float = 1000.0, bn_reg: bool = True,
+                 weight_reg: bool = True, **common: Any) -> TPPPruner:
+    """A :class:`TPPPruner` on the adaptive schedule; ``common`` are ratio, scope, ignored_layers, global_ratio."""
+    check_options(TPPAdaptiveConfig(reg_step, reg_interval, reg_ceiling, target, check_interval, patience,
+                                    min_progress, max_iterations, gram_weight, bn_reg, weight_reg))
+    schedule = AdaptiveSchedule(reg_step, reg_interval, reg_ceiling, target=target, check_interval=check_interval,
+                                patience=patience, min_progress=min_progress, max_iterations=max_iterations)
+    return TPPPruner(model, example_inputs, reg_step=reg_step, reg_interval=reg_interval, reg_ceiling=reg_ceiling,
+                     gram_weight=gram_weight, bn_reg=bn_reg, weight_reg=weight_reg, schedule=schedule, **common)
+
+
+register_method(Method("tpp-adaptive", tpp_adaptive, True,
+                       "TPP whose regularisation ends when the pruned channels are gone (adaptive schedule)",
+                       config=TPPAdaptiveConfig))
