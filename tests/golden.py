@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tests.loop import pruner_step
+
 GOLDEN_FILE = Path(__file__).with_name("data") / "golden_trajectories.json"
 METHODS = ("tpp", "greg1", "l1+orthp", "kernorth+l1", "l1+orthconv")
 MODELS = ("mlp7_linear", "resnet20")
@@ -86,12 +88,7 @@ def run_case(method_name: str, model_name: str) -> dict[str, Any]:
     record: dict[str, Any] = {"reg_loss": [], "lambda": [], "phase": []}
     while method.regularized and not pruner.done:
         x, y = next(data)
-        loss = F.cross_entropy(model(x), y) + pruner.penalty()
-        optimizer.zero_grad()
-        loss.backward()
-        pruner.regularize()
-        optimizer.step()
-        pruner.step()
+        loss = pruner_step(pruner, optimizer, F.cross_entropy(model(x), y))
         record["reg_loss"].append(float(loss.detach()).hex())
         record["lambda"].append(float(pruner.reg_value).hex())
         record["phase"].append(pruner.phase)

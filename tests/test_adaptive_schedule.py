@@ -19,6 +19,8 @@ from tpp.data.embedded import load_mnist_subset
 from tpp.errors import ConfigError
 from tpp.pruning.schedules import AdaptiveSchedule
 
+from tests.loop import pruner_step
+
 
 class Scripted:
     """A progress signal: each call returns the next entry (held at the last one)."""
@@ -39,18 +41,26 @@ def _run(schedule: AdaptiveSchedule, iterations: int) -> None:
         schedule.step()
 
 
-def test_lambda_grows_faster_only_while_the_ratio_shrinks_too_slowly():
-    stuck = Scripted([{0: (0.5, 0.5)}])  # never shrinks: the increment doubles at every check but the first
-    schedule = AdaptiveSchedule(reg_step=1e-3, reg_interval=1, check_interval=10, max_iterations=1000)
+def test_lambda_grows_ever_faster_while_the_ratio_lags_the_pace_and_holds_at_the_pace():
+    stuck = Scripted([{0: (0.5, 0.5)}])  # never shrinks: the increment doubles at every check
+    schedule = AdaptiveSchedule(reg_step=1e-3, reg_interval=1, check_interval=10, halving_iters=10, max_iterations=1000)
     schedule.bind([0], stuck)
     _run(schedule, 40)
-    assert schedule.increment == pytest.approx(8e-3)  # checks at 10 (no previous), 20, 30, 40: three doublings
-    # shrinking by half between checks is fast enough (the bar is min_progress / patience = 10% per check)
-    shrinking = Scripted([{0: (0.5 * 0.5 ** k, 0.5)} for k in range(10)])
-    schedule = AdaptiveSchedule(reg_step=1e-3, reg_interval=1, check_interval=10, max_iterations=1000)
+    assert schedule.increment == pytest.approx(16e-3) and schedule.value() == pytest.approx(0.15)  # 10+20+40+80 e-3
+    # halving between checks is the pace (halving_iters = check_interval): lambda holds, the increment resets
+    shrinking = Scripted([{0: (0.9, 0.9)}] + [{0: (0.8 * 0.5 ** k, 0.5)} for k in range(10)])
+    schedule = AdaptiveSchedule(reg_step=1e-3, reg_interval=1, check_interval=10, halving_iters=10, max_iterations=1000)
     schedule.bind([0], shrinking)
-    _run(schedule, 40)
-    assert schedule.increment == 1e-3 and schedule.value() == pytest.approx(0.04)
+    _run(schedule, 30)  # lambda 0.01 at the 1st check, +2e-3 x 10 to the 2nd, +4e-3 x 10 to the 3rd (at the pace)
+    held = schedule.value()
+    assert held == pytest.approx(0.07) and schedule.increment == 1e-3 and not schedule.growing
+    _run(schedule, 20)
+    assert schedule.value() == held
+    # a slower pace (halving every 100 iterations) is met too: lambda holds
+    schedule = AdaptiveSchedule(reg_step=1e-3, reg_interval=1, check_interval=10, halving_iters=100)
+    schedule.bind([0], Scripted([{0: (0.9 * 0.9 ** k, 0.5)} for k in range(10)]))
+    _run(schedule, 30)
+    assert not schedule.growing and schedule.value() == pytest.approx(0.03)  # held from the 2nd check
 
 
 def test_units_are_zeroed_once_below_target_and_the_phase_ends_patience_checks_later():
@@ -74,7 +84,8 @@ def test_at_the_ceiling_a_unit_whose_ratio_stops_shrinking_is_done():
     # lambda reaches the ceiling at iteration 10 (checks every 10): windows of 2 checks open at 10, 30, 50.
     # The ratio halves per check until 40, then shrinks by 1% per check: the window 50..70 does not halve it
     ratios = [0.9, 0.8, 0.4, 0.2, 0.1] + [0.1 * 0.99 ** k for k in range(1, 40)]
-    schedule = AdaptiveSchedule(reg_step=0.1, reg_interval=1, check_interval=10, patience=2, max_iterations=10_000)
+    schedule = AdaptiveSchedule(reg_step=0.1, reg_interval=1, check_interval=10, patience=2, halving_iters=10,
+                                max_iterations=10_000)
     schedule.bind([0], Scripted([{0: (r, r)} for r in ratios]))
     _run(schedule, 69)
     assert schedule.value() == 1.0 and not schedule.zero_due(0)
@@ -136,12 +147,7 @@ def test_tpp_adaptive_on_mnist_ends_early_with_the_pruned_channels_gone():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     while not pruner.done:
         for x, y in zip(images.split(64), labels.split(64)):
-            loss = F.cross_entropy(model(x), y) + pruner.penalty()
-            optimizer.zero_grad()
-            loss.backward()
-            pruner.regularize()
-            optimizer.step()
-            pruner.step()
+            pruner_step(pruner, optimizer, F.cross_entropy(model(x), y))
             if pruner.done:
                 break
     summary = pruner.schedule.summary()

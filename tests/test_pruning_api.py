@@ -12,6 +12,8 @@ import tpp
 from tpp.errors import ConfigError, PruningError
 from tpp.models import create_model, example_inputs
 
+from tests.loop import pruner_step
+
 
 def _pruner(name="resnet20", **kwargs):
     torch.manual_seed(0)
@@ -109,12 +111,7 @@ def _train(model, pruner, optimizer, steps, seed):
     for _ in range(steps):
         x = torch.randn(8, 3, 32, 32, generator=generator)
         y = torch.randint(0, 10, (8,), generator=generator)
-        loss = F.cross_entropy(model(x), y) + pruner.penalty()
-        optimizer.zero_grad()
-        loss.backward()
-        pruner.regularize()
-        optimizer.step()
-        pruner.step()
+        pruner_step(pruner, optimizer, F.cross_entropy(model(x), y))
 
 
 def test_state_dict_resume_continues_identically():
@@ -221,10 +218,12 @@ def test_save_and_load_pruned_round_trip_with_weights_only(tmp_path):
         tpp.load_pruned(tmp_path / "junk.pt")
 
 
-@pytest.mark.parametrize("shape, ratio", [((16, 8, 3, 3), 0.5), ((48, 20), 0.9), ((12, 6), 0.1), ((7, 3, 1, 1), 0.6)])
+# long filters take the pruned-rows form, short ones (K below about p) the K x K form: both are covered
+@pytest.mark.parametrize("shape, ratio", [((16, 8, 3, 3), 0.5), ((48, 20), 0.9), ((12, 6), 0.1), ((7, 3, 1, 1), 0.6),
+                                          ((64, 16), 0.5), ((24, 96), 0.5)])
 def test_gram_penalty_gradient_equals_the_official_definition(shape, ratio):
-    """The penalty is computed from the pruned rows with a closed-form backward: value and gradient
-    must be those of the official masked-MSE definition, for every filter."""
+    """The penalty is computed from the pruned rows (or the K x K grams) with a closed-form backward:
+    value and gradient must be those of the official masked-MSE definition, for every filter."""
     from tpp.pruning.penalties import GramPenalty
 
     torch.manual_seed(0)

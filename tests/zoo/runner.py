@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from tests.loop import pruner_step
 from tests.zoo.snapshot import differences, snapshot
 from tests.zoo.spec import ModelSpec
 
@@ -147,12 +148,7 @@ def _run_stages(case: CaseResult, model, inputs, out_dir: Path, stages: list[str
         logits = logits_of(call_model(model, inputs))
         target = torch.randint(0, logits.shape[-1], logits.shape[:1], generator=torch.Generator().manual_seed(SEED))
         for _ in range(pruner.total_iterations):
-            loss = F.cross_entropy(logits_of(call_model(model, inputs)), target) + pruner.penalty()
-            optimizer.zero_grad()
-            loss.backward()
-            pruner.regularize()
-            optimizer.step()
-            pruner.step()
+            pruner_step(pruner, optimizer, F.cross_entropy(logits_of(call_model(model, inputs)), target))
             if pruner.done:
                 break
         pruner.zero_pruned()

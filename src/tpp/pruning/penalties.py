@@ -7,7 +7,11 @@
   Only the entries with a pruned index count, so it is computed from the pruned rows alone:
   ``(2 ||W_p W^T||^2 - ||W_p W_p^T||^2) / N^2``, with a closed-form backward (:class:`_PrunedGram`).
   That costs ``p (3N - p) K`` multiply-adds per layer and step instead of the ``3 N^2 K`` of building,
-  masking and differentiating the full gram (``p`` pruned of ``N`` filters, ``K`` weights each).
+  masking and differentiating the full gram (``p`` pruned of ``N`` filters, ``K`` weights each). Where
+  filters are short (``K`` below about ``p``, e.g. a transformer MLP's ``fc1``), the same value comes
+  from the ``K x K`` grams ``A = W^T W`` and ``A_p = W_p^T W_p``: ``||W_p W^T||^2 = <A_p, A>``, so the
+  term is ``(2 <A_p, A> - ||A_p||^2) / N^2`` with gradient ``W_k A_p`` on kept rows and ``W_p A`` on
+  pruned ones, ``(2N + p) K^2`` multiply-adds; the cheaper form is used.
 * :class:`SelectedParameters`: the growing L2 of Eq. (5) and GReg, applied through gradients
   (docs/method.md#growing-l2), and the zero-out of the stabilisation phase (docs/method.md#schedule).
 """
@@ -28,22 +32,39 @@ class _PrunedGram(torch.autograd.Function):
 
     With ``G = W W^T`` and ``S`` the entries that have a pruned index, the gradient is
     ``(4 / N^2) (G ⊙ S) W``: for a pruned row ``i`` it is ``G_i W``, for a kept row ``i`` it is
-    ``sum_{j pruned} G_ij W_j``. Everything comes from ``G_p = W_p W^T`` (``p x N``), so neither the
-    full gram nor an autograd graph of it is ever built."""
+    ``sum_{j pruned} G_ij W_j``. Everything comes from ``G_p = W_p W^T`` (``p x N``), or, when filters
+    are short, from ``A = W^T W`` and ``A_p = W_p^T W_p`` (``K x K``; ``G_i W = W_i A`` and
+    ``sum_{j pruned} G_ij W_j = W_i A_p``), so neither the full gram nor an autograd graph of it is
+    ever built."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, pruned: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
         rows = weight.flatten(1)
+        n, k = rows.shape
+        p = pruned.numel()
         pruned_rows = rows.index_select(0, pruned)
-        gram_p = pruned_rows @ rows.t()  # [p, N]: every gram entry in a pruned row (and, by symmetry, column)
-        square = rows.shape[0] ** 2
-        value = (2.0 * gram_p.square().sum() - gram_p.index_select(1, pruned).square().sum()) / square
-        ctx.save_for_backward(rows, pruned_rows, gram_p, pruned, kept)
+        ctx.by_columns = k * (2 * n + p) < p * (3 * n - p)  # the cheaper of the two forms (module docstring)
+        if ctx.by_columns:
+            gram_all = rows.t() @ rows  # A = W^T W, K x K
+            gram_p = pruned_rows.t() @ pruned_rows  # A_p
+            value = (2.0 * (gram_p * gram_all).sum() - gram_p.square().sum()) / n ** 2
+            ctx.save_for_backward(rows, pruned_rows, gram_all, gram_p, pruned, kept)
+        else:
+            gram_p = pruned_rows @ rows.t()  # [p, N]: every gram entry in a pruned row (and, by symmetry, column)
+            value = (2.0 * gram_p.square().sum() - gram_p.index_select(1, pruned).square().sum()) / n ** 2
+            ctx.save_for_backward(rows, pruned_rows, gram_p, pruned, kept)
         ctx.weight_shape = weight.shape
         return value
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
+        if ctx.by_columns:
+            rows, pruned_rows, gram_all, gram_p, pruned, kept = ctx.saved_tensors
+            scale = grad_output * (4.0 / rows.shape[0] ** 2)
+            grad = torch.empty_like(rows)
+            grad.index_copy_(0, pruned, (pruned_rows @ gram_all) * scale)
+            grad.index_copy_(0, kept, (rows.index_select(0, kept) @ gram_p) * scale)
+            return grad.view(ctx.weight_shape), None, None
         rows, pruned_rows, gram_p, pruned, kept = ctx.saved_tensors
         scale = grad_output * (4.0 / rows.shape[0] ** 2)
         grad = torch.empty_like(rows)

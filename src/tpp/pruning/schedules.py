@@ -196,9 +196,13 @@ class AdaptiveSchedule(Schedule):
     relative to the kept ones (filters and biases, BatchNorm gamma/beta) and the gram coupling
     ``||W_p W_k^T|| / ||W_k W_k^T||`` between pruned and kept filters (:meth:`BasePruner.progress`):
 
-    * lambda grows by ``increment`` every ``reg_interval`` iterations up to ``reg_ceiling``; the
-      increment starts at ``reg_step`` and doubles at every check that finds the largest ratio shrunk by
-      less than ``min_progress / patience`` since the last one (the penalty is still too weak to pull);
+    * lambda is paced by the pruned channels: while the slowest unit's ratio shrinks slower than
+      halving every ``halving_iters`` iterations, lambda grows by ``increment`` every ``reg_interval``
+      iterations (up to ``reg_ceiling``) and the increment doubles at every check; once the ratio
+      shrinks at that pace, lambda holds and the increment falls back to ``reg_step``. The kept
+      filters so get time to take over, as under the fixed schedule's slow growth, but only while
+      there is something to take over (growing lambda as fast as the channels allow loses accuracy:
+      on MNIST, 83.8% right after removal against 89.2% paced, see bench/bench_schedules.py);
     * a unit is done once its ratio and coupling are both below ``target`` (GReg stops at a kept/pruned
       magnitude ratio of 1000, the default ``target`` of 1e-3), or once lambda is at the ceiling and its
       ratio has shrunk by less than a fraction ``min_progress`` over a window of ``patience`` checks:
@@ -214,14 +218,14 @@ class AdaptiveSchedule(Schedule):
 
     def __init__(self, reg_step: float = 1e-4, reg_interval: int = 10, reg_ceiling: float = 1.0,
                  target: float = 1e-3, check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
-                 max_iterations: int = 110_000) -> None:
+                 halving_iters: int = 500, max_iterations: int = 110_000) -> None:
         super().__init__()
         checks = {"reg_step": reg_step, "reg_ceiling": reg_ceiling, "target": target}
         for name, value in checks.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         for name, value in {"reg_interval": reg_interval, "check_interval": check_interval, "patience": patience,
-                            "max_iterations": max_iterations}.items():
+                            "halving_iters": halving_iters, "max_iterations": max_iterations}.items():
             if int(value) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if not 0 <= min_progress < 1:
@@ -229,7 +233,9 @@ class AdaptiveSchedule(Schedule):
         self.reg_step, self.reg_interval, self.reg_ceiling = reg_step, int(reg_interval), reg_ceiling
         self.target, self.check_interval, self.patience = target, int(check_interval), int(patience)
         self.min_progress, self.max_iterations = min_progress, int(max_iterations)
+        self.halving_iters = int(halving_iters)
         self.strength = 0.0
+        self.growing = True
         self.increment = reg_step
         self.converged: dict[int, int] = {}  # unit order -> iteration at which it was done (and zeroed)
         self.window: dict[int, tuple[int, float]] = {}  # unit order -> (iteration, ratio) opening its window
@@ -263,7 +269,7 @@ class AdaptiveSchedule(Schedule):
         if self.done:
             return
         self.iteration += 1
-        if self.iteration % self.reg_interval == 0:
+        if self.iteration % self.reg_interval == 0 and self.growing:
             self.strength += self.increment
             if self.strength >= self.reg_ceiling * (1 - 1e-9):  # summed steps fall a rounding error short
                 self.strength = self.reg_ceiling
@@ -275,13 +281,13 @@ class AdaptiveSchedule(Schedule):
     def _check(self) -> None:
         progress = self._progress()
         at_ceiling = self.strength >= self.reg_ceiling
-        slowest = 0.0  # the largest ratio of this check over the last, among units still regularised
+        slowest = None  # the largest ratio of this check over the last, among units still regularised
         for order, (ratio, coupling) in progress.items():
             if order in self.converged:
                 continue
             previous = self.last.get(order)
             if previous:
-                slowest = max(slowest, ratio / previous)
+                slowest = ratio / previous if slowest is None else max(slowest, ratio / previous)
             self.last[order] = ratio
             plateau = False
             if at_ceiling:  # a window opens at the first check at the ceiling; each one must shrink the ratio enough
@@ -294,8 +300,9 @@ class AdaptiveSchedule(Schedule):
         ratios = [r for r, _ in progress.values()]
         self.history.append((self.iteration, self.strength, max(ratios, default=0.0),
                              max((c for _, c in progress.values()), default=0.0)))
-        if not at_ceiling and slowest > 1.0 - self.min_progress / self.patience:
-            self.increment *= 2.0
+        if slowest is not None:  # hold lambda while the slowest unit shrinks at the pace, grow it otherwise
+            self.growing = slowest > 0.5 ** (self.check_interval / self.halving_iters)
+        self.increment = self.increment * 2.0 if self.growing and not at_ceiling else self.reg_step
         if len(self.converged) == len(progress):
             if self.iteration - max(self.converged.values(), default=0) >= self.patience * self.check_interval:
                 self.stopped_at, self.stop_reason = self.iteration, "converged"
@@ -311,6 +318,7 @@ class AdaptiveSchedule(Schedule):
 
     def state_dict(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "strength": self.strength, "increment": self.increment,
+                "growing": self.growing,
                 "converged": dict(self.converged), "window": dict(self.window), "last": dict(self.last),
                 "stopped_at": self.stopped_at, "stop_reason": self.stop_reason}
 
@@ -318,6 +326,7 @@ class AdaptiveSchedule(Schedule):
         self.iteration = int(state["iteration"])
         self.strength = float(state.get("strength", 0.0))
         self.increment = float(state.get("increment", self.reg_step))
+        self.growing = bool(state.get("growing", True))
         self.converged = {int(k): int(v) for k, v in dict(state.get("converged", {})).items()}
         self.window = {int(k): (int(v[0]), float(v[1])) for k, v in dict(state.get("window", {})).items()}
         self.last = {int(k): float(v) for k, v in dict(state.get("last", {})).items()}

@@ -1,7 +1,7 @@
 """TPP with the adaptive schedule (beyond the paper): the regularisation ends when it has done its work.
 
 The penalties are TPP's (Eq. 3 and Eq. 5, the official weights); only the schedule differs: lambda
-grows faster while the pruned channels stay large, each unit is zeroed once its pruned channels are
+grows, ever faster, only while the pruned channels shrink slower than a pace, each unit is zeroed once its pruned channels are
 below ``target`` relative to the kept ones (magnitude and gram coupling) or stop shrinking at the
 ceiling, and the phase ends a window of ``patience`` checks after the last unit is done
 (:class:`tpp.pruning.schedules.AdaptiveSchedule`).
@@ -24,8 +24,10 @@ from tpp.pruning.schedules import AdaptiveSchedule
 class TPPAdaptiveConfig:
     """Options of TPP with the adaptive schedule."""
 
-    reg_step: float = option(1e-4, "initial growth of lambda every reg_interval iterations (it doubles while "
-                             "the pruned channels shrink too slowly)", minimum=0, above=True)
+    reg_step: float = option(1e-4, "initial growth of lambda every reg_interval iterations (it doubles at every "
+                             "check while the pruned channels shrink slower than the pace)", minimum=0, above=True)
+    halving_iters: int = option(500, "the pace: lambda grows only while the pruned/kept ratio halves more slowly "
+                                "than every this many iterations", minimum=1)
     reg_interval: int = option(10, "iterations between lambda updates", minimum=1)
     reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
     target: float = option(1e-3, "pruned/kept magnitude and coupling below which a unit is done (GReg: 1/1000)",
@@ -44,14 +46,16 @@ class TPPAdaptiveConfig:
 
 
 def tpp_adaptive(model: nn.Module, example_inputs: Any, *, reg_step: float = 1e-4, reg_interval: int = 10,
-                 reg_ceiling: float = 1.0, target: float = 1e-3, check_interval: int = 50, patience: int = 5,
-                 min_progress: float = 0.5, max_iterations: int = 110_000, gram_weight: float = 1000.0, bn_reg: bool = True,
+                 halving_iters: int = 500, reg_ceiling: float = 1.0, target: float = 1e-3,
+                 check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
+                 max_iterations: int = 110_000, gram_weight: float = 1000.0, bn_reg: bool = True,
                  weight_reg: bool = True, **common: Any) -> TPPPruner:
     """A :class:`TPPPruner` on the adaptive schedule; ``common`` are ratio, scope, ignored_layers, global_ratio."""
-    check_options(TPPAdaptiveConfig(reg_step, reg_interval, reg_ceiling, target, check_interval, patience,
-                                    min_progress, max_iterations, gram_weight, bn_reg, weight_reg))
+    check_options(TPPAdaptiveConfig(reg_step, halving_iters, reg_interval, reg_ceiling, target, check_interval,
+                                    patience, min_progress, max_iterations, gram_weight, bn_reg, weight_reg))
     schedule = AdaptiveSchedule(reg_step, reg_interval, reg_ceiling, target=target, check_interval=check_interval,
-                                patience=patience, min_progress=min_progress, max_iterations=max_iterations)
+                                patience=patience, min_progress=min_progress, halving_iters=halving_iters,
+                                max_iterations=max_iterations)
     return TPPPruner(model, example_inputs, reg_step=reg_step, reg_interval=reg_interval, reg_ceiling=reg_ceiling,
                      gram_weight=gram_weight, bn_reg=bn_reg, weight_reg=weight_reg, schedule=schedule, **common)
 
