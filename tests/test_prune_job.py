@@ -145,7 +145,8 @@ def test_every_method_runs_from_the_cli_on_both_paper_models(pretrained, resnet2
     code = main(["prune", "--method", method, "--model", model, "--dataset", "mnist_subset", "--checkpoint", str(checkpoint),
                  "--ratio", "0.5", "--train-subset", "64", "--batch-size", "32", "--test-batch-size", "500",
                  *_own_flags(method, ["--reg-step", "0.5", "--reg-interval", "1", "--stabilize-iters", "2",
-                                      "--zero-out-interval", "1", "--orth-iters", "2"]),
+                                      "--zero-out-interval", "1", "--orth-iters", "2", "--max-iterations", "4",
+                                      "--check-interval", "1"]),
                  "--ft-epochs", "1", "--ft-lr", "0.001", "--jsv-batches", "0", "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -169,7 +170,7 @@ def test_orthconv_geometry_and_jsv_protocol_are_reachable_and_reported(pretraine
 
 
 def test_an_option_of_another_method_is_one_line_naming_its_owners(pretrained, tmp_path, capsys):
-    for args, owners in ((["--method", "l1", "--gram-weight", "5"], "--gram-weight is an option of tpp;"),
+    for args, owners in ((["--method", "l1", "--gram-weight", "5"], "--gram-weight is an option of tpp, tpp-adaptive;"),
                          (["--method", "kernorth+l1", "--orthconv-geometry", "official"],
                           "--orthconv-geometry is an option of l1+orthconv, orthconv+l1;"),
                          (["--method", "tpp", "--orth-iters", "5"], "--orth-iters is an option of kernorth+l1, orthconv+l1;")):
