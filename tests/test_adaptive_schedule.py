@@ -143,7 +143,8 @@ def test_tpp_adaptive_on_mnist_ends_early_with_the_pruned_channels_gone():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    pruner = tpp.pruning.get_method("tpp-adaptive").make_pruner(model, images[:2], ratio=0.5, check_interval=10)
+    pruner = tpp.pruning.get_method("tpp-adaptive").make_pruner(model, images[:2], ratio=0.5, check_interval=10,
+                                                                halving_iters=500)  # a faster pace than the default: a quicker test
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     while not pruner.done:
         for x, y in zip(images.split(64), labels.split(64)):
@@ -173,7 +174,7 @@ def test_tpp_prune_with_the_adaptive_method_reports_where_it_stopped(run_cli, tm
     out = tmp_path / "job"
     result = run_cli("prune", "--method", "tpp-adaptive", "--model", "mlp7_linear", "--dataset", "mnist_subset",
                      "--checkpoint", str(base / "best.pt"), "--ratio", "0.5", "--check-interval", "10",
-                     "--ft-epochs", "1", "--out", str(out))
+                     "--halving-iters", "500", "--ft-epochs", "1", "--out", str(out))
     assert result.code == 0, result.err
     assert "regularising: at most 110000 iterations" in result.out
     report = json.loads((out / "report.json").read_text())

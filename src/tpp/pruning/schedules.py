@@ -218,7 +218,7 @@ class AdaptiveSchedule(Schedule):
 
     def __init__(self, reg_step: float = 1e-4, reg_interval: int = 10, reg_ceiling: float = 1.0,
                  target: float = 1e-3, check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
-                 halving_iters: int = 500, max_iterations: int = 110_000) -> None:
+                 halving_iters: int = 2000, max_iterations: int = 110_000) -> None:
         super().__init__()
         checks = {"reg_step": reg_step, "reg_ceiling": reg_ceiling, "target": target}
         for name, value in checks.items():

@@ -26,7 +26,7 @@ class TPPAdaptiveConfig:
 
     reg_step: float = option(1e-4, "initial growth of lambda every reg_interval iterations (it doubles at every "
                              "check while the pruned channels shrink slower than the pace)", minimum=0, above=True)
-    halving_iters: int = option(500, "the pace: lambda grows only while the pruned/kept ratio halves more slowly "
+    halving_iters: int = option(2000, "the pace: lambda grows only while the pruned/kept ratio halves more slowly "
                                 "than every this many iterations", minimum=1)
     reg_interval: int = option(10, "iterations between lambda updates", minimum=1)
     reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
@@ -46,7 +46,7 @@ class TPPAdaptiveConfig:
 
 
 def tpp_adaptive(model: nn.Module, example_inputs: Any, *, reg_step: float = 1e-4, reg_interval: int = 10,
-                 halving_iters: int = 500, reg_ceiling: float = 1.0, target: float = 1e-3,
+                 halving_iters: int = 2000, reg_ceiling: float = 1.0, target: float = 1e-3,
                  check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
                  max_iterations: int = 110_000, gram_weight: float = 1000.0, bn_reg: bool = True,
                  weight_reg: bool = True, **common: Any) -> TPPPruner:
