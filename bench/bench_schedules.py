@@ -130,7 +130,8 @@ def main() -> None:
     parser.add_argument("--model", default="mlp7_linear", choices=sorted(MODELS))
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--schedules", nargs="+", default=["full", "fast", "adaptive_h2000", "adaptive_h500"], choices=sorted(SCHEDULES))
+    parser.add_argument("--schedules", nargs="+", default=["full", "fast", "adaptive_h2000", "adaptive_h500"],
+                        choices=sorted(SCHEDULES))
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--work", type=Path, default=Path("runs") / "bench_schedules")
     parser.add_argument("--summary", action="store_true", help="only aggregate the finished runs")

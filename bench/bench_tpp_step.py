@@ -54,17 +54,17 @@ def full_gram_penalty(layers: list[tuple[nn.Module, torch.Tensor]]) -> torch.Ten
     return total
 
 
+def full_gram_mask(module: nn.Module, pruned: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """``module`` and the mask of its gram entries that have a pruned index (1 there, 0 on kept-kept)."""
+    kept = torch.ones(module.weight.shape[0], device=module.weight.device)
+    kept[pruned] = 0
+    return module, 1.0 - torch.outer(kept, kept)
+
+
 def full_gram_masks(pruner: tpp.TPPPruner) -> list[tuple[nn.Module, torch.Tensor]]:
-    """Per gram layer of the pruner, its module and the mask of entries that have a pruned index."""
-    layers = []
-    for unit in pruner.units:
-        roots = pruner._pruned_roots[unit.name]
-        for member in unit.rows:
-            n = member.module.weight.shape[0]
-            kept = torch.ones(n, device=member.module.weight.device)
-            kept[member.local_indices(roots)] = 0
-            layers.append((member.module, 1.0 - torch.outer(kept, kept)))
-    return layers
+    """Per gram layer of the pruner, its module and its full-gram mask."""
+    return [full_gram_mask(member.module, member.local_indices(pruner._pruned_roots[unit.name]))
+            for unit in pruner.units for member in unit.rows]
 
 
 def loop_style_penalty(model: nn.Module, pruned: dict[str, list[int]], strength: float) -> torch.Tensor:
@@ -206,9 +206,7 @@ def bench_sweep(args: argparse.Namespace, device: torch.device, sync) -> list[di
         x = torch.randn(8, width, 8, 8, device=device)
         pruned = torch.arange(0, width, 2)
         gram = GramPenalty([(conv, pruned)])
-        kept = torch.ones(width, device=device)
-        kept[pruned] = 0
-        masks = [(conv, 1.0 - torch.outer(kept, kept))]
+        masks = [full_gram_mask(conv, pruned)]
 
         def layer() -> None:
             conv.weight.grad = None
