@@ -7,14 +7,13 @@ ratio (the report then compares it with every ratio of the grid).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from tpp.errors import ConfigError
 from tpp.recipes import checks
 from tpp.recipes.grid import lr_labels, ratio_label
+from tpp.recipes.recipe import Recipe
 
-if TYPE_CHECKING:
-    from tpp.recipes.schema import Recipe
 
 EXPECTED_KEYS = {"source", "unpruned_top1", "speedups", "params_reduction", "top1", "top1_std", "jsv_after_prune"}
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from tpp.errors import ConfigError
+from tpp.recipes.recipe import Recipe
 
-if TYPE_CHECKING:  # the schema imports this module (via expected), so only for type checking
-    from tpp.recipes.schema import Recipe
 
 # `--fast`: a 10x faster TPP schedule (lambda grows 10x faster, 10x shorter stabilisation) for
 # users who cannot afford the paper's 110k regularisation iterations. It deviates from the paper.

@@ -56,13 +56,13 @@ so run recipes from the repository root.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from tpp.errors import ConfigError
 from tpp.recipes import checks
 from tpp.recipes.expected import validate_expected
+from tpp.recipes.recipe import Recipe
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
@@ -74,43 +74,6 @@ BASE_KEYS = {"epochs", "lr", "weight_decay", "momentum"}
 PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "prune_lr"}
 FINETUNE_KEYS = {"epochs", "lrs", "weight_decay", "momentum"}
 JSV_KEYS = {"batches", "every_epoch", "mode"}
-
-
-@dataclass
-class Recipe:
-    """A validated recipe; ``raw`` keeps the YAML mapping, ``path`` the file it came from."""
-
-    name: str
-    description: str
-    paper: str
-    hardware: str
-    expected_wall_time: str
-    model: str
-    dataset: str
-    prune: dict[str, Any]
-    finetune: dict[str, Any]
-    notes: str = ""
-    data_dir: str | None = None
-    batch_size: int = 128
-    test_batch_size: int = 256
-    num_workers: int = 4
-    train_subset: int | None = None
-    base: dict[str, Any] | None = None
-    checkpoint: str | None = None
-    has_checkpoint_key: bool = False
-    seeds: list[int] = field(default_factory=lambda: [0])
-    jsv: dict[str, Any] = field(default_factory=lambda: {"batches": 1, "every_epoch": False, "mode": "eval"})
-    expected: dict[str, Any] = field(default_factory=dict)
-    report: str | None = None
-    path: Path | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    def ratio_spec(self, entry: float | str) -> str:
-        """The ratio text given to the pruner for one ``prune.ratios`` entry."""
-        pattern = self.prune.get("ratio_pattern")
-        if isinstance(entry, str) or not pattern:
-            return str(entry)
-        return pattern.replace("{ratio}", f"{entry:g}")
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -1,0 +1,48 @@
+"""A validated recipe as data (:func:`tpp.recipes.schema.load_recipe` builds it).
+
+Its own module, below the schema, so that the modules the schema uses (``expected``, ``grid``) can
+name the type without importing the schema back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Recipe:
+    """A validated recipe; ``raw`` keeps the YAML mapping, ``path`` the file it came from."""
+
+    name: str
+    description: str
+    paper: str
+    hardware: str
+    expected_wall_time: str
+    model: str
+    dataset: str
+    prune: dict[str, Any]
+    finetune: dict[str, Any]
+    notes: str = ""
+    data_dir: str | None = None
+    batch_size: int = 128
+    test_batch_size: int = 256
+    num_workers: int = 4
+    train_subset: int | None = None
+    base: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    has_checkpoint_key: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])
+    jsv: dict[str, Any] = field(default_factory=lambda: {"batches": 1, "every_epoch": False, "mode": "eval"})
+    expected: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+    path: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def ratio_spec(self, entry: float | str) -> str:
+        """The ratio text given to the pruner for one ``prune.ratios`` entry."""
+        pattern = self.prune.get("ratio_pattern")
+        if isinstance(entry, str) or not pattern:
+            return str(entry)
+        return pattern.replace("{ratio}", f"{entry:g}")
