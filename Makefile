@@ -5,7 +5,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-timm bench clean
+.PHONY: demo test test-timm bench golden-record golden-check clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,20 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: $(STAMP)
 	$(VENV)/bin/tpp demo --out runs/demo
 
+# TPP_STRICT_TESTS: a skipped check of tpp's own (or a missing dev dependency) fails instead (tests/conftest.py).
+# pytest-xdist runs one worker per core, a test file per worker (module fixtures are built once).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	TPP_STRICT_TESTS=1 $(PY) -m pytest -q -n auto --dist loadfile
+
+# Bit-for-bit behaviour on *this* machine, for a refactor that must not change a single bit:
+# `make golden-record` before it, `make golden-check` after (exit 1 naming the first difference).
+# Bits depend on the CPU, so the recording (.golden/, git-ignored) is never compared on another one;
+# `make test` holds every machine to tests/data/golden_trajectories.json in what the CPU cannot change.
+golden-record: $(STAMP)
+	$(PY) -m tests.golden --record
+
+golden-check: $(STAMP)
+	$(PY) -m tests.golden --check
 
 # The timm zoo (tests marked `timm`) runs in its own venv, outside `make test` and CI: timm needs
 # torchvision, and the CPU torch pin has no matching torchvision wheel. torch 2.14.1 and torchvision

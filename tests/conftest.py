@@ -18,6 +18,45 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 torch.set_num_threads(int(os.environ.get("TPP_TEST_THREADS", "1")))
 
 
+# `make test` (and so CI) sets TPP_STRICT_TESTS=1: a test that skips is then a failure, unless it
+# skips for one of these reasons, none of which is one of tpp's own checks or a dev dependency.
+STRICT = os.environ.get("TPP_STRICT_TESTS") == "1"
+ALLOWED_SKIPS = (
+    "real MNIST not found",  # a fresh clone without ../shared beside it
+    "shared MNIST files absent",
+    "could not import 'timm'",  # timm runs in its own venv (make test-timm)
+    "gloo",  # torch.distributed built without its CPU backend
+    "GradScaler is missing",  # an older torch
+)
+
+
+def _unexpected_skip(longrepr: object) -> str | None:
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return None if any(allowed in reason for allowed in ALLOWED_SKIPS) else reason
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = _unexpected_skip(report.longrepr)
+        if reason is not None:
+            report.outcome = "failed"
+            report.longrepr = f"skipped under make test, where nothing of tpp's may skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped:
+        reason = _unexpected_skip(report.longrepr)
+        if reason is not None:
+            report.outcome = "failed"
+            report.longrepr = f"module skipped under make test, where nothing of tpp's may skip: {reason}"
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """``../shared/data`` (real MNIST); the test is skipped where it is absent."""

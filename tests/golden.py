@@ -1,13 +1,21 @@
-"""Golden trajectories: a redesign of the pruning core must reproduce these bit for bit.
+"""Golden trajectories: every method's whole life cycle, recorded so that a change can be held to it.
 
-Each case runs one method's whole life cycle on real data (the embedded MNIST subset): the
-regularisation phase with the pruner's hooks (or ~300 fine-tuning steps for one-shot methods),
-removal with the optimizer re-pointed, the method's after-prune hook, then fine-tuning with its
-fine-tuning penalty. It records every loss, lambda and phase, the selected channels, and a SHA-256
-of every tensor of the final model, so "identical" means identical bits, not "close".
+Each case runs one method's life cycle on real data (the embedded MNIST subset): the regularisation
+phase with the pruner's hooks (or ~300 fine-tuning steps for one-shot methods), removal with the
+optimizer re-pointed, the method's after-prune hook, then fine-tuning with its fine-tuning penalty.
+It records every loss, lambda and phase, the selected channels, and a SHA-256 of every tensor of the
+final model, so "identical" means identical bits, not "close".
 
-Record (only before a change that must not alter behaviour, or when the behaviour change is the
-point and is said in the commit):  ``python -m tests.golden --record``
+Two uses:
+
+* ``tests/test_golden.py`` (in ``make test``) holds any machine to the committed recording
+  (``tests/data/golden_trajectories.json``) in what does not depend on the CPU: selection, phases,
+  lambda, the linear MLP's losses to a tolerance and resnet20's first steps. Re-record it only when a
+  behaviour change is the point, and say so in the commit:
+  ``python -m tests.golden --record --file tests/data/golden_trajectories.json``.
+* Bit for bit, as a developer tool on *one* machine: ``make golden-record`` before a refactor that must
+  not change behaviour, ``make golden-check`` after it. Bits depend on the CPU model, instruction set,
+  torch build and thread count, so this comparison belongs to one machine, never to the test suite.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import torch.nn.functional as F
 from tests.loop import pruner_step
 
 GOLDEN_FILE = Path(__file__).with_name("data") / "golden_trajectories.json"
+# the developer's own bit-exact recording (git-ignored): only comparable on the machine that wrote it
+LOCAL_FILE = Path(__file__).resolve().parents[1] / ".golden" / "trajectories.json"
 METHODS = ("tpp", "greg1", "l1+orthp", "kernorth+l1", "l1+orthconv")
 MODELS = ("mlp7_linear", "resnet20")
 BATCH = 16
@@ -36,10 +46,22 @@ ORTH = dict(orth_iters=150)
 FINETUNE_STEPS = 100  # after a regularisation phase; one-shot methods fine-tune for 300
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment() -> dict[str, str]:
-    """What bit-exactness depends on: torch build, CPU instruction set, thread count."""
+    """What bit-exactness depends on: torch build, CPU model and instruction set, thread count
+    (and more that is not listed, such as the kernels a library picks at run time)."""
     return {
         "torch": torch.__version__,
+        "cpu": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
         "threads": str(torch.get_num_threads()),
@@ -65,8 +87,11 @@ def _batches(model_name: str):
         step += 1
 
 
-def run_case(method_name: str, model_name: str) -> dict[str, Any]:
-    """One method's life cycle on one model; returns the trajectory as plain data."""
+def run_case(method_name: str, model_name: str, finetune_steps: int | None = None) -> dict[str, Any]:
+    """One method's life cycle on one model; returns the trajectory as plain data.
+
+    ``finetune_steps`` shortens fine-tuning (default: 100 after a regularisation phase, 300 for
+    one-shot methods); the recording always uses the default."""
     import tpp.pruning as pruning
     from tpp.models import create_model
     from tpp.training import build_optimizer
@@ -101,7 +126,9 @@ def run_case(method_name: str, model_name: str) -> dict[str, Any]:
     finetune = build_optimizer(model, 0.01)
     penalty = method.finetune_penalty(model) if method.finetune_penalty is not None else None
     record["ft_loss"] = []
-    for _ in range(FINETUNE_STEPS if method.regularized else 300):
+    if finetune_steps is None:
+        finetune_steps = FINETUNE_STEPS if method.regularized else 300
+    for _ in range(finetune_steps):
         x, y = next(data)
         loss = F.cross_entropy(model(x), y)
         if penalty is not None:
@@ -121,20 +148,45 @@ def record_all() -> dict[str, Any]:
     return {"environment": environment(), "cases": cases}
 
 
-def main() -> None:
+def _first_difference(got: dict[str, Any], want: dict[str, Any]) -> str:
+    for key in sorted(set(got) | set(want)):
+        if got.get(key) != want.get(key):
+            if isinstance(got.get(key), list) and isinstance(want.get(key), list):
+                at = next((i for i, (a, b) in enumerate(zip(got[key], want[key])) if a != b),
+                          min(len(got[key]), len(want[key])))
+                return f"{key}[{at}]"
+            return key
+    return ""
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--record", action="store_true", help=f"overwrite {GOLDEN_FILE.name}")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--record", action="store_true", help="run every case and write the recording to --file")
+    action.add_argument("--check", action="store_true", help="run every case and compare it bit for bit with --file")
+    parser.add_argument("--file", type=Path, default=LOCAL_FILE, help=f"the recording (default: {LOCAL_FILE})")
     args = parser.parse_args()
+    if args.check and not args.file.is_file():
+        print(f"no recording at {args.file}; run `make golden-record` first (before your change)")
+        return 2
     result = record_all()
     if args.record:
-        GOLDEN_FILE.parent.mkdir(exist_ok=True)
-        GOLDEN_FILE.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {GOLDEN_FILE}")
-    else:
-        golden = json.loads(GOLDEN_FILE.read_text())
-        same = [k for k in result["cases"] if golden["cases"].get(k) == result["cases"][k]]
-        print(f"{len(same)}/{len(result['cases'])} cases identical")
+        args.file.parent.mkdir(parents=True, exist_ok=True)
+        args.file.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.file} ({len(result['cases'])} cases, {result['environment']})")
+        return 0
+    golden = json.loads(args.file.read_text())
+    if golden["environment"] != result["environment"]:
+        print(f"warning: recorded in {golden['environment']}, running in {result['environment']}: "
+              "low bits may differ for reasons that are not your change")
+    differing = 0
+    for case, got in sorted(result["cases"].items()):
+        where = _first_difference(got, golden["cases"].get(case, {}))
+        differing += bool(where)
+        print(f"{case:28s} {'identical' if not where else 'DIFFERS at ' + where}")
+    print(f"{len(result['cases']) - differing}/{len(result['cases'])} cases identical bit for bit")
+    return 1 if differing else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -7,15 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_contracts_are_kept():
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    if lint is None:
-        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    assert lint is not None, "import-linter (lint-imports) is a dev dependency: pip install -e '.[dev]'"
     result = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "broken" not in result.stdout.split("Contracts:")[-1].replace("0 broken", "")
