@@ -26,15 +26,18 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from tpp.errors import ConfigError, PruningError
+from tpp.errors import ConfigError, TPPError
 from tpp.pruning.graph import build_graph
 from tpp.pruning.importance import as_importance
 from tpp.pruning.penalties import SelectedParameters
 from tpp.pruning.plan import make_plan
 from tpp.pruning.progress import unit_progress
 from tpp.pruning.regularizers import Regularizer
-from tpp.pruning.removal import ModelSnapshot, RemovalError, remove_channels
+from tpp.pruning.removal import (ModelSnapshot, OptimizerSnapshot, RemovalError, parameter_names, remove_channels,
+                                 repoint_optimizer)
 from tpp.pruning.schedules import OneShot, Schedule
+from tpp.pruning.state import (FOREIGN, STATE_VERSION, PrunerStateError, check_config, check_indices, check_iteration,
+                               check_keys)
 from tpp.pruning.history import record_plan
 from tpp.pruning.units import PruningUnit
 from tpp.util.modules import device_of, unwrap
@@ -98,8 +101,13 @@ class BasePruner:
             broadcast=_broadcast_from_rank0)
         self.graph = build_graph(self.module, self.example_inputs)  # fresh: the trial removal used the others up
         self.units: list[PruningUnit] = plan.units
-        self._units_by_name = plan.candidates  # every candidate, for load_state_dict
         self._pruned_roots = plan.pruned_roots
+        # what a saved state is checked against (load_state_dict): the units that prune exactly, the
+        # channel count of this selection per unit, and what the per-unit ratio asks of each
+        failed = {s.name for s in plan.skipped}
+        self._units_by_name = {n: u for n, u in plan.candidates.items() if n not in failed}
+        self._planned = {name: len(roots) for name, roots in plan.pruned_roots.items()}
+        self._nominal = {name: plan.nominal(name) for name in self._planned} if plan.ratios else None
         self._bind()
 
     def _bind(self) -> None:
@@ -196,40 +204,50 @@ class BasePruner:
         """Zero the pruned channels and remove them physically; returns the smaller model.
 
         The removal is checked to be function-preserving on ``example_inputs`` (eval mode). It is all or
-        nothing: if any unit fails or would change the outputs, the model (and the optimizer) are left
-        exactly as they were before the call, :class:`PruningError` names the layer, and the pruner
-        stays in its phase. If ``optimizer`` is given, its parameter groups are re-pointed at the new
-        tensors in place (state of replaced tensors is dropped), so the same optimizer keeps working.
+        nothing: if any unit fails or would change the outputs, or anything (Ctrl-C included) interrupts
+        the call, the model and the optimizer are left exactly as they were before the call, a failure
+        raises :class:`PruningError` naming the layer, and the pruner stays in its phase. If
+        ``optimizer`` is given, its parameter groups are re-pointed at the new tensors in place (state
+        of replaced tensors is dropped), so the same optimizer keeps working. Tied parameters stay tied
+        (one tensor, in the optimizer once).
         """
         if self._pruned:
             return self.model
         if self.select_at == "prune":
             self._plan_now()
         snapshot = ModelSnapshot(self.module)
+        optimizer_before = OptimizerSnapshot(optimizer)
+        names_before = parameter_names(self.module)
         before = len(self.graph.pruning_history())
         try:
-            self._remove(optimizer, check_each=False)
-        except RemovalError as error:
-            # all or nothing: the model is put back as it was, and the graph rebuilt (its index maps were edited)
-            self._undo(snapshot)
-            if error.unit is not None:
-                raise
-            try:  # again, checking after every unit, only to name the one at fault
-                self._remove(None, check_each=True)
-            except RemovalError as named:
-                error = named
-            self._undo(snapshot)
-            raise error from None
+            try:
+                self._remove(check_each=False)
+            except RemovalError as error:
+                if error.unit is not None:
+                    raise
+                # all or nothing: put the model back (and rebuild the graph, whose index maps were edited),
+                # then remove again, checking after every unit, only to name the one at fault
+                self._undo(snapshot)
+                try:
+                    self._remove(check_each=True)
+                except RemovalError as named:
+                    error = named
+                raise error from None
+            record_plan(self.module, self.graph.pruning_history()[before:], self.example_inputs)
+            if optimizer is not None:
+                repoint_optimizer(optimizer, self.module, names_before)
+            self._pruned = True  # the commit: nothing after this can fail
         except BaseException:
+            # one commit for the model and the optimizer: on any exception, Ctrl-C included, both go back
+            self._pruned = False
+            optimizer_before.restore()
             self._undo(snapshot)
             raise
-        record_plan(self.module, self.graph.pruning_history()[before:], self.example_inputs)
-        self._pruned = True
         return _rewrap(self.model, self.module)
 
-    def _remove(self, optimizer: torch.optim.Optimizer | None, check_each: bool) -> None:
+    def _remove(self, check_each: bool) -> None:
         self.zero_pruned()
-        remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs, optimizer,
+        remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs,
                         check_each=check_each)
 
     def _undo(self, snapshot: ModelSnapshot) -> None:
@@ -247,7 +265,7 @@ class BasePruner:
 
     def state_dict(self) -> dict:
         """Plain-data state (loadable with ``torch.load(weights_only=True)``)."""
-        state = {"version": 1, **self.schedule.state_dict(), "pruned": self._pruned}
+        state = {"version": STATE_VERSION, **self.schedule.state_dict(), "pruned": self._pruned}
         if self.select_at == "start":
             state["pruned_indices"] = self.pruned_indices
         state["config"] = dict(self.config)
@@ -256,27 +274,57 @@ class BasePruner:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a saved state so that a killed pruning run continues identically.
 
-        The pruned set is restored as saved, not re-selected: regularisation has changed the norms.
+        The pruned set is restored as saved, not re-selected: regularisation has changed the norms. The
+        state must come from :meth:`state_dict` of a pruner built alike (same method, ratio, scope and
+        options, same model); everything is checked before anything changes.
+
+        Raises:
+            PrunerStateError: one line saying what does not fit (a state from another run, method or
+                model, or a damaged one) and what to do; the pruner is left as it was.
         """
+        schedule_keys = set(self.schedule.state_dict())
+        owned = {"version", "pruned", "config"} | ({"pruned_indices"} if self.select_at == "start" else set())
+        state = check_keys(state, schedule_keys | owned,
+                           {"iteration"} | ({"pruned_indices"} if self.select_at == "start" else set()),
+                           type(self).__name__)
         if state.get("pruned"):
-            raise PruningError("this pruner state is from after prune(); load the pruned model with tpp.load_pruned")
+            raise PrunerStateError("this pruner state is from after prune(); load the pruned model with "
+                                   "tpp.load_pruned")
+        check_config(self.config, state.get("config"))
+        check_iteration(state["iteration"], _length(self.schedule))
+        units, roots = self.units, self._pruned_roots
         if self.select_at == "start":
-            indices = state.get("pruned_indices", {})
-            unknown = sorted(set(indices) - set(self._units_by_name))
-            if unknown:
-                raise PruningError(
-                    f"pruner state names layers {unknown[:3]} that this model cannot prune; "
-                    "was it saved from another model or scope?")
-            self.units = sorted((self._units_by_name[name] for name in indices), key=lambda u: u.order)
-            self._pruned_roots = {name: torch.as_tensor(idx, dtype=torch.long) for name, idx in indices.items()}
-        self.schedule.load_state_dict(state)
-        self._bind()
+            global_ratio = self._target["global_ratio"]
+            roots = check_indices(state["pruned_indices"], self._units_by_name, self._planned,
+                                  self._nominal if global_ratio is None else None, global_ratio)
+            units = sorted((self._units_by_name[name] for name in roots), key=lambda u: u.order)
+        before = (self.units, self._pruned_roots, self.schedule.state_dict())
+        try:
+            self.schedule.load_state_dict(state)
+            self.units, self._pruned_roots = units, roots
+            self._bind()
+        except BaseException as error:  # all or nothing: the pruner as it was
+            self.units, self._pruned_roots = before[:2]
+            self.schedule.load_state_dict(before[2])
+            self._bind()
+            if isinstance(error, TPPError) or not isinstance(error, Exception):
+                raise
+            reason = " ".join(str(error).split())[:160] or type(error).__name__
+            raise PrunerStateError(f"the pruner state's schedule does not fit ({reason}); {FOREIGN}") from None
 
     def __repr__(self) -> str:
         pruned = sum(len(v) for v in self._pruned_roots.values())
         total = sum(u.channels for u in self.units)
         return (f"{type(self).__name__}(units={len(self.units)}, pruned_channels={pruned}/{total}, "
                 f"phase={self.phase!r}, iteration={self.iteration}, lambda={self.reg_value:.4g})")
+
+
+def _length(schedule: Schedule) -> int | None:
+    """The most iterations ``schedule`` can count (every built-in one stops there), None if it does not say."""
+    try:
+        return int(schedule.total_iterations)
+    except (NotImplementedError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def _broadcast_from_rank0(chosen: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -15,13 +15,18 @@ import torch.nn as nn
 
 from tpp.errors import CheckpointError, PruningError
 from tpp.pruning.graph import build_graph
+from tpp.pruning.ties import find_ties, retie
 from tpp.util.inputs import input_signature, inputs_from_signature
 from tpp.util.modules import device_of
 
 
 def record_plan(model: nn.Module, history: list, example_inputs: Any) -> None:
-    """Append a pruning history to the plan carried by ``model`` (attribute ``tpp_plan``)."""
-    plan = getattr(model, "tpp_plan", None) or {"history": [], "inputs": input_signature(example_inputs)}
+    """Append a pruning history to the plan carried by ``model`` (attribute ``tpp_plan``).
+
+    A new plan object replaces the old one, never edited in place, so that restoring the model's
+    attributes (an interrupted :meth:`BasePruner.prune`) brings back the old plan."""
+    old = getattr(model, "tpp_plan", None) or {"history": [], "inputs": input_signature(example_inputs)}
+    plan = {**old, "history": list(old["history"])}
     for name, is_out, idxs in history:
         plan["history"].append([str(name), bool(is_out), [int(i) for i in idxs]])
     model.tpp_plan = plan
@@ -33,9 +38,11 @@ def replay_plan(module: nn.Module, plan: dict | None, source: str | os.PathLike)
         return
     # files written before dict/tuple inputs were recorded have "input_shapes"
     signature = plan["inputs"] if "inputs" in plan else plan["input_shapes"]
+    ties = find_ties(module)
     try:  # a plan traced on other inputs fails in the trace itself
         graph = build_graph(module, inputs_from_signature(signature, device_of(module)))
         graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
+        retie(ties, strict=False)  # the pruned model kept its ties (BasePruner.prune): so does its rebuilt copy
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError, PruningError) as error:
         raise CheckpointError(
             f"{source} was pruned from a different architecture ({type(error).__name__}); "

@@ -4,7 +4,9 @@
 (per-unit ratios or one network-wide ratio), then *tries* the removal of exactly those channels on the
 model (zeroed, removed, checked, put back) and leaves out every unit whose removal would fail or change
 the outputs. What :meth:`TPPPruner.prune` later removes is therefore known to be exact before a single
-training step, and everything the user asked for but will not get is said in one warning.
+training step, and everything the user asked for but will not get is said in one warning. The same
+trial shows whether the plan cuts every owner of a tied parameter alike (:mod:`tpp.pruning.ties`); a
+plan that would untie one is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tpp.errors import ConfigError, PruningError
 from tpp.pruning import selection
 from tpp.pruning.importance import Importance, L1Importance
 from tpp.pruning.removal import trial_removal
+from tpp.pruning.ties import broken_ties, check_ties, find_ties
 from tpp.pruning.units import PruningUnit, Skipped, find_units
 from tpp.util.modules import warn_caller
 
@@ -37,6 +40,13 @@ class PruningPlan:
     skipped: list[Skipped] = field(default_factory=list)
     requested: int = 0  # channels the ratio asks for over all in-scope units, left-out ones included
     capped: int = 0  # units that could not lose as many channels as asked (identity-shortcut channels stay)
+    ratios: dict[str, float] = field(default_factory=dict)  # the per-unit ratio of every candidate (none if global)
+
+    def nominal(self, name: str) -> int:
+        """The channels the per-unit ratio asks of unit ``name`` (identity-shortcut channels excepted)."""
+        unit = self.candidates[name]
+        count = selection.num_to_prune(self.ratios[name], unit.channels)
+        return count if unit.candidates is None else min(count, len(unit.candidates))
 
     @property
     def pruned_channels(self) -> int:
@@ -86,6 +96,12 @@ def make_plan(
     else:
         requested = selection.num_to_prune(global_ratio, sum(u.channels for u in units) + sum(s.channels for s in skipped))
 
+    ties = find_ties(module)
+    broken: list = []  # the ties that the last trial's removal broke
+
+    def inspect_ties() -> None:
+        broken[:] = broken_ties(ties)
+
     kept = list(units)
     aliases: dict[str, torch.Tensor] = {}  # alias classes of the units where they were found
     for _ in range(_MAX_GLOBAL_ROUNDS):
@@ -98,7 +114,8 @@ def make_plan(
         chosen = broadcast(chosen)
         pruned_roots = {u.name: c for u, c in zip(kept, chosen) if len(c) > 0}
         selected = [u for u in kept if u.name in pruned_roots]
-        failures = trial_removal(module, graph_factory, selected, pruned_roots, example_inputs, graph)
+        failures = trial_removal(module, graph_factory, selected, pruned_roots, example_inputs, graph,
+                                 inspect_ties if ties else None)
         graph = None  # used up by the trial
         if not failures:
             break
@@ -116,12 +133,20 @@ def make_plan(
             raise PruningError(f"nothing can be pruned exactly with scope={scope!r}: " + "; ".join(_reasons(skipped)))
         raise PruningError("the ratio selects no filter to prune (it rounds down to 0 in every layer); "
                            "use a larger ratio")
-    plan = PruningPlan(selected, pruned_roots, candidates, skipped, requested)
+    check_ties(broken, _cutters(broken, selected))
+    plan = PruningPlan(selected, pruned_roots, candidates, skipped, requested, ratios=unit_ratio)
     if global_ratio is None:
         plan.capped = sum(1 for u in kept if u.candidates is not None
                           and selection.num_to_prune(unit_ratio[u.name], u.channels) > len(u.candidates))
     _warn_if_less_than_asked(plan)
     return plan
+
+
+def _cutters(ties: list, units: list[PruningUnit]) -> dict[str, list[str]]:
+    """For each tied parameter's name, the units whose removal touches its owner layer."""
+    touched = {u.name: {id(dep.target.module) for dep, _ in u.group} for u in units if u.group is not None}
+    return {name: [u for u, modules in touched.items() if id(module) in modules]
+            for tie in ties for name, module, _ in tie}
 
 
 def _choose(units: list[PruningUnit], scores: dict[str, torch.Tensor], aliases: dict[str, torch.Tensor],

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from tpp.errors import PruningError
+from tpp.pruning.ties import find_ties, retie
 from tpp.pruning.units import REMOVAL_FAILS, REMOVAL_INEXACT, PruningUnit
 from tpp.util.inputs import call_model
 
@@ -127,20 +128,22 @@ def remove_channels(
     units: Sequence[PruningUnit],
     pruned_roots: dict[str, torch.Tensor],
     example_inputs: Any,
-    optimizer: torch.optim.Optimizer | None = None,
     check_each: bool = False,
 ) -> None:
     """Remove ``pruned_roots`` of every unit from ``model`` in place and check the outputs did not change.
 
     The caller has zeroed those channels. The outputs are compared once at the end, or after every unit
-    with ``check_each`` (to name the unit at fault). On failure the model is left partly pruned: run this
-    inside a :class:`ModelSnapshot` and restore it, as :meth:`TPPPruner.prune` does.
+    with ``check_each`` (to name the unit at fault). Tied parameters that every owner lost alike are
+    tied again (:func:`tpp.pruning.ties.retie`). On failure the model is left partly pruned: run this
+    inside a :class:`ModelSnapshot` and restore it, as :meth:`BasePruner.prune` does; re-pointing an
+    optimizer (:func:`repoint_optimizer`) is the caller's, once the removal has succeeded.
 
     Raises:
-        RemovalError: a unit's removal failed, or the outputs changed (naming the unit with ``check_each``).
+        RemovalError: a unit's removal failed, a tie would be broken, or the outputs changed (naming the
+            unit with ``check_each``).
         PruningError: non-finite outputs before removal.
     """
-    names_before = {id(p): n for n, p in model.named_parameters()}
+    ties = find_ties(model)
     reference = eval_outputs(model, example_inputs)
     check_finite(reference, "after regularisation", "it diverged: lower gram_weight or reg_step (or the learning rate)")
     for unit in units:
@@ -155,12 +158,14 @@ def remove_channels(
         if change is not None:
             raise RemovalError(f"removing the zeroed channels of {unit.name} would change the network: {change}; "
                                f"pass {unit.name!r} in ignored_layers", unit.name)
+    try:
+        retie(ties)
+    except PruningError as error:
+        raise RemovalError(str(error)) from None
     if not check_each:
         change = _changed(reference, model, example_inputs)
         if change is not None:
             raise RemovalError(f"removing the zeroed channels would change the network: {change}")
-    if optimizer is not None:
-        repoint_optimizer(optimizer, model, names_before)
 
 
 def trial_removal(
@@ -170,6 +175,7 @@ def trial_removal(
     pruned_roots: dict[str, torch.Tensor],
     example_inputs: Any,
     graph: tp.DependencyGraph | None = None,
+    in_removed_state: Callable[[], None] | None = None,
 ) -> dict[str, tuple[str, str]]:
     """Zero and remove every unit's selected channels, then put the model back exactly as it was.
 
@@ -180,6 +186,8 @@ def trial_removal(
     units are removed before the outputs are compared; only if they changed (or the model no longer
     runs) is each unit tried again on its own, to find which. ``graph`` (built by ``graph_factory`` if
     None) and the graphs ``graph_factory`` builds are used up: Torch-Pruning edits their index maps.
+    ``in_removed_state`` is called with every unit that did not fail removed, before the model is put
+    back (to inspect what the removal made of it, e.g. of tied parameters).
     """
     check_finite(eval_outputs(model, example_inputs), "on example_inputs", "check the model and the example inputs")
     whole = ModelSnapshot(model, values=True)
@@ -191,6 +199,8 @@ def trial_removal(
             reference = _sensitised_reference(model, whole, units, pruned_roots, example_inputs)
             rest = [u for u in units if u.name not in failures]
             failures.update(_remove_each(model, graph_factory, rest, pruned_roots, example_inputs, reference))
+        if in_removed_state is not None:
+            in_removed_state()
     finally:
         whole.restore()
     return failures
@@ -259,11 +269,17 @@ def zero_channels(units: Sequence[PruningUnit], pruned_roots: dict[str, torch.Te
                 tensor.index_fill_(dim, local.to(tensor.device), 0.0)
 
 
+def parameter_names(model: nn.Module) -> dict[int, str]:
+    """``id(parameter) -> name`` of every parameter (a tied one under its first name), for :func:`repoint_optimizer`."""
+    return {id(p): n for n, p in model.named_parameters()}
+
+
 def repoint_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, names_before: dict[int, str]) -> None:
     """Point ``optimizer`` at the model's current parameters, keeping state only for unchanged tensors.
 
     Torch-Pruning replaces every pruned tensor by a new ``nn.Parameter``; an optimizer that still
-    holds the old ones would silently train nothing.
+    holds the old ones would silently train nothing. ``names_before`` is :func:`parameter_names` of
+    the model before the removal. Not atomic on its own: see :class:`OptimizerSnapshot`.
     """
     current = dict(model.named_parameters())
     for group in optimizer.param_groups:
@@ -275,3 +291,22 @@ def repoint_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, names_
                 optimizer.state.pop(p, None)
             new_params.append(replacement)
         group["params"] = new_params
+
+
+class OptimizerSnapshot:
+    """What :func:`repoint_optimizer` changes in an optimizer (its groups' parameter lists and its
+    per-parameter state), so that a failed or interrupted :meth:`BasePruner.prune` puts it back."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer | None):
+        self._optimizer = optimizer
+        if optimizer is not None:
+            self._params = [(group, list(group["params"])) for group in optimizer.param_groups]
+            self._state = dict(optimizer.state)
+
+    def restore(self) -> None:
+        if self._optimizer is None:
+            return
+        for group, params in self._params:
+            group["params"] = params
+        self._optimizer.state.clear()
+        self._optimizer.state.update(self._state)

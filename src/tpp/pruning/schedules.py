@@ -18,7 +18,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+from numbers import Integral
+
 from tpp.errors import ConfigError
+from tpp.pruning.state import (FOREIGN, PrunerStateError, check_iteration, state_mapping, state_number, state_pair,
+                               state_whole)
 from tpp.util.modules import warn_caller
 
 
@@ -172,8 +176,13 @@ class GrowingSchedule(Schedule):
         return {"iteration": self.iteration, "stabilize_start": self.stabilize_start}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.iteration = int(state["iteration"])
-        self.stabilize_start = state.get("stabilize_start")
+        iteration = check_iteration(state["iteration"], None)
+        start = state.get("stabilize_start")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, Integral)
+                                  or not 0 <= start <= iteration):
+            raise PrunerStateError(f"the pruner state's stabilize_start {start!r} is not an iteration from 0 to "
+                                   f"{iteration}; {FOREIGN}")
+        self.iteration, self.stabilize_start = iteration, None if start is None else int(start)
 
 
 def _fit_zero_out_spacing(interval: int, stabilize_iters: int, layers: int) -> int:
@@ -323,12 +332,22 @@ class AdaptiveSchedule(Schedule):
                 "stopped_at": self.stopped_at, "stop_reason": self.stop_reason}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.iteration = int(state["iteration"])
-        self.strength = float(state.get("strength", 0.0))
-        self.increment = float(state.get("increment", self.reg_step))
-        self.growing = bool(state.get("growing", True))
-        self.converged = {int(k): int(v) for k, v in dict(state.get("converged", {})).items()}
-        self.window = {int(k): (int(v[0]), float(v[1])) for k, v in dict(state.get("window", {})).items()}
-        self.last = {int(k): float(v) for k, v in dict(state.get("last", {})).items()}
-        self.stopped_at = state.get("stopped_at")
-        self.stop_reason = state.get("stop_reason", "")
+        iteration = check_iteration(state["iteration"], None)
+        strength = state_number(state.get("strength", 0.0), "strength", 0.0, self.reg_ceiling)
+        increment = state_number(state.get("increment", self.reg_step), "increment", 0.0, math.inf)
+        growing, reason = state.get("growing", True), state.get("stop_reason", "")
+        if not isinstance(growing, bool) or not isinstance(reason, str):
+            raise PrunerStateError(f"the pruner state's growing/stop_reason are not a flag and a text; {FOREIGN}")
+        stopped = state.get("stopped_at")
+        if stopped is not None:
+            stopped = state_whole(stopped, "stopped_at", iteration)
+        converged = {state_whole(k, "unit", math.inf): state_whole(v, "converged", iteration)
+                     for k, v in state_mapping(state.get("converged", {}), "converged").items()}
+        window = {state_whole(k, "unit", math.inf): state_pair(v, iteration)
+                  for k, v in state_mapping(state.get("window", {}), "window").items()}
+        last = {state_whole(k, "unit", math.inf): state_number(v, "last")
+                for k, v in state_mapping(state.get("last", {}), "last").items()}
+        self.iteration, self.strength, self.increment, self.growing = iteration, strength, increment, growing
+        self.converged, self.window, self.last = converged, window, last
+        self.stopped_at, self.stop_reason = stopped, reason
+
