@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -278,6 +279,9 @@ def test_run_directory_policy(tmp_path: Path) -> None:
     assert json.loads((existing / "config.json").read_text())["lr"] == "0.1"
     assert meta["seed"] == 5 and meta["torch_version"] == torch.__version__ and "tpp_version" in meta
     save_checkpoint(run.last_checkpoint, {"epoch": 2})
+    with pytest.raises(CheckpointError, match=f"in use by tpp process {os.getpid()}"):
+        RunDirectory(existing, resume=True)  # one writer at a time: `run` holds the folder's lock
+    run.close()
     resumed = RunDirectory(existing, resume=True)
     resumed.truncate_metrics(2)
     lines = (existing / "metrics.jsonl").read_text().splitlines()

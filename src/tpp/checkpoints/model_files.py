@@ -5,7 +5,8 @@ checkpoint of a pruned model carries the same record and plan, so :func:`load_pr
 kind. Files of the first pruned-model format (``tpp-pruned-v1``: ``spec``/``plan``/``state_dict``) are
 still read. The architecture comes from ``tpp_spec`` (a registry name, a ``timm:``/``torchvision:``/
 ``hf:`` spec, or a ``module:function`` factory under the rules of :func:`tpp.models.model_from_record`),
-so a file never runs code.
+so a file never runs code: it may name a factory whose module is not imported, but only the caller's
+``base_model=`` (the CLI's ``--model``) allows importing it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn as nn
 from tpp.checkpoints.format import FORMAT, make_payload, save_checkpoint
 from tpp.checkpoints.reading import check_layout, read_weights_only
 from tpp.errors import CheckpointError
+from tpp.models.weights import dtype_mismatch
 from tpp.pruning.history import replay_plan
 from tpp.util.modules import unwrap
 
@@ -55,26 +57,47 @@ def read_pruned(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def load_pruned(path: str | os.PathLike, base_model: nn.Module | None = None) -> nn.Module:
+def load_pruned(path: str | os.PathLike, base_model: nn.Module | str | None = None) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned` (or any tpp checkpoint of a model).
 
     Args:
         path: the file.
-        base_model: an *unpruned* instance of the architecture. If omitted, it is built from the
-            record in the file (models made by ``tpp.create_model`` or ``tpp.models.build_model``,
-            ``transformers`` models; a ``module:function`` factory must be imported already or live
-            in the current folder).
+        base_model: an *unpruned* instance of the architecture, or the model spec to build it
+            from (``"mymodels:small_cnn"``, ``"resnet56"``, ...; see :mod:`tpp.models.specs`),
+            built with the classes and input channels the file records. If omitted, it is built
+            from the record in the file (models made by ``tpp.create_model`` or
+            ``tpp.models.build_model``, ``transformers`` models). A file may *name* a
+            ``module:function`` factory but not *allow* it: its module must be imported already,
+            or you pass the spec here, which is your word that its code may run.
+
+    Raises:
+        CheckpointError: unreadable file, a factory the file alone may not run, or weights that
+            do not fit the base model.
+        ModelError: the spec given or recorded cannot be built here.
     """
     payload = read_pruned(path)
-    if base_model is None:
-        from tpp.models import model_from_record
+    if base_model is None or isinstance(base_model, str):
+        from tpp.models import build_model, model_from_record
 
         spec = dict(payload.get("tpp_spec") or {})
-        if "name" not in spec and "spec" not in spec:
-            raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
-        base_model = model_from_record(spec, source=str(path))
+        if isinstance(base_model, str):
+            recorded = spec.get("name") or spec.get("spec")
+            if base_model == recorded:  # the user vouches for the file's own record
+                base_model = model_from_record(spec)
+            else:
+                base_model = build_model(base_model, num_classes=int(spec.get("num_classes", 10)),
+                                         in_channels=int(spec.get("in_channels", 3)),
+                                         image_size=spec.get("image_size"))
+        else:
+            if "name" not in spec and "spec" not in spec:
+                raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
+            base_model = model_from_record(spec, source=str(path))
     module = unwrap(base_model)
     replay_plan(module, payload.get("tpp_plan"), path)
+    wrong = dtype_mismatch(module.state_dict(), payload["model"])
+    if wrong:  # load_state_dict would cast them silently
+        raise CheckpointError(f"{path} holds weights that are not real floating-point numbers where the model has "
+                              f"them ({wrong[0]}); re-create the file from a float model")
     try:
         module.load_state_dict(payload["model"])
     except RuntimeError as error:

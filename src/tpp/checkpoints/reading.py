@@ -28,6 +28,8 @@ import torch
 
 from tpp.errors import CheckpointError
 from tpp.util.atomic import describe_os_error
+from tpp.util.files import not_a_regular_file
+from tpp.util.archive import archive_damage
 
 # pickles larger than this are not scanned for code references (a checkpoint's pickle holds
 # only the structure; the tensor bytes live outside it)
@@ -56,6 +58,9 @@ def read_weights_only(path: str | os.PathLike[str], *, kind: str = "checkpoint",
         inside = next((path / n for n in ("pruned_model.pt", "best.pt", "last.pt") if (path / n).is_file()), None)
         example = f" (e.g. {inside})" if inside else ""
         raise CheckpointError(f"{kind} {path} is a directory; point --checkpoint at a .pt file in it{example}")
+    other = not_a_regular_file(path)
+    if other is not None:  # a FIFO would block the first read forever, a device never end
+        raise CheckpointError(f"{kind} {path} is {other}, not a regular file; point --checkpoint at a .pt file")
     damage = archive_damage(path)
     if damage:
         raise CheckpointError(f"{path} is not a readable tpp {kind} ({damage}); {fix}")
@@ -90,27 +95,6 @@ def _read_problem(path: Path) -> str | None:
     except OSError as error:
         return describe_os_error(error)
     return None
-
-
-def archive_damage(path: Path) -> str | None:
-    """What is wrong with the zip container of a torch file, or None (also for non-zip files).
-
-    torch's own reader does not check the CRC-32 of the members, so a flipped bit in a tensor
-    would load silently as a wrong weight; here every member is read back and checked.
-    """
-    try:
-        if not zipfile.is_zipfile(path):
-            return None
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            if sum(m.file_size for m in members) > 64 * path.stat().st_size + 2**20:
-                return "its members unpack to far more than the file holds"
-            bad = archive.testzip()
-    except OSError:
-        return None  # unreadable, not damaged: torch.load's OSError names the reason
-    except Exception:  # noqa: BLE001 - zipfile raises several types for damaged archives
-        return "damaged zip archive"
-    return f"checksum mismatch in {bad}: the file is damaged" if bad else None
 
 
 def holds_code(path: Path, reference: str) -> CheckpointError:
@@ -196,6 +180,10 @@ def _references(data: bytes) -> Iterator[str]:
 _MAX_EXAMPLE_ELEMENTS = 2**26  # example inputs recorded in a plan: ImageNet at batch 2 is 3e5
 _MAPPINGS = ("config", "extra", "optimizer", "rng", "amp")
 _COUNTERS = ("epoch", "global_step", "best_epoch")
+# a record's classes and channels reach model builders (a user's factory among them) before any
+# weight is compared: bounded here, far above any real dataset (ImageNet-21k: 21841 classes)
+_MAX_CLASSES = 10**6
+_MAX_CHANNELS = 10**4
 _ACCURACIES = ("best_top1", "last_top1", "last_top5")
 
 
@@ -215,11 +203,13 @@ def check_layout(obj: Any, path: Path, kind: str = "checkpoint", fix: str = "") 
                   "not a dict of weights")
     if not all(isinstance(key, str) for key in obj):
         raise bad("a top-level key is not a string")
+    _check_tensors(obj, "", bad)
     for key in ("model", "state_dict"):
         weights = obj.get(key)
         if key in obj and not torch.is_tensor(weights):
             if not isinstance(weights, dict) or not all(isinstance(k, str) for k in weights):
                 raise bad(f"'{key}' is not a mapping of parameter names to tensors")
+            _check_tensors(weights, f"{key}.", bad)
     for key in ("tpp_spec", "spec"):
         if key in obj:
             _check_spec(obj[key], key, bad)
@@ -238,6 +228,20 @@ def check_layout(obj: Any, path: Path, kind: str = "checkpoint", fix: str = "") 
     return obj
 
 
+def _check_tensors(weights: dict[str, Any], prefix: str, bad: Any) -> None:
+    """Weights are dense tensors with values: a sparse or meta tensor would fail (or be densified
+    silently) deep inside ``load_state_dict``."""
+    for name, value in weights.items():
+        if not torch.is_tensor(value):
+            continue
+        if value.layout != torch.strided:
+            layout = str(value.layout).removeprefix("torch.")
+            raise bad(f"'{prefix}{name}' is a {layout} tensor, not a dense one; save dense weights (tensor.to_dense())")
+        if value.is_meta:
+            raise bad(f"'{prefix}{name}' is a meta tensor, which holds no values; save the weights of a model that "
+                      "was materialised")
+
+
 def _whole(value: Any, minimum: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -253,9 +257,11 @@ def _check_spec(spec: Any, key: str, bad: Any) -> None:
         raise bad(f"'{key}' is not a mapping of model arguments")
     if "name" in spec and not isinstance(spec["name"], str):
         raise bad(f"'{key}' names the model {spec['name']!r}, not a string")
-    for field in ("num_classes", "in_channels"):
+    for field, most in (("num_classes", _MAX_CLASSES), ("in_channels", _MAX_CHANNELS)):
         if field in spec and not _whole(spec[field], minimum=1):
             raise bad(f"'{key}' gives {field} {spec[field]!r}")
+        if field in spec and spec[field] > most:
+            raise bad(f"'{key}' gives {field} {spec[field]}, more than the {most} tpp builds a model for")
     for name, value in spec.items():  # nested plain data (e.g. a recorded configuration) is fine
         if not isinstance(value, (str, int, float, bool, type(None), list, tuple, dict)):
             raise bad(f"'{key}' gives {name} a {type(value).__name__}")

@@ -15,7 +15,7 @@ resnet56_cifar10.pth, vgg19_cifar100.pth) into a tpp checkpoint that `tpp eval` 
 accept. The official files are pickled whole models: tpp reads them without running any code
 from the file (unknown classes become inert placeholders; a file that would call a function is
 refused), maps the weight names onto tpp's architecture, checks every shape and writes OUT
-atomically.
+atomically. An existing OUT that tpp did not write is replaced only with --overwrite.
 
 Supported official archs -> tpp models: resnet20/32/56/110 -> resnet20/32/56/110,
 resnet{20,32,56,110}_B -> resnet*_b, vgg19_C -> vgg19_bn, mlp_7_linear/mlp_7_relu ->
@@ -44,6 +44,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="dataset the model was trained on; recorded so `tpp eval` needs no --dataset (e.g. cifar10)",
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="tpp checkpoint to write (.pt)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out that tpp did not write (a tpp checkpoint is replaced anyway)")
     return parser
 
 
@@ -51,12 +53,14 @@ def run(args: argparse.Namespace) -> int:
     """Import, write ``--out`` and print a one-line summary. Returns 0."""
     from tpp.models import load_official
     from tpp.checkpoints import make_payload, save_checkpoint
+    from tpp.util.owned import checkpoint_is_ours, refuse_foreign
 
     source, out = Path(args.file), Path(args.out)
     if not source.is_file():
         raise ConfigError(f"{source} is not a file; pass the path of the official .pth checkpoint")
     if out.exists() and out.resolve() == source.resolve():
         raise ConfigError(f"--out {out} is the input file; choose another output path")
+    refuse_foreign(out, checkpoint_is_ours, args.overwrite)  # before reading a large file
     info = None
     if args.dataset:
         from tpp.data import dataset_info

@@ -47,11 +47,17 @@ def model_from_checkpoint(
     payload = normalise(payload)
     record = dict(payload.get("tpp_spec") or {})
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    if not record and isinstance(config.get("model"), str):  # only the run's config names the model
+        # still the file's say-so: rebuilt under the same rules as a recorded spec
+        record = {"name": config["model"]} if ":" not in config["model"] else {"spec": config["model"]}
+        if "spec" in record and image_size is not None:
+            record["image_size"] = int(image_size)
     recorded = record.get("name") or record.get("spec")
-    name = model_name or recorded or config.get("model")
+    name = model_name or recorded
     if not name:
         raise ConfigError(f"{path} does not record which model it holds; pass --model")
-    allow_imports_from_cwd(name)
+    if model_name:  # only a spec the user gave may import from the current folder; the file's may not
+        allow_imports_from_cwd(model_name)
     own = recorded is not None and name == recorded
     for field, asked in (("in_channels", in_channels), ("num_classes", num_classes)):
         if own and asked is not None and field in record and int(record[field]) != int(asked):
@@ -61,7 +67,8 @@ def model_from_checkpoint(
                 f"--{field.replace('_', '-')}; use data with the checkpoint's shape{hint}")
     try:
         if own:
-            # a record the user confirmed with --model is theirs: its factory needs no file-level check
+            # a record the user confirmed with --model is theirs: its factory needs no file-level check;
+            # without --model it is the file's say-so, and a factory's module must be imported already
             model = model_from_record(record, num_classes, in_channels, source=None if model_name else str(path))
         else:
             model = build_model(name, num_classes=int(num_classes or record.get("num_classes", 10)),

@@ -36,6 +36,7 @@ from tpp.cli.common import (
     speed_options,
 )
 from tpp.cli.method_options import add_method_options, method_options
+from tpp.cli.option_types import epoch_count_or_zero
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\
@@ -84,7 +85,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group = parser.add_argument_group("regularisation phase (methods that regularise before removal)")
     group.add_argument("--prune-lr", type=positive_float, default=1e-3, help="constant LR of the regularisation phase")
     group = parser.add_argument_group("fine-tuning")
-    group.add_argument("--ft-epochs", type=non_negative_int, default=120, help="fine-tuning epochs (0: none)")
+    group.add_argument("--ft-epochs", type=epoch_count_or_zero, default=120, help="fine-tuning epochs (0: none)")
     group.add_argument("--ft-lr", default="0:0.01,60:0.001,90:0.0001", help="fine-tuning LR schedule (paper notation)")
     group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
     group.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay")
@@ -119,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.out:
         finished = _finished_job(args)
         if finished is not None:
-            print(finished)
+            from tpp.util.lock import FolderLock
+
+            with FolderLock(args.out):  # refused while another tpp writes there; clears a killed run's lock file
+                print(finished)
             return 0
     return launch(args, _prune)
 

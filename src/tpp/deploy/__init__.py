@@ -60,20 +60,22 @@ def __dir__() -> list[str]:
 
 def export_pruned_onnx(
     checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17, dynamic_batch: bool = True,
-    batch_size: int = 1, overwrite: bool = False,
+    batch_size: int = 1, overwrite: bool = False, base_model: str | None = None,
 ) -> Path:
     """Load a file written by ``tpp.save_pruned`` and export it to ONNX at ``out`` (verified when
     onnxruntime is installed). The example input comes from the model's registry spec; an
-    existing ``out`` that tpp did not write is replaced only with ``overwrite``.
+    existing ``out`` that tpp did not write is replaced only with ``overwrite``. ``base_model``
+    is passed to :func:`tpp.load_pruned` (the spec to rebuild the file with, on your word).
 
     Raises:
         TPPError: unreadable checkpoint, failed export or verification, unwritable ``out``.
     """
-    from tpp.deploy.export import export_onnx
+    from tpp.deploy.export import check_opset, export_onnx
     from tpp.models import example_inputs
     from tpp.checkpoints import load_pruned
 
-    model = load_pruned(checkpoint)
+    check_opset(opset)  # before the checkpoint is read
+    model = load_pruned(checkpoint, base_model)
     return export_onnx(model, example_inputs(model, batch_size=batch_size), out, opset=opset,
                        dynamic_batch=dynamic_batch, overwrite=overwrite)
 

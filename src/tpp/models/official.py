@@ -27,6 +27,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ from torch import nn
 
 from tpp.errors import CheckpointError, ConfigError, ModelError
 from tpp.models.registry import create_model, model_image_size
+from tpp.util.archive import archive_damage
+from tpp.util.atomic import describe_os_error
 from tpp.util.safe_pickle import is_placeholder_module, load_torch_file, placeholder_state_dict
 
 State = dict[str, torch.Tensor]
@@ -143,6 +146,21 @@ def _mismatches(expected: Mapping[str, torch.Tensor], state: State, limit: int =
     return problems[:limit]
 
 
+def _read_official(path: str | os.PathLike[str]) -> Any:
+    """The unpickled official file, read once; its zip container (sizes, checksums) is checked first,
+    as for every tpp checkpoint, so that a member declaring more than the file can hold is refused
+    before torch inflates it."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {describe_os_error(error)}") from None
+    damage = archive_damage(Path(path), data)
+    if damage:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({damage}); re-download the official checkpoint")
+    return load_torch_file(os.fspath(path), data)
+
+
 def load_official(
     path: str | os.PathLike[str],
     model: str | None = None,
@@ -163,7 +181,7 @@ def load_official(
         ConfigError: no ``model`` given and the file's ``arch`` is missing or unknown.
         ModelError: ``model`` is not a model the official checkpoints can map onto.
     """
-    state, arch = official_weights(load_torch_file(os.fspath(path)), path)
+    state, arch = official_weights(_read_official(path), path)
     name = model or OFFICIAL_ARCHS.get(arch or "")
     if name is None:
         recorded = f"records arch {arch!r}, which tpp does not map" if arch else "does not record its arch"

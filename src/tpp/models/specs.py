@@ -21,16 +21,15 @@ store it, so they can be rebuilt with no other information.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import sys
-from pathlib import Path
 from typing import Any, Mapping
 
 from torch import nn
 
 from tpp.errors import CheckpointError, ModelError
 from tpp.models import external
+from tpp.models.budget import build_measured
 from tpp.models.registry import create_model, model_image_size
 
 PREFIXES = ("timm", "torchvision", "hf")
@@ -80,7 +79,9 @@ def build_model(
 
     Raises:
         ModelError: unknown or malformed spec, a missing optional library, a failed download,
-            or a factory that fails or returns no ``nn.Module``.
+            a factory that fails or returns no ``nn.Module``, or weights that need more memory
+            than this machine can spare (measured on the meta device first, see
+            :mod:`tpp.models.budget`).
     """
     kind, target = parse_spec(spec)
     if kind == "registry":
@@ -91,9 +92,13 @@ def build_model(
             model_image_size(target)  # the registry's "unknown model" error, with close matches
         except ModelError as error:
             raise ModelError(f"{error} Other models: {SPEC_FORMS}.") from None
-        return create_model(target, num_classes=num_classes, in_channels=in_channels)
+        return build_measured(lambda: create_model(target, num_classes=num_classes, in_channels=in_channels), target)
     spec = f"{kind}:{target}" if kind != "factory" else target
-    model = _build_external(kind, target, spec, num_classes, in_channels, pretrained, None)
+    # measured on the meta device first, except published weights and the user's own factory
+    # (which would run twice)
+    model = (_build_external(kind, target, spec, num_classes, in_channels, pretrained, None)
+             if pretrained or kind == "factory" else
+             build_measured(lambda: _build_external(kind, target, spec, num_classes, in_channels, False, None), spec))
     model.tpp_spec = _record(model, kind, spec, num_classes, in_channels, image_size)
     return model
 
@@ -114,8 +119,11 @@ def model_from_record(
     for anything else the user must name the factory themselves (``--model``).
 
     Raises:
-        CheckpointError: a record that names no architecture, or a factory refused as above.
-        ModelError: the architecture cannot be built here (library or module missing).
+        CheckpointError: a record that names no architecture, a factory refused as above, or a
+            record (read from ``source``) describing a model far larger than the file (measured
+            on the meta device before anything is allocated, see :mod:`tpp.models.budget`).
+        ModelError: the architecture cannot be built here (library or module missing), or it
+            needs more memory than this machine can spare.
     """
     record = dict(record)
     classes = int(num_classes if num_classes is not None else record.get("num_classes", 10))
@@ -123,12 +131,17 @@ def model_from_record(
     where = f"{source} " if source else "the record "
     if "name" in record:
         kwargs = {k: v for k, v in record.items() if k not in ("name", "num_classes", "in_channels")}
-        return create_model(record["name"], num_classes=classes, in_channels=channels, **kwargs)
+        return build_measured(lambda: create_model(record["name"], num_classes=classes, in_channels=channels,
+                                                   **kwargs), str(record["name"]), source)
     if "spec" not in record:
         raise CheckpointError(f"{where}does not record which model it holds; pass --model (or base_model=)")
     kind, target = parse_spec(record["spec"])
     spec = str(record["spec"])
-    model = _build_external(kind, target, spec, classes, channels, False, record, source)
+    if kind == "factory":  # its classes and channels are bounded where the file is read (check_layout)
+        model = _build_external(kind, target, spec, classes, channels, False, record, source)
+    else:
+        model = build_measured(lambda: _build_external(kind, target, spec, classes, channels, False, record, source),
+                               spec, source)
     model.tpp_spec = _record(model, kind, spec, classes, channels, record.get("image_size"))
     return model
 
@@ -203,10 +216,14 @@ def _factory_model(spec: str, num_classes: int, in_channels: int, pretrained: bo
     except Exception as error:
         raise ModelError(f"importing {module_name} for the model {spec} failed: {external._first_line(error)}") from error
     factory: Any = module
+    # on a file's say-so, attributes are looked up without running code (a module's __getattr__
+    # may import more modules lazily)
+    lookup = getattr if source is None else inspect.getattr_static
     for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise ModelError(f"module {module_name} has no {attr!r}; check the name after ':' in {spec}")
-        factory = getattr(factory, part)
+        try:
+            factory = lookup(factory, part)
+        except AttributeError:
+            raise ModelError(f"module {module_name} has no {attr!r}; check the name after ':' in {spec}") from None
     if not callable(factory):
         raise ModelError(f"{spec} is a {type(factory).__name__}, not a function or class that builds a model")
     params = _parameters(factory)
@@ -236,21 +253,14 @@ def _parameters(factory: Any) -> Mapping[str, inspect.Parameter]:
 
 
 def _check_module_from_file(module_name: str, spec: str, source: str) -> None:
-    """Importing a module runs its code, so a file may only name one that is already imported or that
-    lives under the current folder (the user's own code); anything else needs the user's word."""
-    if module_name in sys.modules:
-        return
-    try:
-        found = importlib.util.find_spec(module_name)  # locates the file without running the module
-    except (ImportError, ValueError):
-        found = None
-    origin = getattr(found, "origin", None)
-    here = Path.cwd().resolve()
-    if origin and Path(origin).resolve().is_relative_to(here):
+    """Importing a module runs its code, so a file may only name a module that is imported already;
+    any other (even one in the current folder, such as ``./train.py``) needs the user's word: the
+    same spec given as ``--model`` or ``base_model=``, which bypasses this check."""
+    if sys.modules.get(module_name) is not None:
         return
     raise CheckpointError(
-        f"{source} names {spec}, whose module is neither imported nor in the current folder; tpp does not "
-        f"import code on a file's say-so: pass --model {spec} (or base_model=) if you trust it")
+        f"{source} names the model factory {spec}, whose module {module_name} is not imported, and tpp does not "
+        f"import code on a file's say-so; if you trust it, pass --model {spec} (Python: base_model={spec!r})")
 
 
 def _check_factory_from_file(factory: Any, module_name: str, params: Mapping[str, inspect.Parameter],

@@ -76,9 +76,12 @@ def _pretrain(recipe, folder: Path, seed: int, loaders, device, quiet: bool, pri
     job = TrainJobConfig(base["epochs"], base["lr"], base["momentum"], base["weight_decay"])
     context = JobContext(out=folder, resume=resume, quiet=quiet, print_fn=print_fn, loggers=[run_dir])
     last = run_dir.last_checkpoint
-    result = run_train_job(model, loaders[0], loaders[1], job, context, run_config=config,
-                           resume_from=(last, load_checkpoint(last)) if resume else None)
-    save_checkpoint(final, make_payload(model, config=config, epoch=result.epochs_completed))
-    atomic_write_json(folder / "base.json", {"seed": seed, "epochs": result.epochs_completed,
-                                             "last_top1": result.last_top1, "best_top1": result.best_top1})
+    try:
+        result = run_train_job(model, loaders[0], loaders[1], job, context, run_config=config,
+                               resume_from=(last, load_checkpoint(last)) if resume else None)
+        save_checkpoint(final, make_payload(model, config=config, epoch=result.epochs_completed))
+        atomic_write_json(folder / "base.json", {"seed": seed, "epochs": result.epochs_completed,
+                                                 "last_top1": result.last_top1, "best_top1": result.best_top1})
+    finally:
+        run_dir.close()  # the folder's lock
     return model

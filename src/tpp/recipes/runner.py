@@ -9,12 +9,18 @@ Output folder layout::
 A job whose ``report.json`` exists is skipped, so an interrupted grid continues where it stopped
 (an interrupted job resumes from its own checkpoints). Regularised methods (TPP, ...) regularise
 once per (method, ratio, seed): the jobs for the other fine-tuning LRs start from the first job's
-``pruned.pt``, because the regularisation phase does not depend on the fine-tuning LR.
+``pruned.pt``, because the regularisation phase does not depend on the fine-tuning LR. That file
+is hard-linked into the job's folder (no copy; an atomic copy where links are not supported), so
+the job finds it on its resume path, complete or not at all, whenever the run is killed.
+
+``<out>`` is locked (:mod:`tpp.util.lock`) while the grid runs: a second ``tpp run`` on it is
+refused at once with the PID of the first.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -22,12 +28,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from tpp.errors import ConfigError
+from tpp.errors import CheckpointError, ConfigError
 from tpp.recipes.base import base_model
 from tpp.recipes.dryrun import check_inputs, describe_grid
 from tpp.recipes.grid import GridPoint, build_grid, method_options
 from tpp.recipes.schema import Recipe, load_recipe
-from tpp.util.atomic import atomic_write_json
+from tpp.util.atomic import atomic_write, atomic_write_json, describe_os_error
+from tpp.util.lock import FolderLock
 from tpp.training import seed_everything
 from tpp.util.owned import markdown_is_ours, refuse_foreign
 
@@ -72,6 +79,17 @@ def run_recipe(
     report_path = report if report is not None else recipe.report
     if report_path is not None:  # before hours of jobs, not when the report is finally written
         refuse_foreign(report_path, markdown_is_ours, overwrite)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot create {out}: {describe_os_error(error)}; pass a writable --out") from None
+    with FolderLock(out):  # before the data: a second `tpp run` on this --out is refused at once
+        return _run_grid(recipe, grid, out, report_path, data_dir, download, checkpoint, device, quiet, fast,
+                         overwrite, print_fn)
+
+
+def _run_grid(recipe: Recipe, grid: list[GridPoint], out: Path, report_path, data_dir, download, checkpoint, device,
+              quiet, fast, overwrite, print_fn) -> list[Path]:
     from tpp.data import build_loaders
     from tpp.models import example_inputs
 
@@ -133,10 +151,10 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
     try:
         run_prune_job(copy.deepcopy(base), loaders[0], loaders[1], inputs, job,
                       JobContext(out=folder, resume=resume, quiet=quiet, print_fn=print_fn, loggers=[run_dir]))
+        if shared is not None:
+            _copy_regularisation_facts(shared, folder)
     finally:
         run_dir.close()
-    if shared is not None:
-        _copy_regularisation_facts(shared, folder)
     return folder
 
 
@@ -144,14 +162,44 @@ def _shared_regularisation(point: GridPoint, folder: Path, out: Path) -> Path | 
     """Seed this job with a sibling's regularised model (same method, ratio, seed; other LR)."""
     if (folder / "pruned.pt").is_file():
         record = _read(folder / RUN_FILE)
-        name = record.get("regularization_shared_from") if record else None
+        if record is None:  # killed between the link and run.json: the link still says whose it is
+            return next((s for s in _siblings(point, out) if s != folder and _same_file(s / "pruned.pt",
+                                                                                         folder / "pruned.pt")), None)
+        name = record.get("regularization_shared_from")
         return out / name if name else None
-    for sibling in sorted(out.glob(f"{point.method}__r{point.ratio_label}__lr*__s{point.seed}")):
+    for sibling in _siblings(point, out):
         if sibling.name != point.folder and (sibling / "pruned.pt").is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(sibling / "pruned.pt", folder / "pruned.pt")
+            _share_file(sibling / "pruned.pt", folder / "pruned.pt")
             return sibling
     return None
+
+
+def _siblings(point: GridPoint, out: Path) -> list[Path]:
+    return sorted(out.glob(f"{point.method}__r{point.ratio_label}__lr*__s{point.seed}"))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _share_file(source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s bytes, all or nothing: a hard link (no copy; every tpp
+    write replaces a file by renaming, so neither job ever changes the other's), or an atomic copy
+    where the filesystem has no links."""
+    try:
+        os.link(source, target)
+        return
+    except FileExistsError:  # not a file (a job holding pruned.pt is not seeded again)
+        raise CheckpointError(
+            f"cannot start {target.parent} from {source}: {target} is in the way; remove it") from None
+    except OSError:
+        pass  # no hard links on this filesystem
+    with open(source, "rb") as handle:
+        atomic_write(target, lambda out: shutil.copyfileobj(handle, out))
 
 
 def _copy_regularisation_facts(source: Path, folder: Path) -> None:

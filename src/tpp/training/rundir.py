@@ -8,11 +8,22 @@ Layout::
     <run>/last.pt         checkpoint after the latest finished epoch (what --resume reads)
     <run>/best.pt         checkpoint of the epoch with the best test top-1
 
+    <run>/.tpp-run        tpp's mark: written when tpp opens the folder for a run
+    <run>/.tpp-lock       held (fcntl.flock) by the process writing here; gone when it ends
+
 Overwrite policy: a new run refuses a non-empty folder (nothing there is touched) unless
 ``resume`` (continue from ``last.pt``) or ``overwrite`` (delete the old ``last.pt``, ``best.pt``
 and ``metrics.jsonl``, replace the other files above, keep any other file) is requested.
-``resume`` accepts only a folder tpp wrote (its ``meta.json`` says so, or it holds nothing but
-tpp's files); one that has no ``last.pt`` yet (killed before the first epoch ended) starts over.
+``resume`` accepts only a folder tpp marked: it holds ``.tpp-run`` with tpp's text, or nothing at
+all yet (a run killed before it wrote anything). File names alone, or a ``meta.json`` with a
+``tpp_version`` key, prove nothing: a user's own ``config.json`` is never overwritten by a resume.
+Folders written before the mark existed are accepted when their ``meta.json`` holds every field
+tpp writes there *and* they hold a checkpoint tpp wrote (:func:`tpp.util.owned.checkpoint_is_ours`);
+the mark is added then. A folder with no ``last.pt`` yet (killed before the first epoch ended)
+starts over.
+
+One writer at a time: the folder is locked (:mod:`tpp.util.lock`) before anything in it changes,
+and a second writer is refused with the PID of the first.
 
 Every file is written atomically. An epoch is committed by ``last.pt``, which also carries that
 epoch's metrics record and the index of the best epoch; ``best.pt`` and the ``metrics.jsonl``
@@ -36,8 +47,29 @@ from typing import Any, Iterable, Mapping
 
 from tpp.errors import CheckpointError
 from tpp.util.atomic import atomic_write_json, atomic_write_text, describe_os_error, remove_stale_temporaries
+from tpp.util.lock import LOCK_FILE, FolderLock, in_use, lock_holder
+from tpp.util.owned import checkpoint_is_ours
 
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # an interrupted atomic write
+MARK = ".tpp-run"
+MARK_TEXT = ("tpp run folder\n"
+             "tpp wrote this file when it opened this folder for a run; `--resume` continues only such folders.\n")
+# the fields write_meta always writes: a meta.json of an unmarked (older) run folder must hold all of them
+_META_FIELDS = frozenset({"argv", "tpp_version", "torch_version", "python_version", "git", "hostname", "start_time",
+                          "command"})
+# where an unmarked (older) run folder keeps the checkpoints tpp wrote (training runs and pruning jobs)
+_CHECKPOINTS = ("last.pt", "best.pt", "pruned.pt", "pruned_model.pt", "prune/last.pt", "finetune/last.pt")
+
+
+def is_marked(path: str | os.PathLike[str]) -> bool:
+    """Whether the folder holds tpp's mark (:data:`MARK` starting with tpp's text)."""
+    if not (Path(path) / MARK).is_file():  # (a FIFO would block the read)
+        return False
+    try:
+        with open(Path(path) / MARK, "rb") as handle:
+            return handle.read(len(MARK_TEXT) + 1).decode("utf-8", "replace") == MARK_TEXT
+    except OSError:
+        return False
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -78,7 +110,7 @@ class RunDirectory:
     BEST = "best.pt"
     # everything tpp writes in a run folder (training runs and pruning jobs); other files are the user's
     OWN_FILES = frozenset({CONFIG, META, METRICS, LAST, BEST, "tb", "prune", "finetune", "pruned.pt",
-                           "pruned_model.pt", "report.json", "jsv.png", "run.json"})
+                           "pruned_model.pt", "report.json", "jsv.png", "run.json", MARK, LOCK_FILE})
 
     def __init__(self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> None:
         """With ``resume`` the earlier metric records are kept; whether there is a checkpoint to
@@ -86,7 +118,7 @@ class RunDirectory:
         self.path = Path(path)
         self.resume = resume
         self._records: list[dict[str, Any]] = []
-        non_empty = self.check(self.path, resume=resume, overwrite=overwrite)
+        self.check(self.path, resume=resume, overwrite=overwrite)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -95,11 +127,19 @@ class RunDirectory:
             ) from None
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise CheckpointError(f"run directory {self.path} is not writable; pass a writable --out")
-        remove_stale_temporaries(self.path, self.OWN_FILES)
-        if resume:
-            self._records = self._read_metrics()
-        elif non_empty:
-            self._remove_stale_outputs()
+        self._lock = FolderLock(self.path).acquire()  # held until close(): nothing changes here before it
+        try:
+            non_empty = self._check_policy(self.path, resume, overwrite)  # again: another run may have ended here
+            remove_stale_temporaries(self.path, self.OWN_FILES)
+            if resume:
+                self._records = self._read_metrics()
+            elif non_empty:
+                self._remove_stale_outputs()
+            if not is_marked(self.path):
+                atomic_write_text(self.path / MARK, MARK_TEXT)
+        except BaseException:
+            self._lock.release()
+            raise
 
     @classmethod
     def check(cls, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> bool:
@@ -110,9 +150,16 @@ class RunDirectory:
             CheckpointError: as the constructor, except for an unwritable location.
         """
         path = Path(path)
+        holder = lock_holder(path) if path.is_dir() else None
+        if holder is not None:
+            raise in_use(path, holder)
+        return cls._check_policy(path, resume, overwrite)
+
+    @classmethod
+    def _check_policy(cls, path: Path, resume: bool, overwrite: bool) -> bool:
         if path.exists() and not path.is_dir():
             raise CheckpointError(f"run directory {path} exists and is a file; pass another --out")
-        non_empty = path.is_dir() and any(path.iterdir())
+        non_empty = path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir())
         if resume:
             cls._check_resumable(path)
         if non_empty and not (resume or overwrite):
@@ -126,19 +173,26 @@ class RunDirectory:
     def _check_resumable(cls, path: Path) -> None:
         if not path.is_dir():
             raise CheckpointError(f"--resume given but {path} does not exist; start without --resume")
+        if is_marked(path) or cls._older_run(path):
+            return
+        # a run killed before it wrote anything leaves at most its lock and temporary files
+        found = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE and not _TEMPORARY.fullmatch(p.name))
+        if found:
+            raise CheckpointError(
+                f"--resume given but {path} is not a tpp run directory (it holds {found[0]} but not the {MARK} file "
+                "tpp writes in every run folder); pass the --out of an earlier run, or start without --resume")
+
+    @classmethod
+    def _older_run(cls, path: Path) -> bool:
+        """A run folder of a tpp from before the mark: its meta.json holds every field tpp writes
+        there, and a checkpoint in it was written by tpp."""
         try:
             meta = json.loads((path / cls.META).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            meta = None
-        if isinstance(meta, dict) and "tpp_version" in meta:
-            return  # written by tpp: resumable even where the user added files of their own
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in cls.OWN_FILES
-                         and not _TEMPORARY.fullmatch(p.name))
-        if foreign:
-            raise CheckpointError(
-                f"--resume given but {path} is not a tpp run directory (it holds {foreign[0]}, and no meta.json "
-                "written by tpp); pass the --out of an earlier run, or start without --resume"
-            )
+            return False
+        if not isinstance(meta, dict) or not _META_FIELDS <= meta.keys():
+            return False
+        return any(checkpoint_is_ours(path / name) for name in _CHECKPOINTS)
 
     def _remove_stale_outputs(self) -> None:
         # an old last.pt left in an overwritten folder could later be "resumed" by mistake
@@ -206,7 +260,8 @@ class RunDirectory:
             self.log_epoch(record)
 
     def close(self) -> None:
-        """Nothing to release; present for the logger protocol."""
+        """Release the folder's lock (the logger protocol's end); nothing is written after it."""
+        self._lock.release()
 
     @property
     def records(self) -> list[dict[str, Any]]:

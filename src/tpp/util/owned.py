@@ -8,7 +8,10 @@ A command that writes to a path the user names (``tpp report --out``, ``tpp expo
   when rendered);
 * PNG: a ``Software`` text chunk starting ``tpp`` (matplotlib's ``savefig(metadata=...)``);
 * JSON: a top-level ``"generator"`` field starting ``tpp``;
-* ONNX: a ``generator`` metadata property starting ``tpp`` (see :mod:`tpp.deploy.export`).
+* ONNX: a ``generator`` metadata property starting ``tpp`` (see :mod:`tpp.deploy.export`);
+* checkpoints (``torch.save`` zip files): the pickled dict's first entry is ``format`` with a value
+  starting ``tpp`` (``tpp.checkpoint``, or ``tpp-pruned-v1`` of older pruned-model files), as
+  :func:`tpp.checkpoints.make_payload` writes it.
 
 Run folders follow their own policy (:class:`~tpp.training.rundir.RunDirectory`).
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import struct
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -83,3 +88,32 @@ def png_is_ours(path: Path) -> bool:
                         return True
     except OSError:
         return False
+
+
+def checkpoint_is_ours(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint tpp wrote: a ``torch.save`` zip whose pickled dict starts with
+    tpp's ``format`` entry. Only the first bytes of the pickle are parsed (nothing is unpickled, no
+    tensor is read), so a huge or hostile file costs nothing."""
+    try:
+        if not path.is_file() or not zipfile.is_zipfile(path):  # a FIFO would block the read
+            return False
+        with zipfile.ZipFile(path) as archive:
+            # torch.save names the pickle "<archive name>/data.pkl"
+            member = next((i for i in archive.infolist() if i.filename.endswith("data.pkl")
+                           and i.filename.count("/") == 1), None)
+            if member is None:
+                return False
+            with archive.open(member) as handle:
+                head = handle.read(4096)
+    except Exception:  # noqa: BLE001 - zipfile raises several types for damaged archives
+        return False
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(head):
+            if isinstance(arg, str) and "UNICODE" in opcode.name:
+                strings.append(arg)
+                if len(strings) == 2:
+                    break
+    except Exception:  # noqa: BLE001 - the head ends mid-opcode, or it is no pickle at all
+        pass
+    return len(strings) == 2 and strings[0] == "format" and strings[1].startswith(GENERATOR)
