@@ -18,6 +18,7 @@ from torch import nn
 from tpp.checkpoints.reading import check_layout, read_weights_only
 from tpp.errors import CheckpointError
 from tpp.models.specs import infer_record
+from tpp.models.weights import dtype_mismatch
 from tpp.util.atomic import atomic_write
 from tpp.util.modules import unwrap
 
@@ -90,7 +91,8 @@ def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: 
     """Copy weights from a payload or raw state_dict into ``model`` (strict: keys and shapes).
 
     Raises:
-        CheckpointError: one line naming the first missing/unexpected/mismatched entry.
+        CheckpointError: one line naming the first missing/unexpected/mismatched entry, or a
+            weight that is not floating-point (integer, bool, complex) where the model's is.
     """
     bare = unwrap(model)
     state = extract_state_dict(checkpoint)
@@ -114,4 +116,19 @@ def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: 
             f"checkpoint {source} was saved from a different architecture (first mismatch: {problem}); "
             "pass --model matching the checkpoint"
         )
+    wrong = dtype_mismatch(expected, state)
+    if wrong:
+        raise CheckpointError(
+            f"checkpoint {source} holds weights that are not real floating-point numbers where the model has them "
+            f"({wrong[0]}{f' and {len(wrong) - 1} more' if len(wrong) > 1 else ''}); they would be cast silently: "
+            "re-create the checkpoint from a float model")
     bare.load_state_dict(state, strict=True)
+
+
+def non_finite_weight(model: nn.Module) -> str | None:
+    """The name of the first floating-point weight or buffer of ``model`` holding a NaN or an
+    infinity (a diverged run saves them without complaint), or None."""
+    for name, value in unwrap(model).state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None

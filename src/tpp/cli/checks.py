@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from typing import Sequence
 
 from tpp.errors import ConfigError, ModelError
-
-# a forward pass may keep several activations alive at once; an estimate above this share of
-# the free memory would likely end in the out-of-memory killer rather than in an error
-_MEMORY_SHARE = 0.5
+from tpp.util.memory import SPARE_SHARE, available_memory
+from tpp.util.memory import gigabytes as _gigabytes
 
 
 def lr_schedule_option(text: str, flag: str) -> None:
@@ -36,29 +33,10 @@ def resume_or_overwrite(args, what: str) -> None:
         raise ConfigError(f"--resume continues the {what} in --out and --overwrite starts it again; give one of them")
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def model_name(model) -> str:
     """The name or spec a model was built with (``resnet56``, ``hf:...``), for messages."""
     spec = getattr(model, "tpp_spec", None) or {}
     return str(spec.get("name") or spec.get("spec") or type(model).__name__)
-
-
-def _gigabytes(count: int) -> str:
-    return f"{count / 2**30:.3g} GB"
 
 
 def check_model_input(model, shape: Sequence[int], model_name: str, fix: str) -> None:
@@ -70,7 +48,7 @@ def check_model_input(model, shape: Sequence[int], model_name: str, fix: str) ->
     """
     shape = [int(d) for d in shape]
     free = available_memory()
-    budget = None if free is None else int(free * _MEMORY_SHARE)
+    budget = None if free is None else int(free * SPARE_SHARE)
     input_bytes = math.prod(shape) * 4
     if budget is not None and input_bytes > budget:
         raise ModelError(f"an input of shape {shape} alone needs {_gigabytes(input_bytes)}, more than this machine "

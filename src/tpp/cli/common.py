@@ -11,9 +11,24 @@ import re
 from typing import Any
 
 from tpp.cli.config_file import apply_config_file
+from tpp.cli.option_types import (
+    MAX_EPOCHS,
+    MAX_SEED,
+    epoch_count,
+    float_list,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    output_path,
+    positive_float,
+    positive_int,
+    seed_int,
+)
 from tpp.errors import ConfigError
 
 __all__ = [
+    "MAX_EPOCHS",
+    "MAX_SEED",
     "ArgumentParser",
     "HelpFormatter",
     "UsageError",
@@ -25,17 +40,20 @@ __all__ = [
     "add_train_args",
     "apply_config_file",
     "dataset_from_args",
+    "epoch_count",
     "float_list",
     "image_options",
     "fraction",
     "non_negative_float",
     "non_negative_int",
+    "output_path",
     "per_rank_batch_size",
     "positive_float",
     "positive_int",
     "require",
     "resolved_config",
     "run_label",
+    "seed_int",
     "speed_options",
 ]
 
@@ -76,41 +94,6 @@ def add_command(subparsers: Any, name: str, *, help: str, description: str | Non
         formatter_class=HelpFormatter,
         allow_abbrev=False,  # abbreviations would also bypass --config detection
     )
-
-
-def _number_type(convert: Any, kind: str, accept: Any, expected: str, doc: str) -> Any:
-    """An argparse type: ``convert(text)``, refused unless ``accept(value)``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text.strip()}")
-        return value
-
-    parse.__doc__ = doc
-    return parse
-
-
-positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >= 1", "argparse type: an integer >= 1.")
-non_negative_int = _number_type(int, "a whole number", lambda v: v >= 0, "a number >= 0",
-                                "argparse type: an integer >= 0.")
-non_negative_float = _number_type(float, "a number", lambda v: 0 <= v < float("inf"), "a finite number >= 0",
-                                  "argparse type: a finite float >= 0.")
-positive_float = _number_type(float, "a number", lambda v: 0 < v < float("inf"), "a finite number > 0",
-                              "argparse type: a finite float > 0.")
-fraction = _number_type(float, "a number", lambda v: 0 <= v < 1, "the fraction of channels to prune, in [0, 1)",
-                        "argparse type: a pruning fraction in [0, 1).")
-
-
-def float_list(text: str) -> tuple[float, ...]:
-    """argparse type: comma-separated numbers, e.g. ``0.485,0.456,0.406``."""
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True, weights: bool = True) -> None:
@@ -167,7 +150,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> Non
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """Epochs, learning-rate schedule, momentum, weight decay."""
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=positive_int, default=120, metavar="N", help="number of epochs (the paper fine-tunes 120 on CIFAR)")
+    group.add_argument("--epochs", type=epoch_count, default=120, metavar="N", help="number of epochs (the paper fine-tunes 120 on CIFAR)")
     group.add_argument(
         "--lr", default="step:0.01", metavar="SCHEDULE",
         help="learning rate: a number (constant), 'EPOCH:LR,...' as in the paper (e.g. 0:0.01,60:0.001,90:0.0001), "
@@ -181,14 +164,15 @@ def add_runtime_args(parser: argparse.ArgumentParser, *, out: bool = True) -> No
     """``--device``, ``--seed``, ``--quiet``, ``--threads``, ``--config`` and, if ``out``, ``--out``."""
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N")
-    group.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation")
+    group.add_argument("--seed", type=seed_int, default=0, help="seed of initialisation, data order and augmentation")
     group.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     group.add_argument(
         "--threads", type=positive_int, metavar="N",
         help="CPU threads for torch (default: torch's choice; 1 is much faster on a busy machine)",
     )
     if out:
-        group.add_argument("--out", metavar="DIR", help="run directory (default: runs/<model>-<dataset>-<time>)")
+        group.add_argument("--out", type=output_path, metavar="DIR",
+                           help="run directory (default: runs/<model>-<dataset>-<time>)")
     group.add_argument(
         "--config", metavar="FILE",
         help="YAML file of option values (keys are option names, e.g. 'batch-size: 64'); the command line overrides it",

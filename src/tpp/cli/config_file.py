@@ -12,6 +12,10 @@ from typing import Any, Sequence
 
 from tpp.errors import ConfigError, TPPError
 
+# a file of option values is a few hundred bytes; anything near this is the wrong file (or
+# /dev/zero), refused before it fills memory
+MAX_CONFIG_BYTES = 2**20
+
 
 def find_config_path(args_list: Sequence[str]) -> str | None:
     """The value of ``--config`` in ``args_list`` (last one wins, as argparse does), or None."""
@@ -30,17 +34,23 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; an empty file is ``{}``.
 
     Raises:
-        ConfigError: unreadable file, malformed YAML, or a top level that is not a mapping.
+        ConfigError: unreadable file, not a regular file (a FIFO or device is refused before it
+            is read), larger than :data:`MAX_CONFIG_BYTES`, malformed YAML, or a top level that
+            is not a mapping.
     """
     import yaml
 
+    from tpp.util.files import FileTooLarge, read_bounded
     from tpp.util.yamlfile import load_yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except FileTooLarge:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, far more than a file "
+                          "of option values holds; pass the right YAML file to --config") from None
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+        raise ConfigError(f"cannot read config file {path}: {reason}; pass a YAML file to --config") from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as error:

@@ -7,7 +7,7 @@ from typing import Any
 
 from tpp.cli.checks import check_model_input, model_name
 from tpp.cli.common import add_command, add_data_args, add_model_args, add_runtime_args, dataset_from_args
-from tpp.errors import ConfigError
+from tpp.errors import CheckpointError, ConfigError
 
 DESCRIPTION = """\
 Evaluate a checkpoint (from `tpp train`, a pruned model, or a raw state_dict) on a test set and
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     require_trained_model(args)
     from tpp.data import build_loaders
     from tpp.checkpoints import load_checkpoint
+    from tpp.checkpoints.format import non_finite_weight
     from tpp.training import evaluate, resolve_device, seed_everything
 
     device = resolve_device(args.device)
@@ -50,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
                             image_size=info.image_size, payload=payload or None)
+    broken = non_finite_weight(model)
+    if broken:  # its loss would print as nan and its accuracy as chance, without a word why
+        raise CheckpointError(
+            f"{args.checkpoint or args.weights or args.model} holds non-finite weights (NaN or infinity in {broken}): "
+            "the run that saved it diverged; evaluate an earlier checkpoint, or train again with a lower --lr")
     check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
                       f"it cannot be evaluated on {info.name}; pass the --dataset it was trained on")
     model = model.to(device)

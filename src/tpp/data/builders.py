@@ -30,13 +30,23 @@ def stratified_first(labels: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(torch.argsort(key)[:n]).values
 
 
-def subset_indices(labels: torch.Tensor, train_subset: int, name: str) -> torch.Tensor:
-    """:func:`stratified_first` indices of ``train_subset`` examples; DataError when out of range."""
+def subset_indices(labels: torch.Tensor, train_subset: int, name: str, num_classes: int | None = None) -> torch.Tensor:
+    """:func:`stratified_first` indices of ``train_subset`` examples; DataError when out of range.
+
+    A class-balanced subset needs one image of every class at least (``num_classes``, default:
+    the classes present in ``labels``): with fewer, some classes would never be trained on.
+    """
     n = int(train_subset)
+    classes = int(num_classes) if num_classes is not None else int(torch.unique(labels).numel())
     if not 0 < n <= len(labels):
         raise DataError(
             f"train_subset={train_subset} is outside 1..{len(labels)} (the {name} training set size); "
             "pass a value in that range or omit it."
+        )
+    if n < classes:
+        raise DataError(
+            f"train_subset={train_subset} (--train-subset) is fewer images than the {classes} classes of {name}, so some "
+            f"classes would never be trained on; pass at least {classes} (one image per class) or omit it."
         )
     return stratified_first(labels, n)
 
@@ -86,7 +96,8 @@ def build_loaders(
     if canonical_name(name) == "imagefolder":
         from tpp.data.imagefolder import build_imagefolder_loaders
 
-        subset = None if train_subset is None else (lambda labels: subset_indices(labels, train_subset, "imagefolder"))
+        subset = None if train_subset is None else (lambda labels: subset_indices(labels, train_subset, "imagefolder",
+                                                                                  int(labels.max()) + 1))
         return build_imagefolder_loaders(
             data_dir, image_options, batch_size=batch_size, test_batch_size=test_batch_size, device=device,
             seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, subset=subset)
@@ -105,7 +116,7 @@ def build_loaders(
     x_train, y_train = load_arrays(info.name, "train", data_dir, download)
     x_test, y_test = load_arrays(info.name, "test", data_dir, download)
     if train_subset is not None:
-        keep = subset_indices(y_train, train_subset, info.name)
+        keep = subset_indices(y_train, train_subset, info.name, info.num_classes)
         x_train, y_train = x_train[keep], y_train[keep]
     train = TensorLoader(
         x_train, y_train, batch_size=batch_size, mean=info.mean, std=info.std, shuffle=True,

@@ -26,6 +26,7 @@ import torch
 
 from tpp.data.imagenet import check_imagefolder_classes
 from tpp.data.description import DatasetInfo
+from tpp.data.folders import class_files
 from tpp.data.loader import BatchLoader, TensorLoader
 from tpp.errors import DataError
 
@@ -138,20 +139,17 @@ def imagefolder_info(root: str | os.PathLike[str] | None, options: ImageFolderOp
 
 
 def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], torch.Tensor]:
-    """Every image file under ``split_dir/<class>/`` (sub-folders included), sorted, and its label.
+    """Every image file under ``split_dir/<class>/`` (sub-folders and links to folders included),
+    sorted, and its label (see :func:`tpp.data.folders.class_files`).
 
     Raises:
-        DataError: a class folder with no image files.
+        DataError: a class folder with no image files, a link that loops or leads into another
+            class folder, or an image name that is not a regular file.
     """
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        found = sorted(
-            Path(folder) / file
-            for folder, _, names in os.walk(split_dir / name, followlinks=True)
-            for file in names
-            if not file.startswith(".") and file.lower().endswith(IMAGE_SUFFIXES)
-        )
+        found = class_files(split_dir, classes, name, IMAGE_SUFFIXES)
         if not found:
             raise DataError(f"{split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                             "put at least one image in every class folder")
@@ -184,6 +182,11 @@ def decode_image(path: str | os.PathLike[str], options: ImageFolderOptions) -> n
             top, left = int(round((new[1] - size) / 2.0)), int(round((new[0] - size) / 2.0))
             image = image.crop((left, top, left + size, top + size))
             array = np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy warns otherwise)
+    except Image.DecompressionBombError as error:
+        # PIL refuses, from the header alone, images of more than 2 * MAX_IMAGE_PIXELS pixels
+        why = str(error).split(",")[0].strip() or "too many pixels"
+        raise DataError(f"image {path} is too large to decode safely ({why}; a decompression bomb?); "
+                        "shrink it or remove it") from None
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise DataError(f"cannot read image {path} ({type(error).__name__}); remove or replace the file") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
@@ -205,8 +208,19 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(decode_image(self.files[index], self.options))
+    def __getitem__(self, index: int) -> torch.Tensor | str:
+        # a failure travels back as its one-line message: DataLoader would re-raise the exception
+        # with the worker's traceback folded into its text
+        try:
+            return torch.from_numpy(decode_image(self.files[index], self.options))
+        except DataError as error:
+            return str(error)
+
+
+def _collate(items: list[torch.Tensor | str]) -> torch.Tensor | str:
+    """The batch of images, or the message of its first image that could not be read."""
+    failed = next((item for item in items if isinstance(item, str)), None)
+    return failed if failed is not None else torch.utils.data.default_collate(items)
 
 
 class ImageFileLoader(BatchLoader):
@@ -222,8 +236,11 @@ class ImageFileLoader(BatchLoader):
     def _uint8_batches(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         loader = torch.utils.data.DataLoader(
             _Files(self.files, self.options), batch_sampler=[b.tolist() for b in batches],
-            num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
-        yield from loader
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda", collate_fn=_collate)
+        for batch in loader:
+            if isinstance(batch, str):
+                raise DataError(batch)
+            yield batch
 
 
 def build_imagefolder_loaders(

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from tpp.data.description import DatasetInfo
+from tpp.data.folders import class_files
 from tpp.data.loader import epoch_generator
 from tpp.errors import DataError
 
@@ -131,7 +132,10 @@ def build_imagenet_loaders(
     transforms = importlib.import_module("torchvision.transforms")
     datasets = importlib.import_module("torchvision.datasets")
     train_dir, val_dir = find_imagenet_dirs(root)
-    check_imagefolder_classes(train_dir, val_dir)
+    classes = check_imagefolder_classes(train_dir, val_dir)
+    for split in (train_dir, val_dir):  # torchvision's walk follows folder links blindly, into loops
+        for name in classes:
+            class_files(split, classes, name, None)
     normalize = transforms.Normalize(info.mean, info.std)
     train_tf = transforms.Compose([
         transforms.RandomResizedCrop(info.image_size),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from tpp.data import download as dl
 from tpp.errors import DataError
+from tpp.util.files import not_a_regular_file
 
 # dataset name -> (folder under the data root, base URL, file MD5s); torchvision's layout
 _SOURCES = {
@@ -22,6 +24,7 @@ _PREFIX = {"train": "train", "test": "t10k"}
 _IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 _RESIZE_CHUNK = 8192  # bounds the float32 scratch memory of the resize
+MAX_IDX_BYTES = 2**30  # what an IDX header may promise; MNIST's largest file holds 47 MB
 
 
 def split_files(split: str) -> tuple[str, str]:
@@ -40,6 +43,9 @@ def _corrupt(path: Path, what: str) -> DataError:
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Read a gzip-compressed IDX file of unsigned bytes, checking magic number and size.
 
+    The header is read first and only as many bytes as it promises are inflated (plus one, to
+    see that nothing follows), so a small file that inflates to gigabytes costs nothing.
+
     Args:
         path: the ``.gz`` file.
         magic: expected magic number (0x803 for images, 0x801 for labels).
@@ -48,25 +54,32 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         A uint8 array shaped as the header says.
 
     Raises:
-        DataError: naming the file if it is unreadable, truncated or has a wrong header.
+        DataError: naming the file if it is unreadable, truncated, longer than its header says,
+            promises more than :data:`MAX_IDX_BYTES`, or has a wrong header.
     """
+    ndim = magic & 0xFF
+    header_size = 4 + 4 * ndim
     try:
         with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+            header = fh.read(header_size)
+            if len(header) < header_size:
+                raise _corrupt(path, f"only {len(header)} bytes, shorter than the IDX header")
+            got_magic = int.from_bytes(header[:4], "big")
+            if got_magic != magic:
+                raise _corrupt(path, f"magic number {got_magic:#010x}, expected {magic:#010x}")
+            dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+            expected = math.prod(dims)
+            if expected > MAX_IDX_BYTES:
+                raise _corrupt(path, f"the header {dims} promises {expected} bytes, more than the "
+                                     f"{MAX_IDX_BYTES // 2**20} MiB an MNIST-format file may hold")
+            raw = fh.read(expected)
+            if len(raw) != expected:
+                raise _corrupt(path, f"{len(raw)} bytes of data but the header {dims} implies {expected}")
+            if fh.read(1):  # also reaches the gzip trailer, whose CRC-32 checks the data read
+                raise _corrupt(path, f"more bytes than the {expected} the header {dims} implies")
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise _corrupt(path, f"cannot decompress ({exc})") from exc
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _corrupt(path, f"only {len(raw)} bytes, shorter than the IDX header")
-    got_magic = int.from_bytes(raw[:4], "big")
-    if got_magic != magic:
-        raise _corrupt(path, f"magic number {got_magic:#010x}, expected {magic:#010x}")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(raw) != expected:
-        raise _corrupt(path, f"{len(raw)} bytes but the header {dims} implies {expected}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def resize_to_32(images: torch.Tensor) -> torch.Tensor:
@@ -92,7 +105,12 @@ def mnist_folder(name: str, root: Path) -> Path:
 
 
 def _ensure_files(name: str, folder: Path, files: tuple[str, str], download: bool) -> None:
-    missing = [f for f in files if not (folder / f).is_file()]
+    kinds = {f: not_a_regular_file(folder / f) for f in files}
+    odd = [f for f, kind in kinds.items() if kind not in (None, "missing")]
+    if odd:  # a FIFO would block the read forever; a download would replace it
+        raise DataError(f"{folder / odd[0]} is {kinds[odd[0]]}, not a regular file; replace it with the official "
+                        "file or pass another --data-dir")
+    missing = [f for f, kind in kinds.items() if kind == "missing"]
     if not missing:
         return
     hint = f"Put {', '.join(files)} in {folder}/ by hand, pass --data-dir, or set TPP_DATA."

@@ -66,6 +66,28 @@ def _as_tuple(inputs: Any) -> tuple[torch.Tensor, ...]:
     raise ExportError("example_inputs must be a tensor or a tuple of tensors")
 
 
+def opset_range() -> tuple[int, int]:
+    """The ONNX opset versions torch's TorchScript exporter writes (7..20 on torch 2.x)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):  # private names: the values of torch 2.1-2.13
+        return 7, 20
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter cannot write, naming the supported range.
+
+    Raises:
+        ExportError: ``opset`` outside :func:`opset_range`.
+    """
+    low, high = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise ExportError(f"ONNX opset {opset!r} is not supported by this torch's exporter; pass --opset (opset=) "
+                          f"between {low} and {high} (17, the default, suits most runtimes)")
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
@@ -190,11 +212,12 @@ def export_onnx(
             ``generator: tpp`` metadata, is always replaced).
 
     Raises:
-        ExportError: tracing/export fails, outputs differ, ``path`` is not writable, or it holds a
-            file tpp did not write and ``overwrite`` is False.
+        ExportError: an opset outside :func:`opset_range`, tracing/export fails, outputs differ,
+            ``path`` is not writable, or it holds a file tpp did not write and ``overwrite`` is False.
         MissingDependencyError: ``onnx`` is missing, or ``verify=True`` without onnxruntime.
     """
     path = Path(path)
+    check_opset(opset)
     _require("onnx")  # torch's exporter serialises with it
     try:
         refuse_foreign(path, onnx_is_ours, overwrite)  # before the (slow) export

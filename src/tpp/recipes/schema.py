@@ -76,17 +76,24 @@ FINETUNE_KEYS = {"epochs", "lrs", "weight_decay", "momentum"}
 JSV_KEYS = {"batches", "every_epoch", "mode"}
 
 
+MAX_RECIPE_BYTES = 2**20  # recipes are a few KiB; /dev/zero or a huge file is refused before it fills memory
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (ConfigError with one line on any problem)."""
     import yaml
 
+    from tpp.util.files import FileTooLarge, read_bounded
     from tpp.util.yamlfile import load_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist; pass the path of a recipe YAML (see recipes/)")
+    if not path.is_file():  # also a FIFO or a device, which read_bounded would refuse anyway
+        raise ConfigError(f"recipe {path} is not a file; pass the path of a recipe YAML (see recipes/)")
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_bounded(path, MAX_RECIPE_BYTES).decode("utf-8"))
+    except FileTooLarge:
+        raise ConfigError(f"recipe {path} is larger than {MAX_RECIPE_BYTES // 2**20} MiB, far more than a recipe "
+                          "holds; pass the path of a recipe YAML (see recipes/)") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -40,6 +40,11 @@ def _write_point() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# torch.save writes through a C++ zip writer that reports a short write (disk full, a file-size
+# limit) as a RuntimeError such as "[enforce fail at inline_container.cc:672] . unexpected pos"
+_TORCH_WRITE_FAILURE = re.compile(r"inline_container|PytorchStreamWriter|unexpected pos|file write failed")
+
+
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], None]) -> Path:
     """Call ``writer(file)`` on a temporary file, then atomically move it to ``path``.
 
@@ -48,7 +53,8 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
     :func:`remove_stale_temporaries` deletes on the next start.
 
     Raises:
-        CheckpointError: the directory is missing or unwritable, or the disk is full.
+        CheckpointError: the directory is missing or unwritable, the disk is full or a file-size
+            limit is reached (also when torch's zip writer reports it as a RuntimeError).
     """
     path = Path(path)
     try:
@@ -71,6 +77,10 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
             os.unlink(tmp_name)
         if isinstance(error, OSError):
             raise CheckpointError(f"cannot write {path}: {describe_os_error(error)}") from None
+        if isinstance(error, RuntimeError) and _TORCH_WRITE_FAILURE.search(str(error)):
+            raise CheckpointError(
+                f"cannot write {path}: the write stopped short (the disk is full or a file-size limit was reached); "
+                f"free some space or choose another location; {path.name} was left as it was") from None
         raise
     _fsync_directory(path.parent)
     _write_point()

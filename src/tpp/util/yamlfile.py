@@ -11,10 +11,20 @@ from typing import Any
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load(text)``, refusing a mapping that repeats a key."""
+    """``yaml.safe_load(text)``, refusing a mapping that repeats a key.
+
+    PyYAML builds nested collections recursively, so thousands of nested brackets would end in a
+    ``RecursionError``; that becomes a ``yaml.YAMLError`` whose ``problem`` says so, which every
+    caller already reports as malformed YAML.
+    """
     import yaml
 
-    return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        error = yaml.YAMLError()
+        error.problem = "collections nested too deeply to read"  # type: ignore[attr-defined]
+        raise error from None
 
 
 _LOADER: Any = None
