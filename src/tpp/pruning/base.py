@@ -27,12 +27,14 @@ import torch
 import torch.nn as nn
 
 from tpp.errors import ConfigError, TPPError
+from tpp.pruning.configs import consumer_widths, keep_configs_true
 from tpp.pruning.graph import build_graph
 from tpp.pruning.importance import as_importance
 from tpp.pruning.penalties import SelectedParameters
 from tpp.pruning.plan import make_plan
 from tpp.pruning.progress import unit_progress
 from tpp.pruning.regularizers import Regularizer
+from tpp.pruning.replicas import broadcast_from_rank0, rewrap
 from tpp.pruning.removal import (ModelSnapshot, OptimizerSnapshot, RemovalError, parameter_names, remove_channels,
                                  repoint_optimizer)
 from tpp.pruning.schedules import OneShot, Schedule
@@ -40,7 +42,7 @@ from tpp.pruning.state import (FOREIGN, STATE_VERSION, PrunerStateError, check_c
                                check_keys)
 from tpp.pruning.history import record_plan
 from tpp.pruning.units import PruningUnit
-from tpp.util.modules import device_of, unwrap
+from tpp.util.modules import device_of, unwrap, warn_caller
 
 SELECT_AT = ("start", "prune")
 
@@ -63,6 +65,9 @@ class BasePruner:
         schedule: the strength over time and when the model is ready (:class:`OneShot` if None).
         select_at: ``"start"`` (choose now and regularise those channels) or ``"prune"`` (choose at
             :meth:`prune`, on the weights then; the choice is still checked now).
+        heads: also prune whole attention heads (key/value groups with their query heads) of attention
+            modules with ``q_proj``/``k_proj``/``v_proj``/``o_proj`` (:mod:`tpp.pruning.heads`); ``ratio``
+            patterns on those names (``"*self_attn*"``) set their ratio apart from the MLPs'.
     """
 
     def __init__(
@@ -78,9 +83,12 @@ class BasePruner:
         regularizers: Sequence[Regularizer] = (),
         schedule: Schedule | None = None,
         select_at: str = "start",
+        heads: bool = False,
     ) -> None:
         if select_at not in SELECT_AT:
             raise ConfigError(f"select_at must be one of {SELECT_AT}, got {select_at!r}")
+        if not isinstance(heads, bool):
+            raise ConfigError(f"heads must be True or False, got {heads!r}")
         self.model = model
         self.module = unwrap(model)
         self.example_inputs = example_inputs
@@ -88,7 +96,8 @@ class BasePruner:
         self.regularizers = list(regularizers)
         self.schedule = schedule if schedule is not None else OneShot()
         self.select_at = select_at
-        self._target = dict(ratio=ratio, scope=scope, ignored_layers=ignored_layers, global_ratio=global_ratio)
+        self._target = dict(ratio=ratio, scope=scope, ignored_layers=ignored_layers, global_ratio=global_ratio,
+                            heads=heads)
         self._plan_now()
         self._pruned = False
 
@@ -98,7 +107,7 @@ class BasePruner:
             self.module, lambda: build_graph(self.module, self.example_inputs), self.example_inputs,
             ratio=self._target["ratio"], global_ratio=self._target["global_ratio"], scope=self._target["scope"],
             ignored_layers=self._target["ignored_layers"], importance=self.importance,
-            broadcast=_broadcast_from_rank0)
+            broadcast=broadcast_from_rank0, heads=self._target["heads"])
         self.graph = build_graph(self.module, self.example_inputs)  # fresh: the trial removal used the others up
         self.units: list[PruningUnit] = plan.units
         self._pruned_roots = plan.pruned_roots
@@ -243,12 +252,16 @@ class BasePruner:
             optimizer_before.restore()
             self._undo(snapshot)
             raise
-        return _rewrap(self.model, self.module)
+        return rewrap(self.model, self.module)
 
     def _remove(self, check_each: bool) -> None:
         self.zero_pruned()
+        widths = consumer_widths(self.graph, list(self._units_by_name.values()))
         remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs,
                         check_each=check_each)
+        untrue = keep_configs_true(self.module, widths, consumer_widths(self.graph, list(self._units_by_name.values())))
+        if untrue:  # the model itself is fine; only a rebuild from its config would not fit
+            warn_caller("tpp: " + "; ".join(untrue) + "; a model rebuilt from this config would not fit the weights")
 
     def _undo(self, snapshot: ModelSnapshot) -> None:
         snapshot.restore()
@@ -325,22 +338,3 @@ def _length(schedule: Schedule) -> int | None:
         return int(schedule.total_iterations)
     except (NotImplementedError, TypeError, ValueError, OverflowError):
         return None
-
-
-def _broadcast_from_rank0(chosen: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Under torch.distributed, every rank takes rank 0's choice, so all replicas prune alike."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return chosen
-    payload = [[c.tolist() for c in chosen]]
-    torch.distributed.broadcast_object_list(payload, src=0)
-    return [torch.as_tensor(c, dtype=torch.long) for c in payload[0]]
-
-
-def _rewrap(wrapper: nn.Module, module: nn.Module) -> nn.Module:
-    """DDP holds buckets of the old parameters, so it is rebuilt; DataParallel reads .module each call."""
-    if isinstance(wrapper, nn.parallel.DistributedDataParallel):
-        return nn.parallel.DistributedDataParallel(
-            module, device_ids=wrapper.device_ids, output_device=wrapper.output_device,
-            find_unused_parameters=wrapper.find_unused_parameters,
-        )
-    return wrapper

@@ -25,7 +25,9 @@ from torch_pruning.dependency import group as tp_group
 from torch_pruning.pruner.function import BasePruningFunc
 
 from tpp.errors import PruningError
+from tpp.pruning.layers import builtin_pruners, weight_layer_types
 from tpp.pruning.tp_compat import apply_guards
+from tpp.util.inputs import call_without_cache, output_tensors
 
 apply_guards()
 
@@ -74,7 +76,7 @@ def register_layer(layer_type: type, pruner: BasePruningFunc) -> None:
 
 
 def _custom_pruners(model: nn.Module) -> dict[type, BasePruningFunc]:
-    pruners = dict(_REGISTERED)
+    pruners = {**builtin_pruners(), **_REGISTERED}
     for module in model.modules():
         if isinstance(module, ChannelLayer) and type(module) not in pruners:
             pruners[type(module)] = _ChannelLayerPruner()
@@ -110,11 +112,18 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     """
     was_training = {m: m.training for m in model.modules()}
     recorder = _ReshapeRecorder()
+    layer_inputs: dict[nn.Module, Any] = {}
+    hooks = [m.register_forward_pre_hook(_input_recorder(layer_inputs))
+             for m in model.modules() if isinstance(m, weight_layer_types())]
     try:
         with torch.enable_grad(), recorder:
             graph = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs=dict(example_inputs) if isinstance(example_inputs, Mapping) else example_inputs,
+                # tpp's own call (Torch-Pruning would try model(*tensor) first, which unpacks the batch into
+                # positional arguments), without a key/value cache, following only the output's tensors
+                forward_fn=call_without_cache,
+                output_transform=output_tensors,
                 customized_pruners=_custom_pruners(model),
                 verbose=False,
             )
@@ -124,10 +133,23 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
                            "check that model(example_inputs) runs (a dict is passed as keyword arguments, "
                            "a tuple as positional ones)") from None
     finally:
+        for hook in hooks:
+            hook.remove()
         for module, mode in was_training.items():
             module.train(mode)
     graph.tpp_reshape_shapes = recorder.shapes
+    graph.tpp_layer_inputs = layer_inputs
     return graph
+
+
+def _input_recorder(store: dict):
+    """A pre-hook that notes what a layer reads (its input's autograd node, or the leaf tensor's id):
+    layers that read the same tensor get the same key (a gated MLP's gate and up projections)."""
+    def hook(module, args, kwargs=None):
+        if args and torch.is_tensor(args[0]):
+            x = args[0]
+            store.setdefault(module, x.grad_fn if x.grad_fn is not None else ("leaf", id(x)))
+    return hook
 
 
 def splits_channels(graph, op, channels: int) -> bool:
@@ -184,18 +206,24 @@ def _bounded_search(graph: tp.DependencyGraph):
         tp_group.Group.add_dep = original
 
 
-def all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]):
+def all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], skip=lambda module: False):
     """``(root, group)`` for every Conv/Linear root, as ``DependencyGraph.get_all_groups`` enumerates them,
-    with ``group=None`` for roots whose dependency search had to be stopped."""
+    with ``group=None`` for roots whose dependency search had to be stopped, or was not run because
+    ``skip(root)`` said that the root's channels cannot be a unit anyway (attention projections, whose
+    search runs away through RoPE's slicing of every head in every layer)."""
     visited: set[nn.Module] = set()
     ignored = ignored + list(graph.IGNORED_LAYERS_IN_TRACING)
     ignored_set = set(ignored)
+    layer_types = weight_layer_types()
     with _bounded_search(graph) as search:
         for module in list(graph.module2node):
-            if module in ignored_set or not isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)) or module in visited:
+            if module in ignored_set or not isinstance(module, layer_types) or module in visited:
                 continue
             pruner = graph.get_pruner_of_module(module)
             if pruner is None or pruner.get_out_channels(module) is None:
+                continue
+            if skip(module):
+                yield module, None
                 continue
             search["count"] = 0
             try:

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from tpp.errors import CheckpointError, PruningError
 from tpp.pruning.graph import build_graph
+from tpp.pruning.heads import HISTORY_PREFIX, replay_heads
 from tpp.pruning.ties import find_ties, retie
 from tpp.util.inputs import input_signature, inputs_from_signature
 from tpp.util.modules import device_of
@@ -41,7 +42,9 @@ def replay_plan(module: nn.Module, plan: dict | None, source: str | os.PathLike)
     ties = find_ties(module)
     try:  # a plan traced on other inputs fails in the trace itself
         graph = build_graph(module, inputs_from_signature(signature, device_of(module)))
-        graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"]])
+        heads = [e for e in plan["history"] if str(e[0]).startswith(HISTORY_PREFIX)]
+        graph.load_pruning_history([[n, o, list(i)] for n, o, i in plan["history"] if [n, o, i] not in heads])
+        replay_heads(module, heads)  # whole attention heads, cut by tpp (tpp.pruning.heads)
         retie(ties, strict=False)  # the pruned model kept its ties (BasePruner.prune): so does its rebuilt copy
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError, PruningError) as error:
         raise CheckpointError(

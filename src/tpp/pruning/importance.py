@@ -24,7 +24,7 @@ class L1Importance:
     same ranking as the L1 norm within a layer, as the official code uses)."""
 
     def __call__(self, unit: PruningUnit) -> torch.Tensor:
-        return filter_scores([(m.module.weight, m.roots, m.local) for m in unit.rows], unit.channels)
+        return filter_scores([(m.module.weight.movedim(m.dim, 0), m.roots, m.local) for m in unit.rows], unit.channels)
 
     def __repr__(self) -> str:
         return "L1Importance()"
@@ -37,6 +37,8 @@ class TorchPruningImportance:
         self.importance = importance
 
     def __call__(self, unit: PruningUnit) -> torch.Tensor:
+        if unit.group is None:  # whole attention heads (tpp.pruning.heads) have no Torch-Pruning group
+            return L1Importance()(unit)
         scores = self.importance(unit.group)
         if scores is None or len(scores) != unit.channels:
             raise ConfigError(f"{type(self.importance).__name__} gave no score per channel for {unit.name}; "

@@ -76,6 +76,7 @@ class _PrunedGram(torch.autograd.Function):
 @dataclass
 class _GramLayer:
     weight: nn.Parameter
+    dim: int  # the dimension of the weight that holds the filters (1 for transformers' Conv1D)
     pruned: torch.Tensor  # pruned row indices
     kept: torch.Tensor  # kept row indices
     target: torch.Tensor | None  # kernorth: the constant target diag(kept); decorrelate: None
@@ -90,24 +91,25 @@ class GramPenalty:
     every entry, ``mean((W W^T - diag(kept))^2)``.
     """
 
-    def __init__(self, layers: Sequence[tuple[nn.Module, torch.Tensor]], target: str = "decorrelate"):
+    def __init__(self, layers: Sequence[tuple], target: str = "decorrelate"):
         if target not in GRAM_TARGETS:
             raise ValueError(f"unknown gram target {target!r}; choose from {GRAM_TARGETS}")
         self.target = target
-        self._specs = [(module, pruned_rows) for module, pruned_rows in layers if len(pruned_rows) > 0]
+        # (module, pruned rows[, dim of the filters]) with at least one pruned row
+        self._specs = [(s[0], s[1], s[2] if len(s) > 2 else 0) for s in layers if len(s[1]) > 0]
         self._layers: list[_GramLayer] = []
         self._device: torch.device | None = None
 
     def _build(self, device: torch.device) -> None:
         self._layers = []
-        for module, pruned_rows in self._specs:
-            n = module.weight.shape[0]
+        for module, pruned_rows, dim in self._specs:
+            n = module.weight.shape[dim]
             is_kept = torch.ones(n, dtype=torch.bool)
             is_kept[pruned_rows] = False
             pruned = (~is_kept).nonzero().flatten().to(device)
             kept = is_kept.nonzero().flatten().to(device)
             target = torch.diag(is_kept.float()).to(device) if self.target == "kernorth" else None
-            self._layers.append(_GramLayer(module.weight, pruned, kept, target))
+            self._layers.append(_GramLayer(module.weight, dim, pruned, kept, target))
         self._device = device
 
     def __call__(self) -> torch.Tensor:
@@ -121,13 +123,18 @@ class GramPenalty:
             if layer.target is None:
                 # the regulariser runs in the weights' precision, also under autocast (bf16 grams lose it)
                 with torch.autocast(device_type=device.type, enabled=False):
-                    term = _PrunedGram.apply(layer.weight, layer.pruned, layer.kept)
+                    term = _PrunedGram.apply(_rows_first(layer), layer.pruned, layer.kept)
             else:
-                rows = layer.weight.flatten(1)
+                rows = _rows_first(layer).flatten(1)
                 gram = rows @ rows.t()
                 term = (gram - layer.target.to(gram.dtype)).square().mean()
             total = term if total is None else total + term
         return total
+
+
+def _rows_first(layer: _GramLayer) -> torch.Tensor:
+    """The weight as ``[filters, ...]``: a transposed view for a layer that stores ``[in, out]``."""
+    return layer.weight.movedim(layer.dim, 0) if layer.dim else layer.weight
 
 
 class SelectedParameters:

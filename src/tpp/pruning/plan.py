@@ -64,11 +64,13 @@ def make_plan(
     ignored_layers: Iterable[nn.Module | str] | None,
     importance: Importance | None = None,
     broadcast: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda chosen: chosen,
+    heads: bool = False,
 ) -> PruningPlan:
     """Find, choose and verify what to prune (see the module docstring); warns once if less is pruned than asked.
 
     ``importance`` scores the channels of a unit (default: :class:`~tpp.pruning.importance.L1Importance`);
-    ``broadcast`` makes every process of a distributed job take the same choice (rank 0's).
+    ``broadcast`` makes every process of a distributed job take the same choice (rank 0's); ``heads``
+    adds whole attention heads as units (:mod:`tpp.pruning.heads`).
 
     Raises:
         ConfigError: a malformed ratio.
@@ -77,7 +79,7 @@ def make_plan(
     if global_ratio is None and ratio is None:
         raise ConfigError("give ratio= (float or pattern mapping) or global_ratio=")
     graph = graph_factory()
-    units, skipped = find_units(module, graph, scope, ignored_layers)
+    units, skipped = find_units(module, graph, scope, ignored_layers, heads=heads)
     if not units:
         raise PruningError(_nothing_prunable(module, graph, scope, ignored_layers, skipped))
     candidates = {u.name: u for u in units}
@@ -89,7 +91,7 @@ def make_plan(
         try:
             ratios = selection.layer_ratios([u.row_names for u in units], spec)
         except PruningError as error:
-            raise PruningError(_pattern_hint(str(error), module, graph, scope, ignored_layers, spec)) from None
+            raise PruningError(_pattern_hint(str(error), module, graph, scope, ignored_layers, spec, skipped)) from None
         unit_ratio = {u.name: r for u, r in zip(units, ratios)}
         requested = sum(selection.num_to_prune(unit_ratio[u.name], u.channels) for u in units)
         requested += sum(selection.num_to_prune(_ratio_of(s.name, spec), s.channels) for s in skipped)
@@ -107,7 +109,8 @@ def make_plan(
     for _ in range(_MAX_GLOBAL_ROUNDS):
         graph = graph if graph is not None else graph_factory()
         chosen = _choose(kept, scores, aliases, global_ratio, unit_ratio if global_ratio is None else None)
-        aliased = [u for u, c in zip(kept, chosen) if u.name not in aliases and len(_removed_roots(graph, u, c)) > len(c)]
+        aliased = [u for u, c in zip(kept, chosen) if u.name not in aliases and u.heads is None
+                   and len(_removed_roots(graph, u, c)) > len(c)]
         if aliased:  # Torch-Pruning removes more than chosen: choose again among whole alias classes
             aliases.update({u.name: _alias_classes(graph, u) for u in aliased})
             chosen = _choose(kept, scores, aliases, global_ratio, unit_ratio if global_ratio is None else None)
@@ -266,8 +269,14 @@ def _nothing_prunable(module, graph, scope, ignored_layers, skipped) -> str:
     return text + "; the model has no Conv/Linear layer whose output channels can go (classifier outputs never do)"
 
 
-def _pattern_hint(message: str, module, graph, scope, ignored_layers, spec) -> str:
-    """Suggest scope='all' only where it is true: every pattern then matches a unit."""
+def _pattern_hint(message: str, module, graph, scope, ignored_layers, spec, skipped=()) -> str:
+    """Say why a pattern's layers are left whole, if they are; suggest scope='all' only where it is true:
+    every pattern then matches a unit."""
+    if isinstance(spec, Mapping):
+        whole = [s for s in skipped if any(selection.matches(s.name, p) for p in spec)]
+        if whole:
+            return message.replace("; fix the pattern", "") + "; it matches only units left whole: " + \
+                "; ".join(_reasons(whole, limit=2))
     if scope == "internal" and isinstance(spec, Mapping):
         others, _ = find_units(module, graph, "all", ignored_layers)
         names = [n for u in others for n in u.row_names]

@@ -28,7 +28,7 @@ def unit_progress(units: Sequence[PruningUnit], pruned_roots: dict[str, torch.Te
         roots = pruned_roots[unit.name]
         ratios, couplings = [], []
         for member in unit.rows:
-            rows = member.module.weight.detach().flatten(1).float()
+            rows = member.module.weight.detach().movedim(member.dim, 0).flatten(1).float()
             bias = getattr(member.module, "bias", None)
             if bias is not None:
                 rows = torch.cat([rows, bias.detach().float()[:, None]], 1)

@@ -55,7 +55,8 @@ class GramDecorrelation(Regularizer):
         self._gram = GramPenalty([], target)
 
     def bind(self, module, units, pruned_roots) -> None:
-        layers = [(member.module, member.local_indices(pruned_roots[unit.name])) for unit in units for member in unit.rows]
+        layers = [(member.module, member.local_indices(pruned_roots[unit.name]), member.dim)
+                  for unit in units for member in unit.rows]
         self._gram = GramPenalty(layers, target=self.target)
 
     def loss(self, strength: float) -> torch.Tensor | None:
@@ -90,7 +91,7 @@ class GrowingL2(Regularizer):
             else:
                 for member in unit.rows:
                     rows = member.local_indices(roots)
-                    selections.append((member.module.weight, rows))
+                    selections.append((member.module.weight, rows, member.dim))
                     if self.on == "filters":
                         selections.append((getattr(member.module, "bias", None), rows))
         self._selected = SelectedParameters(selections)

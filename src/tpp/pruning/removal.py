@@ -17,12 +17,15 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from tpp.errors import PruningError
+from tpp.pruning.heads import HISTORY_PREFIX, remove_heads
+from tpp.pruning.precision import FLOAT64_TOLERANCE, run_float64
 from tpp.pruning.ties import find_ties, retie
 from tpp.pruning.units import REMOVAL_FAILS, REMOVAL_INEXACT, PruningUnit
-from tpp.util.inputs import call_model
+from tpp.util.inputs import call_without_cache, output_tensors
 
-# Relative tolerance of the function-preservation check: removing zeroed channels only reorders float32
-# sums (~1e-7 relative), while a structural change shows up at 1e-2 or more.
+# Relative tolerance of the function-preservation check where it cannot run in float64 (a model that does
+# not run so): removing zeroed channels only reorders float32 sums (~1e-7 relative per layer, amplified
+# by depth), while a structural change shows up at 1e-2 or more. In float64 it is FLOAT64_TOLERANCE.
 CHECK_TOLERANCE = 1e-5
 
 
@@ -37,6 +40,9 @@ class ModelSnapshot:
 
     def __init__(self, model: nn.Module, values: bool = True):
         self._attrs = [(m, _shallow_copy(m.__dict__)) for m in model.modules()]
+        # a transformers config that the removal keeps true (tpp.pruning.configs) is one object shared by modules
+        configs = {id(c): c for m in model.modules() if hasattr(c := getattr(m, "config", None), "__dict__")}
+        self._configs = [(c, dict(c.__dict__)) for c in configs.values()]
         tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
         self._values = [(t, t.detach().clone()) for t in tensors.values()] if values else []
 
@@ -45,6 +51,9 @@ class ModelSnapshot:
         for module, attrs in self._attrs:
             module.__dict__.clear()
             module.__dict__.update(_shallow_copy(attrs))
+        for config, attrs in self._configs:
+            config.__dict__.clear()
+            config.__dict__.update(attrs)
         for tensor, value in self._values:
             tensor.copy_(value)
 
@@ -55,16 +64,24 @@ def _shallow_copy(attrs: dict) -> dict:
 
 
 def eval_outputs(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
-    """Every output tensor of ``model`` on ``example_inputs`` in eval mode; train/eval modes are restored."""
+    """Every output tensor of ``model`` on ``example_inputs`` in eval mode, computed in float64 (on float64
+    copies of its tensors, :mod:`tpp.pruning.precision`), or in the model's own precision if it does not
+    run in float64; train/eval modes are restored."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
-            out = call_model(model, example_inputs)
+            try:
+                return _tensors_of(run_float64(model, example_inputs))
+            except Exception:  # noqa: BLE001 - e.g. a kernel without float64: check in its own precision
+                return _tensors_of(call_without_cache(model, example_inputs))
     finally:
         for m, mode in modes.items():
             m.train(mode)
-    return [t.detach().clone() for t in tp.utils.flatten_as_list(out) if torch.is_tensor(t)]
+
+
+def _tensors_of(output: Any) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in output_tensors(output)]
 
 
 def check_finite(outputs: Sequence[torch.Tensor], when: str, hint: str) -> None:
@@ -74,7 +91,8 @@ def check_finite(outputs: Sequence[torch.Tensor], when: str, hint: str) -> None:
 
 
 def output_change(reference: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> str | None:
-    """Why ``after`` differs from ``reference`` beyond :data:`CHECK_TOLERANCE`, or None if it does not."""
+    """Why ``after`` differs from ``reference`` beyond the tolerance, or None if it does not: ``FLOAT64_TOLERANCE``
+    for a float64 reference (:func:`eval_outputs`), :data:`CHECK_TOLERANCE` otherwise."""
     if len(reference) != len(after):
         return f"the model now returns {len(after)} tensors instead of {len(reference)}"
     for ref, new in zip(reference, after):
@@ -88,12 +106,16 @@ def output_change(reference: Sequence[torch.Tensor], after: Sequence[torch.Tenso
         error = float((ref - new).abs().max()) / max(scale, 1.0) if ref.numel() else 0.0
         if not math.isfinite(error):
             return "an output became NaN or infinite"
-        if error > CHECK_TOLERANCE:
+        if error > (FLOAT64_TOLERANCE if ref.dtype == torch.float64 else CHECK_TOLERANCE):
             return f"the outputs changed (max relative error {error:.2e})"
     return None
 
 
 def _remove_unit(graph: tp.DependencyGraph, unit: PruningUnit, roots: torch.Tensor) -> None:
+    if unit.heads is not None:  # whole heads, cut by tpp (Torch-Pruning cannot follow them); recorded alike
+        remove_heads(unit.heads, roots)
+        graph.pruning_history().append([HISTORY_PREFIX + unit.name, True, roots.tolist()])
+        return
     handler = graph.get_pruner_of_module(unit.root).prune_out_channels
     group = graph.get_pruning_group(unit.root, handler, roots.tolist())
     if not graph.check_pruning_group(group):

@@ -57,6 +57,10 @@ def check_keys(state: Any, known: set[str], required: set[str], owner: str) -> M
     return state
 
 
+# option -> the value a state saved before the option existed was built with
+ADDED_OPTIONS = {"heads": False}
+
+
 def check_config(built: Mapping[str, Any], saved: Any) -> None:
     """The options the state was saved with are the pruner's (``saved`` is the state's ``config``; a state
     without one, from before tpp saved it, is taken on trust)."""
@@ -65,6 +69,8 @@ def check_config(built: Mapping[str, Any], saved: Any) -> None:
     if not isinstance(saved, Mapping):
         raise PrunerStateError(f"the pruner state's config must be a dict of options, not a {type(saved).__name__}; "
                                f"{FOREIGN}")
+    # options added after states were first saved: a state without one was saved with its default
+    saved = {**{k: v for k, v in ADDED_OPTIONS.items() if k in built}, **saved}
     extra, lacking = sorted(set(map(str, saved)) - set(built)), sorted(set(built) - set(map(str, saved)))
     if extra or lacking:
         which = f"it has options {extra[:3]} this pruner lacks" if extra else f"it lacks options {lacking[:3]}"

@@ -9,11 +9,16 @@ removes, in every member, the slice that the graph maps to ``c``:
 * ``params``: bare per-channel ``nn.Parameter`` tensors (layer scale, tokens), zeroed like gamma/beta;
 * consumers' input channels, concat offsets, reshapes: handled by the graph at removal time.
 
-``scope="internal"`` keeps only units produced by one layer (depthwise convolutions aside): channels not
+``scope="internal"`` keeps only units produced by one layer (depthwise convolutions aside, and a gated
+MLP's gate and up projections, which read one tensor and are multiplied together): channels not
 tied to a residual add or to another block, which is what the paper prunes (the first layer of
 each residual block, docs/method.md#layers). ``scope="all"`` keeps every unit whose zeroed channels can be removed without
 changing the network's function. Units whose channels meet a normalisation with cross-channel
 statistics, a grouped convolution or an unknown layer are left out and reported as :class:`Skipped`.
+Layers are Conv1d/Conv2d/Linear and ``transformers``' ``Conv1D`` (:mod:`tpp.pruning.layers`). Channels
+that a reshape splits into attention heads are never searched (RoPE's slicing makes the search run
+away) and are left out as such; with ``heads=True`` whole heads are units of their own
+(:mod:`tpp.pruning.heads`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from torch_pruning import ops
 
 from tpp.errors import ConfigError
 from tpp.pruning.graph import all_groups, splits_channels
+from tpp.pruning.heads import find_layouts, undescribable
+from tpp.pruning.layers import filter_dim, is_weight_layer
+from tpp.pruning.structure import gated_rows, head_split, is_joint_norm, reduces_channels
 
 # Per-channel affine layers whose gamma/beta are zeroed and removed with the channel.
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d)
@@ -70,6 +78,8 @@ class PruningUnit:
     candidates: torch.Tensor | None = None
     order: int = 0  # position of the root among all Conv/Linear layers, forward order (zero-out order)
     group: Any = None  # the full Torch-Pruning group (for Torch-Pruning importance criteria)
+    gated: bool = False  # the rows read one tensor and are multiplied together (a gated MLP's gate and up)
+    heads: Any = None  # a tpp.pruning.heads.HeadLayout: the channels are its key/value groups, cut by tpp
 
     @property
     def row_names(self) -> list[str]:
@@ -80,8 +90,10 @@ class PruningUnit:
         """True if one layer produces these channels: not tied to a residual add or to another block.
 
         A depthwise convolution only carries the channels on (one filter per channel), so it does not
-        make a block's expansion channels shared, as in MobileNet blocks."""
-        return sum(not _is_depthwise(m.module) for m in self.rows) == 1
+        make a block's expansion channels shared, as in MobileNet blocks. Nor do the gate and up
+        projections of a gated MLP (:func:`tpp.pruning.structure.gated_rows`): they read one tensor and
+        are multiplied together, and only the block's down projection sees the product."""
+        return self.heads is not None or self.gated or sum(not _is_depthwise(m.module) for m in self.rows) == 1
 
     def tensors(self, roots: torch.Tensor) -> list[tuple[torch.Tensor | None, torch.Tensor, int]]:
         """``(tensor, local indices, dim)`` of everything that holds the given root channels and is zeroed
@@ -89,7 +101,8 @@ class PruningUnit:
         out: list[tuple[torch.Tensor | None, torch.Tensor, int]] = []
         for member in self.rows + self.norms:
             rows = member.local_indices(roots)
-            out += [(getattr(member.module, "weight", None), rows, 0), (getattr(member.module, "bias", None), rows, 0)]
+            out += [(getattr(member.module, "weight", None), rows, member.dim),
+                    (getattr(member.module, "bias", None), rows, 0)]
         out += [(m.module, m.local_indices(roots), m.dim) for m in self.params]
         return out
 
@@ -112,6 +125,9 @@ SHORTCUT_ONLY = "all carry an identity shortcut"
 SPLIT = "are split into attention heads or chunks by a reshape"
 SEARCH_EXPLODES = ("make Torch-Pruning's dependency search run away (partial-channel slicing such as "
                    "x[:, :C] += shortcut)")
+MISMAPPED = ("are mapped by Torch-Pruning to indices outside their layers (a fused projection split after a "
+             "reshape, e.g. a fused query/key/value)")
+HEADS_UNDESCRIBED = "are attention heads that the model's config could not describe once removed"
 REMOVAL_FAILS = "cannot be removed (typically a reshape or split into attention heads or chunks)"
 REMOVAL_INEXACT = "would change the outputs if removed"
 
@@ -121,21 +137,28 @@ def find_units(
     graph: tp.DependencyGraph,
     scope: str = "internal",
     ignored_layers: Iterable[nn.Module | str] | None = None,
+    heads: bool = False,
 ) -> tuple[list[PruningUnit], list[Skipped]]:
-    """All prunable units of ``model`` in forward order for the given scope, and the in-scope units left out."""
+    """All prunable units of ``model`` in forward order for the given scope, and the in-scope units left out.
+
+    ``heads`` adds whole attention heads (:mod:`tpp.pruning.heads`) as units."""
     if scope not in SCOPES:
         raise ConfigError(f"unknown scope {scope!r}: use 'internal' (the paper's) or 'all' (residual-coupled too)")
     names = {module: name for name, module in model.named_modules()}
     names.update({p: name for name, p in model.named_parameters()})
     dims = {p: int(dim) for p, dim in graph.unwrapped_parameters}
     ignored = _resolve_ignored(model, ignored_layers) | _output_layers(graph)
-    layer_order = [m for m in _forward_order(graph, model) if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
+    layer_order = [m for m in _forward_order(graph, model) if is_weight_layer(m)]
     position = {m: i for i, m in enumerate(layer_order)}
 
     units, skipped = [], []
-    for root, group in all_groups(graph, list(ignored)):
+    for root, group in all_groups(graph, list(ignored), skip=lambda module: head_split(graph, module) is not None):
         if group is None:  # Torch-Pruning's search did not terminate for this root
-            if scope == "all":
+            split = head_split(graph, root)
+            if split is not None:  # e.g. RoPE's rotate_half slices each head: the true reason is the heads
+                skipped.append(Skipped(names.get(root, str(root)), SPLIT, f"{split[0]} -> {split[1]}",
+                                       graph.get_out_channels(root) or 0))
+            elif scope == "all":
                 skipped.append(Skipped(names.get(root, str(root)), SEARCH_EXPLODES, "", graph.get_out_channels(root) or 0))
             continue
         unit, problem = _unit_from_group(group, graph, names, dims)
@@ -148,8 +171,30 @@ def find_units(
             continue
         unit.order = position.get(unit.root, len(position))
         units.append(unit)
+    if heads:
+        _add_head_units(model, names, ignored, position, units, skipped)
     units.sort(key=lambda u: u.order)
     return units, skipped
+
+
+def _add_head_units(model, names, ignored, position, units, skipped) -> None:
+    """Whole attention heads (key/value groups) as units (:mod:`tpp.pruning.heads`); their projections'
+    channel units, left out as "split into attention heads", are then no longer reported."""
+    layouts = find_layouts(model, ignored)
+    taken = {names[m] for lay in layouts for m in (lay.q, lay.k, lay.v)}
+    skipped[:] = [s for s in skipped if s.name not in taken]
+    for lay in layouts:
+        groups = torch.arange(lay.kv_heads)
+        unit = PruningUnit(name=lay.name, root=lay.q, channels=lay.kv_heads, heads=lay)
+        for module, width in ((lay.q, lay.group_size * lay.head_dim), (lay.k, lay.head_dim), (lay.v, lay.head_dim)):
+            unit.rows.append(Member(names[module], module, groups.repeat_interleave(width),
+                                    torch.arange(lay.kv_heads * width)))
+        unit.order = position.get(lay.q, len(position))
+        reason = undescribable(lay)
+        if reason is not None:
+            skipped.append(Skipped(lay.name, HEADS_UNDESCRIBED, reason, lay.kv_heads))
+        elif lay.kv_heads > 1:
+            units.append(unit)
 
 
 def _is_depthwise(module) -> bool:
@@ -161,24 +206,35 @@ def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tup
     root = group[0].dep.target.module
     unit = PruningUnit(name=names.get(root, str(root)), root=root, channels=len(group[0].idxs), group=group)
     problem = None
+    split = head_split(graph, root)
+    if split is not None:  # heads go whole or not at all, whatever Torch-Pruning maps further on
+        problem = (SPLIT, f"{split[0]} -> {split[1]}")
+    mismapped = None
     for item in group:
         module, handler = item.dep.target.module, item.dep.handler
         is_out = graph.is_out_channel_pruning_fn(handler) and not graph.is_in_channel_pruning_fn(handler)
+        if any(i is None for i in item.root_idxs) or any(i is None or i < 0 for i in item.idxs):
+            if is_out and is_weight_layer(module):
+                unit.rows.append(Member(names.get(module, type(module).__name__), module, torch.zeros(0, dtype=torch.long),
+                                        torch.zeros(0, dtype=torch.long), filter_dim(module)))
+            mismapped = mismapped or (MISMAPPED, names.get(module, type(module).__name__))
+            continue
         member = Member(
             names.get(module, type(module).__name__),
             module,
             torch.as_tensor(item.root_idxs, dtype=torch.long),
             torch.as_tensor(item.idxs, dtype=torch.long),
+            filter_dim(module),
         )
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             if module.groups > 1 and not _is_depthwise(module):
                 problem = (GROUPED_CONV, f"{member.name} (groups={module.groups})")
             elif is_out or _is_depthwise(module):
                 unit.rows.append(member)
-        elif isinstance(module, nn.Linear):
+        elif is_weight_layer(module):  # nn.Linear, transformers' Conv1D
             if is_out:
                 unit.rows.append(member)
-        elif isinstance(module, _JOINT_NORM_TYPES):
+        elif isinstance(module, _JOINT_NORM_TYPES) or is_joint_norm(module):
             problem = (JOINT_NORM, f"{type(module).__name__} {member.name}")
         elif isinstance(module, _NORM_TYPES):
             if getattr(module, "weight", None) is not None or isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
@@ -193,14 +249,22 @@ def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tup
                 problem = (UNSUPPORTED, f"parameter {member.name} {tuple(module.shape)} does not hold them")
             else:
                 unit.params.append(member)
+        elif reduces_channels(graph, module):
+            problem = (JOINT_NORM, "a mean over the channel dimension, as an RMSNorm/LayerNorm computes")
         elif isinstance(module, ops._ReshapeOp):
             if splits_channels(graph, module, len(item.idxs)):
                 before, after = graph.tpp_reshape_shapes[graph.module2node[module].grad_fn]
                 problem = (SPLIT, f"{list(before)} -> {list(after)}")
         elif isinstance(module, nn.Module) and not isinstance(module, _PASS_THROUGH_TYPES) and not _is_graph_op(module):
-            problem = (UNSUPPORTED, f"{type(module).__name__} {member.name}")
+            if problem is None or problem[0] != JOINT_NORM:  # a joint norm is the deeper reason
+                problem = (UNSUPPORTED, f"{type(module).__name__} {member.name}")
     if not unit.rows:
         return None, None
+    if split is not None:
+        problem = (SPLIT, f"{split[0]} -> {split[1]}")
+    elif mismapped is not None:
+        problem = mismapped
+    unit.gated = gated_rows(graph, [m.module for m in unit.rows if not _is_depthwise(m.module)])
     if problem is None:
         problem = _inconsistent_member(unit)
     return unit, problem
@@ -210,7 +274,7 @@ def _inconsistent_member(unit: PruningUnit) -> tuple[str, str] | None:
     """A member whose mapped indices lie outside its own size (Torch-Pruning's mapping of partial
     channel slices can produce these); such a unit cannot be regularised or removed reliably."""
     for member in unit.rows + unit.norms:
-        size = member.module.weight.shape[0] if getattr(member.module, "weight", None) is not None \
+        size = member.module.weight.shape[member.dim] if getattr(member.module, "weight", None) is not None \
             else getattr(member.module, "num_features", None)
         if size is not None and len(member.local) and int(member.local.max()) >= size:
             return UNSUPPORTED, f"{member.name} does not hold channel {int(member.local.max())} that is mapped to it"
@@ -233,7 +297,7 @@ def _output_layers(graph) -> set[nn.Module]:
     seen = set(stack)
     while stack:
         node = stack.pop()
-        if isinstance(node.module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        if is_weight_layer(node.module):
             layers.add(node.module)
             continue
         if isinstance(node.module, (ops._ReshapeOp, ops._ConcatOp, ops._SplitOp)):

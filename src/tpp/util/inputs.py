@@ -8,6 +8,7 @@ logits, or a mapping with a ``logits`` entry (``transformers``' ``ModelOutput``)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -26,6 +27,56 @@ def call_model(model: nn.Module, inputs: Inputs) -> Any:
     if isinstance(inputs, (tuple, list)):
         return model(*inputs)
     return model(inputs)
+
+
+def call_without_cache(model: nn.Module, inputs: Inputs) -> Any:
+    """Run ``model`` on ``inputs`` as :func:`call_model` does, without a key/value cache.
+
+    A causal language model of ``transformers`` returns its key/value cache (a ``DynamicCache``)
+    next to the logits unless ``use_cache=False`` is passed; the cache is no tensor and its shapes
+    follow the attention heads, so the pruner traces and checks the model without it. The flag is
+    passed for this call only (the user's ``config.use_cache`` is left alone), and only to a model
+    whose config has a ``use_cache`` entry and whose ``forward`` takes it."""
+    args, kwargs = call_arguments(model, inputs, cache=False)
+    return model(*args, **kwargs)
+
+
+def call_arguments(model: nn.Module, inputs: Inputs, cache: bool = True) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` of the call :func:`call_model` makes (``cache=False``: as
+    :func:`call_without_cache` makes it)."""
+    if isinstance(inputs, Mapping):
+        args, kwargs = (), dict(inputs)
+    elif isinstance(inputs, (tuple, list)):
+        args, kwargs = tuple(inputs), {}
+    else:
+        args, kwargs = (inputs,), {}
+    if not cache and "use_cache" not in kwargs and _takes_use_cache(model):
+        kwargs["use_cache"] = False
+    return args, kwargs
+
+
+def _takes_use_cache(model: nn.Module) -> bool:
+    if not getattr(getattr(model, "config", None), "use_cache", False):
+        return False
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "use_cache" in parameters
+
+
+def output_tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor of a model's output, in order, following only tensors: ``ModelOutput``/dict
+    values, tuple/list items; anything else (a ``transformers`` cache object, ``None``) is skipped."""
+    if torch.is_tensor(output):
+        return [output]
+    if isinstance(output, Mapping):
+        items = list(output.values())
+    elif isinstance(output, (tuple, list)):
+        items = list(output)
+    else:
+        return []
+    return [t for item in items for t in output_tensors(item)]
 
 
 def logits_of(output: Any) -> torch.Tensor:

@@ -46,11 +46,13 @@ class GReg1Pruner(BasePruner):
         global_ratio: float | None = None,
         *,
         importance: Any = None,
+        heads: bool = False,
     ) -> None:
         self.options = GReg1Config(reg_step, reg_interval, reg_ceiling, stabilize_iters)
         check_options(self.options)
         schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval=None)
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance,
+        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
+                         importance=importance, heads=heads,
                          regularizers=[GrowingL2("filter_weights")], schedule=schedule)
 
     @property

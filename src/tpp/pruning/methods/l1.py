@@ -27,8 +27,10 @@ class L1Pruner(BasePruner):
         global_ratio: float | None = None,
         *,
         importance: Any = None,
+        heads: bool = False,
     ) -> None:
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance)
+        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
+                         importance=importance, heads=heads)
 
 
 register_method(Method("l1", L1Pruner, False, "one-shot L1-norm filter pruning (Li et al., 2017)"))

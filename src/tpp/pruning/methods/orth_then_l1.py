@@ -66,6 +66,7 @@ class OrthRegThenL1Pruner(BasePruner):
         orthconv_geometry: str = "textbook",
         *,
         importance: Any = None,
+        heads: bool = False,
     ) -> None:
         self.orth = orth
         self.options = (OrthConvThenL1Config(orth_iters, orth_weight, orthconv_geometry) if orth == "orthconv"
@@ -73,7 +74,8 @@ class OrthRegThenL1Pruner(BasePruner):
         check_options(self.options)
         if orth != "orthconv" and orthconv_geometry != "textbook":
             raise ConfigError("orthconv_geometry applies to orth='orthconv' only")
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance,
+        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
+                         importance=importance, heads=heads,
                          regularizers=[Orthogonality(orth, official_stride2=orthconv_geometry == "official")],
                          schedule=ConstantSchedule(orth_iters, orth_weight), select_at="prune")
 

@@ -81,6 +81,7 @@ class TPPPruner(BasePruner):
         gram_target: str = "decorrelate",
         *,
         importance: Any = None,
+        heads: bool = False,
         schedule: Schedule | None = None,
     ) -> None:
         self.options = TPPConfig(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval,
@@ -93,7 +94,8 @@ class TPPPruner(BasePruner):
             regularizers.append(GrowingL2("filters"))
         if bn_reg:
             regularizers.append(GrowingL2("norms"))
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance,
+        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
+                         importance=importance, heads=heads,
                          regularizers=regularizers, schedule=schedule)
 
     @property
