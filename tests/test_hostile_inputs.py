@@ -241,7 +241,6 @@ def test_a_billion_classes_in_a_spec_are_refused(run_cli, tmp_path):
 
 
 def test_a_huge_hf_config_in_a_spec_is_measured_on_the_meta_device(tmp_path):
-    pytest.importorskip("transformers")
     from tpp.models import model_from_record
 
     model = create_model("mlp7_linear", num_classes=10, in_channels=1)

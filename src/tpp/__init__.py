@@ -30,6 +30,7 @@ _EXPORTS = {
     "count": "tpp.metrics.counting",
     "save_pruned": "tpp.checkpoints",
     "load_pruned": "tpp.checkpoints",
+    "save_pretrained": "tpp.deploy.hf",
     "create_model": "tpp.models",
     "list_models": "tpp.models",
     "jacobian_singular_values": "tpp.metrics.jacobian",

@@ -1,8 +1,9 @@
 """The contract every zoo case must meet, as assertions shared by the transformers and timm tests.
 
 Each (model, scope) ends pruned exactly (eval output of the pruned model equal to the zeroed
-model's within 1e-5 relative, reloaded in a fresh process bit for bit) or refused with a one-line
-TPPError when the pruner is built. Never a hang, a raw error, a refusal only at ``prune()`` or a
+model's within 1e-5 relative, reloaded in a fresh process bit for bit; a language model also exported
+with ``tpp.save_pretrained`` and loaded by ``from_pretrained`` without tpp, with the same logits) or
+refused with a one-line TPPError when the pruner is built. Never a hang, a raw error, a refusal only at ``prune()`` or a
 silently different model (a refused ``prune()`` must still leave the model and the optimizer exactly
 as they were). At least 90% of the cases prune exactly, not counting the architectures where exact
 channel removal is impossible by construction: those must be refused, and each says why.
@@ -33,6 +34,9 @@ def check_case(case: CaseResult) -> None:
     if case.result == "exact":
         assert not case.optimizer_note, describe(case)
         assert case.reload == "identical", describe(case)
+        if case.suite == "lm":  # exported equal, or refused in one line (which families: tests/test_zoo_lm.py)
+            refused = case.export.startswith("refused: ") and "\n" not in case.export
+            assert case.export == "equal" or refused, f"{describe(case)}; export: {case.export}"
 
 
 def check_pass_rate(cases: list[CaseResult], impossible: Mapping[str, str]) -> None:

@@ -65,6 +65,8 @@ class CaseResult:
     io_file: str = ""
     save_note: str = ""
     reload: str = ""  # "identical", or what went wrong in the fresh process
+    units: str = ""  # language models: the widths pruned ("MLP 64->32, heads 4->2")
+    export: str = ""  # language models: "equal" (from_pretrained without tpp), or what went wrong
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -110,13 +112,13 @@ def run_case(suite: str, spec: ModelSpec, scope: str, out_dir: Path,
     model = spec.build()
     inputs = spec.inputs()
     original = eval_logits(model, inputs)
-    if not torch.isfinite(original).all() or original.dim() != 2:
+    if not torch.isfinite(original).all() or original.dim() not in (2, 3):  # 3: (batch, tokens, vocabulary)
         raise AssertionError(f"zoo model {spec.name} is broken before pruning: logits {tuple(original.shape)}")
     stages = ["build"]  # _run_stages appends each stage it enters
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _run_stages(case, model, inputs, out_dir, stages, stage_seconds)
+            _run_stages(case, model, inputs, out_dir, stages, stage_seconds, getattr(spec, "options", {}))
         case.warnings = sorted({str(w.message).splitlines()[0] for w in caught if "tpp" in str(w.message)})
     except Hang as hang:
         case.result, case.reason, case.where = "HANG", str(hang), _where(hang)
@@ -133,22 +135,24 @@ def run_case(suite: str, spec: ModelSpec, scope: str, out_dir: Path,
     return case
 
 
-def _run_stages(case: CaseResult, model, inputs, out_dir: Path, stages: list[str], limit: float) -> None:
+def _run_stages(case: CaseResult, model, inputs, out_dir: Path, stages: list[str], limit: float,
+                options: dict[str, Any]) -> None:
     import tpp
     from tpp.util.inputs import call_model, logits_of
 
     before = _count(case, model, inputs, limit)
     with time_limit("TPPPruner(...)", limit):
-        pruner = tpp.TPPPruner(model, inputs, ratio=0.5, scope=case.scope, **SCHEDULE)
+        pruner = tpp.TPPPruner(model, inputs, ratio=0.5, scope=case.scope, **SCHEDULE, **options)
 
     stages.append("train")
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9)
     with time_limit("training loop", limit):
         logits = logits_of(call_model(model, inputs))
-        target = torch.randint(0, logits.shape[-1], logits.shape[:1], generator=torch.Generator().manual_seed(SEED))
+        target = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=torch.Generator().manual_seed(SEED))
         for _ in range(pruner.total_iterations):
-            pruner_step(pruner, optimizer, F.cross_entropy(logits_of(call_model(model, inputs)), target))
+            logits = logits_of(call_model(model, inputs))  # a language model's: one class per token
+            pruner_step(pruner, optimizer, F.cross_entropy(logits.flatten(0, -2), target.flatten()))
             if pruner.done:
                 break
         pruner.zero_pruned()
@@ -274,7 +278,12 @@ def run_suite(suite: str, out_dir: Path, names: list[str] | None = None,
     table = specs(suite)
     limit = suite_seconds.get(suite, STAGE_SECONDS)
     cases = [run_case(suite, table[name], scope, out_dir, limit) for name in (names or list(table)) for scope in scopes]
-    reload_all(cases, out_dir)
+    if suite == "lm":  # language models: also a from_pretrained folder, loaded in a process without tpp
+        from tests.zoo.hf_roundtrip import export_and_reload
+
+        export_and_reload(cases, out_dir)
+    else:
+        reload_all(cases, out_dir)
     return cases
 
 

@@ -11,12 +11,13 @@ from tests.zoo.spec import ModelSpec
 SUITES = {
     "transformers": ("tests.zoo.hf_models", "transformers"),
     "timm": ("tests.zoo.timm_models", "timm"),
+    "lm": ("tests.zoo.lm_models", "transformers"),
     "selftest": ("tests.zoo.selftest_models", None),
 }
 # Bound on each stage of a case (build, training, prune, count), past which it is a HANG. Every
 # stage of the tiny transformers models takes under a second on one core here, so 20 s is ample
 # headroom and keeps `make test` short while the core still has hangs; timm's models are larger.
-STAGE_SECONDS = {"transformers": 20, "timm": 60, "selftest": 20}
+STAGE_SECONDS = {"transformers": 20, "timm": 60, "selftest": 20, "lm": 20}
 
 
 def available(suite: str) -> bool:

@@ -2,6 +2,7 @@
 
     python -m tests.zoo.table            # transformers models, both scopes
     python -m tests.zoo.table --timm     # timm models (needs timm: see `make test-timm`)
+    python -m tests.zoo.table --lm       # language models (tests.zoo.lm_models), with their export
 
 Options: ``--models a,b`` runs only those, ``--json FILE`` also writes every field of every case,
 ``--tensor-inputs`` feeds a plain tensor to the models that normally get a dict (to see what a
@@ -65,15 +66,32 @@ def markdown(cases: list[CaseResult]) -> str:
     return "\n".join(lines)
 
 
+def lm_markdown(cases: list[CaseResult]) -> str:
+    """The language-model table: family, scope, widths pruned, params, result, export, reason."""
+    lines = ["| family | scope | units pruned | params | result | from_pretrained | reason |",
+             "|---|---|---|---|---|---|---|"]
+    for c in cases:
+        lines.append(f"| {c.model} | {c.scope} | {c.units or '-'} | {_pair(c.params)} | {c.result} | "
+                     f"{_cell(c.export) or '-'} | {reason_of(c)} |")
+    exact = sum(c.meets_contract_exactly and c.export == "equal" for c in cases)
+    counts = Counter(c.result for c in cases)
+    refused = sum(c.export.startswith("refused") for c in cases)
+    lines += ["", f"{len(cases)} cases: {exact} pruned exactly, reloaded identically and exported equal"
+              + (f", {refused} with the export refused" if refused else "") + "; "
+              + ", ".join(f"{counts[r]} {r}" for r in RESULTS if counts[r])]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.zoo.table", description=__doc__.splitlines()[0])
     parser.add_argument("--timm", action="store_true", help="the timm suite instead of transformers")
+    parser.add_argument("--lm", action="store_true", help="the language-model suite instead of transformers")
     parser.add_argument("--models", help="comma-separated model names (default: all)")
     parser.add_argument("--scopes", default=",".join(SCOPES), help="comma-separated scopes")
     parser.add_argument("--json", type=Path, help="also write every case's fields to this file")
     parser.add_argument("--tensor-inputs", action="store_true", help="never feed a dict")
     args = parser.parse_args(argv)
-    suite = "timm" if args.timm else "transformers"
+    suite = "timm" if args.timm else "lm" if args.lm else "transformers"
     if not available(suite):
         print(f"{suite} is not installed; for timm run `make test-timm` once, then use .venv-timm/bin/python",
               file=sys.stderr)
@@ -88,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # Torch-Pruning prints notes on stdout; keep stdout for the table
     with tempfile.TemporaryDirectory(prefix="tpp-zoo-") as out, contextlib.redirect_stdout(sys.stderr):
         cases = run_suite(suite, Path(out), names, tuple(args.scopes.split(",")))
-    print(markdown(cases))
+    print(lm_markdown(cases) if suite == "lm" else markdown(cases))
     print(f"\n{suite} zoo: {time.perf_counter() - start:.0f} s on {torch.get_num_threads()} thread(s)")
     if args.json:
         args.json.write_text(json.dumps([c.as_dict() for c in cases], indent=1))

@@ -57,6 +57,29 @@ def read_pruned(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def pending_plan(module: nn.Module, plan: dict | None, weights: dict[str, Any]) -> dict | None:
+    """``plan`` without the steps whose layer already has its saved shape in ``module``.
+
+    The pruner keeps a ``transformers`` config true to the pruned widths (``intermediate_size``,
+    head counts), and a model saved without a ``tpp_spec`` is recorded with its config as it is
+    then: rebuilt from that record, those layers are already pruned, and replaying their steps
+    would cut them a second time. A width the config could not express (layers of different widths)
+    is still original in the rebuilt model, and its steps are replayed."""
+    if not plan or not plan.get("history"):
+        return plan
+    state = module.state_dict()
+
+    def applied(step_name: str) -> bool:
+        # a step names a layer ("model.layers.0.mlp.up_proj") or a kind and a module ("heads:...self_attn"):
+        # applied when every weight under that module already has its saved shape
+        name = step_name.rpartition(":")[2]
+        keys = [k for k in state if k.startswith(f"{name}.") and k in weights]
+        return bool(keys) and all(tuple(state[k].shape) == tuple(weights[k].shape) for k in keys)
+
+    history = [step for step in plan["history"] if not applied(str(step[0]))]
+    return plan if len(history) == len(plan["history"]) else {**plan, "history": history}
+
+
 def load_pruned(path: str | os.PathLike, base_model: nn.Module | str | None = None) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned` (or any tpp checkpoint of a model).
 
@@ -93,7 +116,10 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module | str | None = No
                 raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
             base_model = model_from_record(spec, source=str(path))
     module = unwrap(base_model)
-    replay_plan(module, payload.get("tpp_plan"), path)
+    plan = payload.get("tpp_plan")
+    replay_plan(module, pending_plan(module, plan, payload["model"]), path)
+    if plan and plan.get("history"):
+        module.tpp_plan = plan  # the whole record of what was pruned, whatever had to be replayed
     wrong = dtype_mismatch(module.state_dict(), payload["model"])
     if wrong:  # load_state_dict would cast them silently
         raise CheckpointError(f"{path} holds weights that are not real floating-point numbers where the model has "

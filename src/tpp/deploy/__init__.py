@@ -1,11 +1,12 @@
-"""Deployment tooling: ONNX export and latency measurement of (pruned) models.
+"""Deployment tooling: ONNX and Hugging Face export and latency measurement of (pruned) models.
 
 >>> from tpp.deploy import export_onnx, compare_pruned                     # doctest: +SKIP
 >>> export_onnx(pruned, example_inputs("resnet56"), "resnet56.onnx")       # doctest: +SKIP
 >>> rows = compare_pruned(base, pruned, (3, 32, 32), batch_sizes=(1, 64))  # doctest: +SKIP
 
-Entry points for the command line: :func:`export_pruned_onnx` (``tpp export --format onnx``)
-and :func:`run_latency_bench` (``tpp bench latency``).
+Entry points for the command line: :func:`export_pruned_onnx` (``tpp export --format onnx``),
+:func:`export_pruned_hf` (``tpp export --format hf``: a ``from_pretrained`` folder, see
+:mod:`tpp.deploy.hf`) and :func:`run_latency_bench` (``tpp bench latency``).
 
 ``onnx`` and ``onnxruntime`` form the optional extra ``tpp-pruning[onnx]``; without them the
 functions that need them raise :class:`MissingDependencyError` (a :class:`~tpp.errors.TPPError`)
@@ -29,6 +30,10 @@ _EXPORTS = {
     "export_onnx": "tpp.deploy.export",
     "verify_onnx": "tpp.deploy.export",
     "onnxruntime_available": "tpp.deploy.export",
+    "save_pretrained": "tpp.deploy.hf",
+    "export_pruned_hf": "tpp.deploy.hf",
+    "HFExportError": "tpp.deploy.hf",
+    "ConfigMismatchError": "tpp.deploy.hf_config",
     "LatencyStats": "tpp.deploy.latency",
     "measure_latency": "tpp.deploy.latency",
     "measure_interleaved": "tpp.deploy.latency",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from enum import Enum
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
@@ -109,19 +110,23 @@ def hf_model(
     target: str, num_classes: int, in_channels: int, pretrained: bool = False,
     config: Mapping[str, Any] | None = None, class_name: str | None = None,
 ) -> nn.Module:
-    """A ``transformers`` image-classification model.
+    """A ``transformers`` image-classification model, or the language model a folder holds.
 
     ``target`` is a folder (``config.json`` and, if present, weights: loaded with
     ``local_files_only=True``), a model class name such as ``ResNetForImageClassification``
     (its default configuration), or, with ``pretrained``, a Hugging Face Hub id (downloaded).
     ``config`` + ``class_name`` (as recorded in ``model.tpp_spec``) rebuild the same
     architecture without the folder, the Hub or any weights. ``num_labels`` (and ``num_channels``
-    where the configuration has it) are set from ``num_classes`` and ``in_channels``.
+    where the configuration has it) are set from ``num_classes`` and ``in_channels``, except for a
+    folder whose ``config.json`` names a language model (``...ForCausalLM``, ``...LMHeadModel``,
+    ``...ForMaskedLM`` in ``architectures``): that class is loaded as it is.
     """
     transformers = require("transformers")
     if config is not None:
         cls = _hf_class(transformers, class_name or "AutoModelForImageClassification", f"hf:{target}")
         cfg = _hf_config_from_dict(transformers, config, f"hf:{target}")
+        if cls.__name__.endswith(_LANGUAGE_MODEL_SUFFIXES):
+            return _hf_build(cls, cfg)
         return _hf_build(cls, _sized(cfg, num_classes, in_channels, f"hf:{target}"))
     folder = Path(target).expanduser()
     auto = transformers.AutoModelForImageClassification
@@ -131,9 +136,13 @@ def hf_model(
         except Exception as error:
             raise ModelError(f"hf:{target}: cannot read its config.json ({_first_line(error)}); "
                              "point hf: at a folder written by save_pretrained()") from None
+        weights = any((folder / name).is_file() for name in _HF_WEIGHT_FILES)
+        language = _language_model_class(transformers, cfg, f"hf:{target}")
+        if language is not None:  # a language model has no classes or image channels to resize
+            return _hf_load(language, folder, cfg, f"hf:{target}") if weights else _hf_build(language, cfg)
         before = (cfg.num_labels, getattr(cfg, "num_channels", in_channels))
         cfg = _sized(cfg, num_classes, in_channels, f"hf:{target}")
-        if not any((folder / name).is_file() for name in _HF_WEIGHT_FILES):
+        if not weights:
             return _hf_build(auto, cfg)
         try:  # a new number of classes (or channels) re-initialises the layers whose shapes change
             return auto.from_pretrained(str(folder), config=cfg, local_files_only=True,
@@ -162,9 +171,35 @@ def hf_model(
         raise _download_error(f"hf:{target}", error) from None
 
 
+# configuration entries that describe how weights were *stored*, not the architecture: a GGUF-loaded
+# model carries a quantization_config (its weights are dequantised to floats by then), whose enum
+# values would also make the file hold a class reference that weights-only loading refuses
+_NOT_ARCHITECTURE = ("quantization_config",)
+
+
+# class-name endings of transformers language models (causal and masked), as config.architectures names them
+_LANGUAGE_MODEL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForMaskedLM")
+
+
+def _language_model_class(transformers: ModuleType, cfg: Any, spec: str) -> Any:
+    """The language-model class a folder's ``config.json`` names in ``architectures``, or None."""
+    name = next(iter(getattr(cfg, "architectures", None) or []), None)
+    if not isinstance(name, str) or not name.endswith(_LANGUAGE_MODEL_SUFFIXES):
+        return None
+    return _hf_class(transformers, name, spec)
+
+
+def _hf_load(cls: Any, folder: Path, cfg: Any, spec: str) -> nn.Module:
+    try:
+        return cls.from_pretrained(str(folder), config=cfg, local_files_only=True)
+    except Exception as error:
+        raise ModelError(f"{spec}: cannot load the weights in the folder ({_first_line(error)})") from None
+
+
 def hf_record(model: nn.Module) -> dict[str, Any]:
     """Plain data from which :func:`hf_model` rebuilds the architecture of ``model``."""
-    return {"hf_class": type(model).__name__, "hf_config": _plain(model.config.to_diff_dict())}
+    config = {k: v for k, v in model.config.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
+    return {"hf_class": type(model).__name__, "hf_config": _plain(config)}
 
 
 def _hf_class(transformers: ModuleType, name: str, spec: str) -> Any:
@@ -209,6 +244,10 @@ def _plain(value: Any) -> Any:
         return {k if isinstance(k, (str, int)) else str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, Enum):  # e.g. a str-valued enum: pickled, it would name its class
+        return _plain(value.value)
+    if value is None or type(value) in (str, int, float, bool):
         return value
+    if isinstance(value, (str, int, float)):  # a subclass: store the plain value
+        return next(t for t in (bool, str, int, float) if isinstance(value, t))(value)
     return str(value)
