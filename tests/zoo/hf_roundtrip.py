@@ -12,13 +12,12 @@ with tpp as :mod:`tests.zoo.reload` does (one process for both: each costs secon
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from tests.zoo.runner import EXACT_TOLERANCE, SEED, CaseResult
+from tests.zoo.runner import EXACT_TOLERANCE, SEED, CaseResult, verdicts_of
 
 
 def _one_line(error: BaseException) -> str:
@@ -85,14 +84,10 @@ def export_and_reload(cases: list[CaseResult], out_dir: Path) -> None:
     manifest = out_dir / "hf_check.json"
     manifest.write_text(json.dumps(entries))
     script = Path(__file__).with_name("hf_check.py")
-    proc = subprocess.run([sys.executable, str(script), str(manifest), str(torch.get_num_threads()),
-                           str(EXACT_TOLERANCE)], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        tail = " ".join(proc.stderr.strip().splitlines()[-1:])
-        for case in saved:
-            case.reload = f"reload process failed (exit {proc.returncode}): {tail}"
+    verdicts = verdicts_of([sys.executable, str(script), str(manifest), str(torch.get_num_threads()),
+                            str(EXACT_TOLERANCE)], saved)
+    if verdicts is None:
         return
-    verdicts = json.loads(proc.stdout.strip().splitlines()[-1])
     for case, entry in zip(saved, entries):
         case.reload = verdicts["reload"].get(case.key, "not reloaded")
         if entry["folder"]:

@@ -291,7 +291,6 @@ def reload_all(cases: list[CaseResult], out_dir: Path) -> None:
     """Fill ``case.reload`` for every saved case, from one fresh Python process."""
     import json
     import os
-    import subprocess
     import sys
 
     saved = [c for c in cases if c.pruned_file]
@@ -306,14 +305,22 @@ def reload_all(cases: list[CaseResult], out_dir: Path) -> None:
     root = str(Path(__file__).resolve().parents[2])
     inherited = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *inherited]))  # absolute: the child runs in root
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.zoo.reload", str(manifest), str(torch.get_num_threads())],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    verdicts = verdicts_of([sys.executable, "-m", "tests.zoo.reload", str(manifest), str(torch.get_num_threads())],
+                           saved, cwd=root, env=env)
+    for case in saved if verdicts is not None else ():
+        case.reload = verdicts.get(case.key, "not reloaded")
+
+
+def verdicts_of(argv: list[str], saved: list[CaseResult], **options: Any) -> Any:
+    """Run a checking process whose last stdout line is its verdicts as JSON; None (every saved
+    case's ``reload`` then says why) when the process failed."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, **options)
     if proc.returncode != 0:
         tail = " ".join(proc.stderr.strip().splitlines()[-1:])
         for case in saved:
             case.reload = f"reload process failed (exit {proc.returncode}): {tail}"
-        return
-    verdicts = json.loads(proc.stdout.strip().splitlines()[-1])
-    for case in saved:
-        case.reload = verdicts.get(case.key, "not reloaded")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])

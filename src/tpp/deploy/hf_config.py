@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tpp.errors import TPPError
+from tpp.pruning.layers import filters, transposed_linear_types
 
 # layers whose *input* width is the MLP width, by family: Llama/Mistral/Qwen/Gemma/Phi-3/StableLM,
 # GPT-NeoX/BLOOM/Falcon, GPT-2 (a Conv1D), OPT, BERT/RoBERTa
@@ -39,22 +40,21 @@ class ConfigMismatchError(TPPError):
     """One ``transformers`` configuration cannot describe the pruned model's shapes."""
 
 
+def _linear_filters(module: nn.Module) -> torch.Tensor | None:
+    """The ``[out, in]`` weight of a Linear or a ``transformers`` Conv1D (GPT-2 stores it ``[in, out]``)."""
+    return filters(module) if isinstance(module, (nn.Linear, *transposed_linear_types())) else None
+
+
 def in_width(module: nn.Module) -> int | None:
-    """Input features of a Linear, or of a ``transformers`` Conv1D (GPT-2: weight is [in, out])."""
-    if isinstance(module, nn.Linear):
-        return module.in_features
-    if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
-        return int(module.weight.shape[0])
-    return None
+    """Input features of a Linear or a Conv1D."""
+    weight = _linear_filters(module)
+    return None if weight is None else int(weight.shape[1])
 
 
 def out_width(module: nn.Module) -> int | None:
     """Output features of a Linear or a Conv1D."""
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
-        return int(module.weight.shape[1])
-    return None
+    weight = _linear_filters(module)
+    return None if weight is None else int(weight.shape[0])
 
 
 def _widths(model: nn.Module, pattern: re.Pattern, width) -> dict[str, int]:
