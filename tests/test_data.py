@@ -46,7 +46,8 @@ def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 
 
 def test_dataset_info_and_aliases() -> None:
-    assert DATASETS == ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "mnist_subset", "imagefolder")
+    assert DATASETS == ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "mnist_subset", "text", "text_tiny",
+                        "imagefolder")
     for name in DATASETS[:-1]:  # imagefolder's classes come from a folder (tests/test_imagefolder.py)
         assert isinstance(dataset_info(name), DatasetInfo)
     assert dataset_info("fashion-mnist") is dataset_info("FashionMNIST") is dataset_info("fashion_mnist")

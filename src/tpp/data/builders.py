@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from tpp.data.arrays import load_arrays
-from tpp.data.info import DatasetInfo, canonical_name, dataset_info, resolve_data_dir
+from tpp.data.info import TEXT_DATASETS, DatasetInfo, canonical_name, dataset_info, resolve_data_dir
 from tpp.data.loader import TensorLoader
 from tpp.errors import DataError
 
@@ -65,6 +65,10 @@ def build_loaders(
     num_workers: int = 4,
     train_subset: int | None = None,
     image_options: Any = None,
+    seq_len: int = 256,
+    tokenizer: Any = None,
+    eval_split: str = "test",
+    windows_per_epoch: int | None = None,
 ) -> tuple[Any, Any, DatasetInfo]:
     """Build ``(train_loader, test_loader, info)`` for a dataset.
 
@@ -74,7 +78,10 @@ def build_loaders(
     test set on every rank. ImageNet uses torchvision ``ImageFolder`` loaders (needs the
     ``vision`` extra) with the same ``set_epoch`` contract. ``imagefolder`` (your own images
     under ``data_dir/train/<class>`` and ``data_dir/val/<class>``) needs only PIL; see
-    :mod:`tpp.data.imagefolder`.
+    :mod:`tpp.data.imagefolder`. ``text`` (``data_dir/{train,valid,test}.txt``) and ``text_tiny``
+    (a corpus shipped in the package) give :class:`tpp.data.text.TextLoader` batches of token
+    windows ``(inputs [B, seq_len], targets [B, seq_len])`` (``text`` with no ``data_dir`` is
+    ``text_tiny``); see :mod:`tpp.data.text`.
 
     Args:
         name: dataset name (see :data:`DATASETS`).
@@ -89,11 +96,27 @@ def build_loaders(
         num_workers: DataLoader workers (ImageNet; decoding threads/workers for imagefolder).
         train_subset: keep only this many training images, class-balanced, for quick runs.
         image_options: :class:`tpp.data.imagefolder.ImageFolderOptions` (imagefolder only).
+        seq_len: text only: tokens per window.
+        tokenizer: text only: a tokenizer or its source (``bytes``, ``hf:DIR``, ``hf:FILE.gguf``);
+            None: bytes.
+        eval_split: text only: ``test`` or ``valid``, the split of the evaluation loader.
+        windows_per_epoch: text only: windows drawn at random per training epoch (None: all).
 
     Raises:
         DataError: unknown dataset, missing/corrupt data, or a bad ``train_subset``.
     """
-    if canonical_name(name) == "imagefolder":
+    key = canonical_name(name)
+    if key in TEXT_DATASETS:
+        from tpp.data.text import build_text_loaders
+
+        if train_subset is not None:
+            raise DataError("train_subset is not supported for text; use windows_per_epoch (or omit it).")
+        # text_tiny is always the embedded corpus; text without a folder falls back to it too
+        return build_text_loaders(
+            data_dir if key == "text" else None, tokenizer, seq_len=seq_len, batch_size=batch_size,
+            test_batch_size=test_batch_size, eval_split=eval_split, device=device, seed=seed, rank=rank,
+            world_size=world_size, windows_per_epoch=windows_per_epoch)
+    if key == "imagefolder":
         from tpp.data.imagefolder import build_imagefolder_loaders
 
         subset = None if train_subset is None else (lambda labels: subset_indices(labels, train_subset, "imagefolder",

@@ -19,6 +19,12 @@ class DatasetInfo:
         augment: whether training uses random crop (padding 4) and horizontal flip
             (for ImageNet: RandomResizedCrop + flip).
         classes: class names where the data has them (``imagefolder``: its folder names).
+        kind: ``"image"`` or ``"text"``. For text, ``num_classes`` is the tokenizer's vocabulary,
+            ``image_size`` the sequence length (tokens per window), ``in_channels`` 1 and
+            ``mean``/``std`` empty.
+        tokenizer: text only: the tokenizer's name (``bytes``, ``hf:...``).
+        bytes_per_token: text only: UTF-8 bytes per token of the evaluation split (0 when unknown),
+            to turn a loss per token into bits per byte.
     """
 
     name: str
@@ -29,3 +35,6 @@ class DatasetInfo:
     std: tuple[float, ...]
     augment: bool
     classes: tuple[str, ...] = ()
+    kind: str = "image"
+    tokenizer: str = ""
+    bytes_per_token: float = 0.0

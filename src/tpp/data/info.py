@@ -16,8 +16,14 @@ DATASETS: tuple[str, ...] = (
     "cifar100",
     "imagenet",
     "mnist_subset",
+    "text",
+    "text_tiny",
     "imagefolder",
 )
+
+# language-model corpora (tpp.data.text): "text" reads DIR/{train,valid,test}.txt, "text_tiny" the
+# corpus shipped in the package
+TEXT_DATASETS: tuple[str, ...] = ("text", "text_tiny")
 
 # Spellings users commonly type, mapped to the canonical name.
 _ALIASES = {
@@ -27,6 +33,7 @@ _ALIASES = {
     "cifar_100": "cifar100",
     "mnistsubset": "mnist_subset",
     "imagefolder": "imagefolder",
+    "texttiny": "text_tiny",
 }
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,7 +65,7 @@ def canonical_name(name: str) -> str:
     """
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, _ALIASES.get(key.replace("_", ""), key))
-    if key not in _INFOS and key != "imagefolder":
+    if key not in _INFOS and key != "imagefolder" and key not in TEXT_DATASETS:
         raise DataError(
             f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}."
         )
@@ -72,7 +79,9 @@ def dataset_info(
 
     ``imagefolder`` takes its classes from ``data_dir`` (required) and its input format from
     ``image_options`` (:class:`tpp.data.imagefolder.ImageFolderOptions`); the other datasets
-    ignore both.
+    ignore both. ``text``/``text_tiny`` read no files here: their info is that of the default
+    byte tokenizer (256 classes) and sequence length (256); :func:`tpp.data.build_loaders`
+    returns the info of the tokenizer and ``seq_len`` actually used.
 
     Raises:
         DataError: if the name is not a known dataset; the message lists the valid names.
@@ -82,6 +91,10 @@ def dataset_info(
         from tpp.data.imagefolder import imagefolder_info
 
         return imagefolder_info(data_dir, image_options)
+    if key in TEXT_DATASETS:
+        from tpp.data.text import ByteTokenizer, text_info
+
+        return text_info(key, ByteTokenizer(), 256, 1.0)
     return _INFOS[key]
 
 

@@ -119,7 +119,9 @@ def hf_model(
     architecture without the folder, the Hub or any weights. ``num_labels`` (and ``num_channels``
     where the configuration has it) are set from ``num_classes`` and ``in_channels``, except for a
     folder whose ``config.json`` names a language model (``...ForCausalLM``, ``...LMHeadModel``,
-    ``...ForMaskedLM`` in ``architectures``): that class is loaded as it is.
+    ``...ForMaskedLM`` in ``architectures``): that class is loaded as it is. A ``.gguf`` file
+    (``hf:PATH/FILE.gguf``, needs the ``gguf`` package) is loaded as a causal language model with
+    its weights dequantised to float32; its record rebuilds it from the configuration alone.
     """
     transformers = require("transformers")
     if config is not None:
@@ -129,6 +131,8 @@ def hf_model(
             return _hf_build(cls, cfg)
         return _hf_build(cls, _sized(cfg, num_classes, in_channels, f"hf:{target}"))
     folder = Path(target).expanduser()
+    if folder.suffix.lower() == ".gguf":
+        return _gguf_model(transformers, folder, f"hf:{target}")
     auto = transformers.AutoModelForImageClassification
     if folder.is_dir():
         try:
@@ -187,6 +191,22 @@ def _language_model_class(transformers: ModuleType, cfg: Any, spec: str) -> Any:
     if not isinstance(name, str) or not name.endswith(_LANGUAGE_MODEL_SUFFIXES):
         return None
     return _hf_class(transformers, name, spec)
+
+
+def _gguf_model(transformers: ModuleType, path: Path, spec: str) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained(parent, gguf_file=name)``: weights dequantised to float32."""
+    if not path.is_file():
+        raise ModelError(f"{spec}: {path} is not a file; pass the path of an existing .gguf file")
+    try:
+        importlib.import_module("gguf")
+    except ImportError:
+        raise ModelError(f"{spec}: reading .gguf files needs the gguf package; pip install gguf") from None
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                                 local_files_only=True)
+    except Exception as error:
+        raise ModelError(f"{spec}: cannot load the language model in {path.name} ({_first_line(error)}); "
+                         "pass a .gguf file of an architecture transformers supports") from None
 
 
 def _hf_load(cls: Any, folder: Path, cfg: Any, spec: str) -> nn.Module:
