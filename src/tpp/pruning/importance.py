@@ -4,6 +4,8 @@ An importance is any callable ``importance(unit) -> Tensor[unit.channels]``. :cl
 the paper's criterion; :class:`TorchPruningImportance` wraps any Torch-Pruning ``Importance`` (which
 scores a dependency group), so that e.g. ``tp.importance.TaylorImportance()`` or
 ``tp.importance.GroupMagnitudeImportance(p=2)`` choose the channels that TPP then regularises.
+Data-driven criteria (activations, first-order Taylor) are in :mod:`tpp.pruning.calibration`;
+:func:`tpp.pruning.calibration.make_importance` builds any of them by name.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import torch.nn as nn
 from tpp.errors import ConfigError
 from tpp.pruning.options import Option, options_of
 
-_COMMON = ("ratio", "scope", "ignored_layers", "global_ratio")
+_COMMON = ("ratio", "scope", "ignored_layers", "global_ratio", "importance", "heads")
 
 
 @dataclass(frozen=True)
