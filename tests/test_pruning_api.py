@@ -106,6 +106,32 @@ def test_stabilisation_zeroes_layers_one_by_one_in_forward_order():
     assert torch.count_nonzero(last.weight[rows_last]) == 0
 
 
+def test_gram_every_k_iterations_is_k_times_as_strong_and_decorrelates_alike():
+    ratio = {"*layer1.0.conv1": 0.5}
+    options = dict(ratio=ratio, reg_step=0.25, reg_interval=1, gram_weight=1000.0)
+    model, every_step = _pruner(**options)
+    _, every_third = _pruner(**options, gram_every=3)
+    for iteration in range(1, 7):
+        every_step.step(), every_third.step()
+        expected = 3 * every_step.penalty() if iteration % 3 == 0 else torch.zeros(())
+        assert torch.allclose(every_third.penalty(), expected, rtol=1e-6)
+    with pytest.raises(ConfigError, match="gram_every"):
+        _pruner(ratio=ratio, gram_every=0)
+
+    def coupling(gram_every):  # |W_p W_k^T| after 30 SGD steps on the gram term and the task loss
+        model, pruner = _pruner(**options, gram_every=gram_every, stabilize_iters=1000)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        _train(model, pruner, optimizer, 30, seed=0)
+        rows = model.layer1[0].conv1.weight.flatten(1)
+        pruned = pruner.pruned_indices["layer1.0.conv1"]
+        kept = [i for i in range(rows.shape[0]) if i not in pruned]
+        return float((rows[pruned] @ rows[kept].t()).norm().detach())
+
+    untouched = coupling(10**6)  # the term never computed in 30 steps
+    assert coupling(1) < 0.5 * untouched and coupling(3) < 0.5 * untouched
+    assert coupling(3) == pytest.approx(coupling(1), rel=0.25)
+
+
 def _train(model, pruner, optimizer, steps, seed):
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):

@@ -15,7 +15,7 @@ are known, and again whenever they change (``load_state_dict``, selection at pru
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -46,12 +46,15 @@ class GramDecorrelation(Regularizer):
     ``target="decorrelate"`` pushes only the gram entries that involve a pruned filter to 0 (TPP);
     ``"kernorth"`` pushes ``W W^T`` to ``diag(kept)`` on every entry (the paper's ablation)."""
 
-    def __init__(self, weight: float = 1000.0, target: str = "decorrelate") -> None:
+    def __init__(self, weight: float = 1000.0, target: str = "decorrelate", every: int = 1,
+                 iteration: Callable[[], int] | None = None) -> None:
         if weight < 0:
             raise ConfigError(f"gram_weight must be >= 0, got {weight}")
         if target not in GRAM_TARGETS:
             raise ConfigError(f"unknown gram target {target!r}; choose from {GRAM_TARGETS}")
-        self.weight, self.target = weight, target
+        if int(every) != every or every < 1 or (every > 1 and iteration is None):
+            raise ConfigError(f"gram_every must be a whole number >= 1 (with the schedule's iteration), got {every!r}")
+        self.weight, self.target, self.every, self.iteration = weight, target, int(every), iteration
         self._gram = GramPenalty([], target)
 
     def bind(self, module, units, pruned_roots) -> None:
@@ -61,6 +64,12 @@ class GramDecorrelation(Regularizer):
 
     def loss(self, strength: float) -> torch.Tensor | None:
         strength = self.weight * strength
+        if self.every > 1:
+            # every k-th iteration, k times as strong: the same total push over k iterations for 1/k of
+            # the gram's cost, which does not shrink with the batch (a large share of a step on small batches)
+            if self.iteration() % self.every:
+                return None
+            strength *= self.every
         return None if strength == 0 else strength * self._gram()
 
 

@@ -35,6 +35,8 @@ class TPPConfig:
     weight_reg: bool = option(True, "growing L2 on the pruned filters and biases")
     gram_target: str = option("decorrelate", "decorrelate (TPP) or kernorth (ablation: identity target)",
                               choices=("decorrelate", "kernorth"))
+    gram_every: int = option(1, "compute the gram term every k-th iteration, k times as strong (1: every "
+                             "iteration, as the paper; larger saves its cost on small batches)", minimum=1)
 
 
 class TPPPruner(BasePruner):
@@ -57,6 +59,7 @@ class TPPPruner(BasePruner):
         bn_reg, weight_reg: growing L2 on BatchNorm gamma/beta, and on filters and biases.
         global_ratio: if given, rank all units' channels network-wide and prune this fraction.
         gram_target: ``"decorrelate"`` (TPP) or ``"kernorth"`` (ablation: identity target).
+        gram_every: compute the gram term every ``k``-th iteration, ``k`` times as strong (1: the paper).
         importance: how channels are chosen; ``None`` is L1 (see :class:`BasePruner`).
         schedule: a :class:`~tpp.pruning.schedules.Schedule` to use instead of the official one built
             from ``reg_*``, ``stabilize_iters`` and ``zero_out_interval`` (e.g. the adaptive schedule).
@@ -79,17 +82,19 @@ class TPPPruner(BasePruner):
         weight_reg: bool = True,
         global_ratio: float | None = None,
         gram_target: str = "decorrelate",
+        gram_every: int = 1,
         *,
         importance: Any = None,
         heads: bool = False,
         schedule: Schedule | None = None,
     ) -> None:
         self.options = TPPConfig(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval,
-                                 gram_weight, bn_reg, weight_reg, gram_target)
+                                 gram_weight, bn_reg, weight_reg, gram_target, gram_every)
         check_options(self.options)
         if schedule is None:
             schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval)
-        regularizers = [GramDecorrelation(gram_weight, gram_target)]
+        # the schedule's iteration paces gram_every, so a resumed run computes the term at the same steps
+        regularizers = [GramDecorrelation(gram_weight, gram_target, gram_every, lambda: schedule.iteration)]
         if weight_reg:
             regularizers.append(GrowingL2("filters"))
         if bn_reg:
