@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 from tpp.errors import ConfigError, ModelError
 from tpp.util.memory import SPARE_SHARE, available_memory
@@ -110,3 +110,33 @@ def _real_forward(model, shape: list[int], model_name: str, fix: str) -> None:
         raise _cannot_take(model_name, shape, error, fix) from None
     finally:
         model.train(was_training)
+
+
+def check_language_model(model, ids, info) -> Any:
+    """``ids`` (token ids ``[B, T]``), once ``model`` is seen to be a language model that predicts a
+    token per position over a vocabulary at least as large as the tokenizer's (``info.num_classes``).
+
+    Raises:
+        ModelError: in one line, naming what to change.
+    """
+    import torch
+
+    from tpp.util.inputs import call_without_cache, logits_of
+
+    name, training = model_name(model), model.training
+    try:
+        with torch.no_grad():
+            logits = logits_of(call_without_cache(model.eval(), ids))
+    except Exception as error:  # noqa: BLE001 - any failure means it is no language model of these tokens
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise ModelError(f"{name} does not take token ids of shape {list(ids.shape)} ({reason}); text data needs a "
+                         "causal language model, e.g. --model hf:DIR or hf:FILE.gguf") from None
+    finally:
+        model.train(training)
+    if logits.dim() != 3 or logits.shape[:2] != ids.shape:
+        raise ModelError(f"{name} returns logits of shape {list(logits.shape)} for token ids {list(ids.shape)}, not "
+                         "one prediction per token; text data needs a causal language model (…ForCausalLM)")
+    if logits.shape[-1] < info.num_classes:
+        raise ModelError(f"{name} predicts {logits.shape[-1]} tokens but the tokenizer has {info.num_classes}; "
+                         "pass the model's own tokenizer (--tokenizer hf:DIR) or a model with a larger vocabulary")
+    return ids

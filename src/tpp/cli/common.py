@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import Any
 
 from tpp.cli.config_file import apply_config_file
@@ -120,7 +121,8 @@ def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> Non
     group = parser.add_argument_group("data")
     group.add_argument(
         "--dataset", metavar="NAME",
-        help="mnist, fashion_mnist, cifar10, cifar100, imagenet, mnist_subset (built in) or imagefolder (your images)")
+        help="mnist, fashion_mnist, cifar10, cifar100, imagenet, mnist_subset (built in), imagefolder (your images), "
+        "text (your text: DIR/train.txt, valid.txt, test.txt) or text_tiny (a built-in 24 KB English corpus)")
     group.add_argument("--data-dir", metavar="DIR", help="dataset root (default: $TPP_DATA, else ~/.cache/tpp/data)")
     group.add_argument("--download", action="store_true", help="download missing dataset files from the official URLs")
     if train:
@@ -145,6 +147,20 @@ def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> Non
                        help="training batches get random 4-pixel shifts and horizontal flips")
     group.add_argument("--stream", action="store_true", default=None,
                        help="decode images batch by batch (default: in memory when they take at most 2 GiB)")
+    group = parser.add_argument_group(
+        "text (--dataset text --data-dir DIR, or text_tiny)",
+        "a causal language model (--model hf:DIR or hf:FILE.gguf) trained and evaluated on the next token of\n"
+        "fixed-length windows of DIR/train.txt and DIR/test.txt (UTF-8); metric: perplexity and bits per byte")
+    group.add_argument("--seq-len", type=positive_int, metavar="T",
+                       help=f"tokens per window (default: {DEFAULT_SEQ_LEN}; stated in every report)")
+    group.add_argument("--tokenizer", metavar="SOURCE",
+                       help="hf:DIR, hf:FILE.gguf or bytes (default: the --model's own when it is an hf: folder or "
+                       "GGUF file, else bytes)")
+    group.add_argument("--eval-split", choices=TEXT_EVAL_SPLITS, metavar="SPLIT",
+                       help="valid (to choose settings) or test (to report; the default)")
+    if train:
+        group.add_argument("--windows-per-epoch", type=positive_int, metavar="N",
+                           help="an epoch draws N training windows at random (default: every window once)")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -255,6 +271,12 @@ def dataset_from_args(
     from tpp.data.info import canonical_name
 
     name = canonical_name(dataset or args.dataset)
+    given_text = [n for n in _TEXT_OPTIONS if getattr(args, n, None) is not None]
+    if name in TEXT_DATASETS:
+        return _text_dataset(args, name, config)
+    if given_text:
+        raise ConfigError(f"--{given_text[0].replace('_', '-')} applies to --dataset text or text_tiny only; "
+                          f"drop it for {name}")
     if name != "imagefolder":
         given = [n for n in _IMAGE_OPTIONS if getattr(args, n, None) is not None]
         if given:
@@ -265,6 +287,55 @@ def dataset_from_args(
     data_dir = getattr(args, "data_dir", None) or (config or {}).get("data_dir")
     options = image_options(args, config)
     return dataset_info(name, data_dir, options), {"data_dir": data_dir, "image_options": options}
+
+
+DEFAULT_SEQ_LEN = 256
+# tpp.data.info.TEXT_DATASETS, restated: importing tpp.data would load torch before `tpp --help` prints
+TEXT_DATASETS = ("text", "text_tiny")
+TEXT_EVAL_SPLITS = ("valid", "test")
+_TEXT_OPTIONS = ("seq_len", "tokenizer", "eval_split", "windows_per_epoch")
+
+
+def _text_dataset(args: argparse.Namespace, name: str, config: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """``(info, data)`` of a text dataset; unset options come from ``config`` (what a run recorded)."""
+    from tpp.data.text import load_tokenizer, text_info
+
+    given = [n for n in _IMAGE_OPTIONS if getattr(args, n, None) is not None]
+    if given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} applies to images; drop it for --dataset {name}")
+    config = config or {}
+
+    def option(key: str, default: Any = None) -> Any:
+        value = getattr(args, key, None)
+        return value if value is not None else config.get(key, default)
+
+    data_dir = option("data_dir") if name == "text" else None
+    if name == "text" and not data_dir:
+        raise ConfigError("--dataset text needs --data-dir DIR holding train.txt, valid.txt and test.txt "
+                          "(or use --dataset text_tiny, the built-in corpus)")
+    source = option("tokenizer") or tokenizer_of_model(getattr(args, "model", None) or config.get("model"))
+    tokenizer = load_tokenizer(source)
+    data = {"data_dir": data_dir, "seq_len": int(option("seq_len", DEFAULT_SEQ_LEN)), "tokenizer": tokenizer,
+            "eval_split": option("eval_split", "test"), "windows_per_epoch": option("windows_per_epoch")}
+
+    return text_info(name, tokenizer, data["seq_len"]), data
+
+
+def tokenizer_of_model(spec: str | None) -> str:
+    """The tokenizer a model spec implies: its own for an ``hf:`` folder or GGUF file, else bytes."""
+    if isinstance(spec, str) and spec.startswith("hf:"):
+        target = Path(spec[3:]).expanduser()
+        if target.suffix == ".gguf" or (target.is_dir() and any(
+                (target / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))):
+            return spec
+    return "bytes"
+
+
+def text_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """What a run records of its text data (plain values), so that eval and a resume read the same."""
+    tokenizer = data.get("tokenizer")
+    return {"seq_len": data.get("seq_len"), "tokenizer": getattr(tokenizer, "name", None),
+            "eval_split": data.get("eval_split"), "windows_per_epoch": data.get("windows_per_epoch")}
 
 
 def run_label(spec: str) -> str:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpp.cli.checks import check_model_input, model_name
-from tpp.cli.common import add_command, add_data_args, add_model_args, add_runtime_args, dataset_from_args
+from tpp.cli.checks import check_language_model, check_model_input, model_name
+from tpp.cli.common import (
+    TEXT_DATASETS,
+    add_command,
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    dataset_from_args,
+)
 from tpp.errors import CheckpointError, ConfigError
 
 DESCRIPTION = """\
@@ -47,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or config.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.checkpoint or args.weights} does not record its dataset; pass --dataset")
+    record = payload.get("tpp_spec") if isinstance(payload.get("tpp_spec"), dict) else {}
+    recorded_model = record.get("spec") or record.get("name")
+    if recorded_model and "model" not in config:  # a pruned file: its model names the tokenizer of text data
+        config = {**config, "model": recorded_model}
     info, data = dataset_from_args(args, dataset, config)
+    text = info.name in TEXT_DATASETS
     seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
                             image_size=info.image_size, payload=payload or None)
@@ -56,14 +68,23 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(
             f"{args.checkpoint or args.weights or args.model} holds non-finite weights (NaN or infinity in {broken}): "
             "the run that saved it diverged; evaluate an earlier checkpoint, or train again with a lower --lr")
-    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                      f"it cannot be evaluated on {info.name}; pass the --dataset it was trained on")
+    if not text:
+        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
+                          f"it cannot be evaluated on {info.name}; pass the --dataset it was trained on")
     model = model.to(device)
     _, test_loader, info = build_loaders(
         info.name, **data, test_batch_size=args.test_batch_size, device=device,
         download=args.download, seed=args.seed, num_workers=args.num_workers,
     )
+    if text:
+        check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
     result = evaluate(model, test_loader, device)
+    if text:
+        bpb = f"  bits/byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""
+        print(f"{args.checkpoint or args.weights or args.model}: perplexity {result['perplexity']:.3f}{bpb}  "
+              f"next-token top-1 {result['top1']:.2f}%  ({result['samples']} tokens of {info.name} "
+              f"{data['eval_split']}.txt in windows of {data['seq_len']})")
+        return 0
     print(
         f"{args.checkpoint or args.weights or args.model}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
         f"loss {result['loss']:.4f}  ({result['samples']} {info.name} test images)"

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tpp.cli.checks import check_model_input, lr_schedule_option, model_name, resume_or_overwrite
+from tpp.cli.checks import check_language_model, check_model_input, lr_schedule_option, model_name, resume_or_overwrite
 from tpp.cli.common import (
+    TEXT_DATASETS,
+    text_settings,
     launch,
     add_command,
     add_data_args,
@@ -30,6 +32,7 @@ from tpp.cli.common import (
     non_negative_int,
     per_rank_batch_size,
     positive_float,
+    positive_int,
     require,
     resolved_config,
     run_label,
@@ -38,6 +41,7 @@ from tpp.cli.common import (
 from tpp.cli.method_options import add_method_options, method_options
 from tpp.cli.option_types import epoch_count_or_zero
 from tpp.errors import ConfigError
+from tpp.pruning.calibration import IMPORTANCES
 
 DESCRIPTION = """\
 Prune a pretrained model in three stages: (1) the method's regularisation phase (TPP: growing
@@ -81,6 +85,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--scope", default="internal", choices=("internal", "all"),
                        help="internal: the paper's (no residual-coupled channels); all: every dependency group")
     group.add_argument("--ignore", action="append", default=[], metavar="PATTERN", help="module names never pruned")
+    group.add_argument("--importance", default="l1", choices=IMPORTANCES,
+                       help="how channels are chosen: l1 (the paper: smallest filters), activation (Wanda-sp: |W| "
+                       "times the input activation norm) or taylor (first-order |w * grad|, as LLM-Pruner)")
+    group.add_argument("--heads", action="store_true",
+                       help="also offer whole attention heads (whole key/value groups) of transformers models as "
+                       "units, e.g. --ratio '*.mlp.*:0.2,*self_attn*:0.34'")
+    group.add_argument("--calibration-batches", type=positive_int, default=8, metavar="N",
+                       help="training batches that --importance activation / taylor read")
     add_method_options(parser)
     group = parser.add_argument_group("regularisation phase (methods that regularise before removal)")
     group.add_argument("--prune-lr", type=positive_float, default=1e-3, help="constant LR of the regularisation phase")
@@ -111,7 +123,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 # (tpp.cli.method_options) is compared as well
 RESUME_MUST_MATCH = ("model", "dataset", "method", "ratio", "global_ratio", "speedup", "target_flops", "scope",
                      "ignore", "prune_lr", "ft_lr", "momentum", "weight_decay", "batch_size", "train_subset", "seed",
-                     "jsv_batches", "jsv_every_epoch", "jsv_mode")
+                     "jsv_batches", "jsv_every_epoch", "jsv_mode", "importance", "calibration_batches", "heads", "seq_len",
+                     "windows_per_epoch")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,14 +239,19 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     training.seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
                             image_size=info.image_size, need_weights=True)
-    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                      f"pick a --model that takes {info.name} images")
+    text = info.name in TEXT_DATASETS
+    if not text:
+        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
+                          f"pick a --model that takes {info.name} images")
     model = model.to(device)
     train_loader, test_loader, info = build_loaders(
         info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size, device=device,
         download=args.download, seed=args.seed, num_workers=args.num_workers, train_subset=args.train_subset,
         rank=dist_context.rank, world_size=dist_context.world_size)
-    inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
+    if text:  # real token ids (two windows) trace a language model's channels
+        inputs = check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
+    else:
+        inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
     if searching:
         ratio = _search_ratio(args, model, inputs, dist_context.is_main and not args.quiet)
     job = PruneJobConfig(
@@ -242,13 +260,14 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
         prune_lr=args.prune_lr, ft_epochs=args.ft_epochs, ft_lr=args.ft_lr,
         weight_decay=args.weight_decay, momentum=args.momentum,
         jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch, jsv_mode=args.jsv_mode,
+        importance=args.importance, calibration_batches=args.calibration_batches, heads=args.heads,
     )
     if args.dry_run:
         return _dry_run(args, model, inputs, job, (train_loader, test_loader), out, main)
     prepare = partial(distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False)))
     model = prepare(model)
     config = resolved_config(args, command="prune", dataset=info.name, device=str(device), out=str(out),
-                             world_size=dist_context.world_size)
+                             world_size=dist_context.world_size, **(text_settings(data) if text else {}))
 
     def create_run_dir() -> Any:
         run_dir = training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite)
@@ -310,6 +329,14 @@ def summary_line(method: str, report: dict[str, Any], out: Path) -> str:
     ft = report["finetune"]
     jsv = f"mean JSV {report['jsv_after_prune']['mean']:.4g} after removal; " if "jsv_after_prune" in report else ""
     best = "n/a" if ft["best_top1"] is None else f"{ft['best_top1']:.2f}"
+    if "perplexity" in report["accuracy_before"]:
+        last = ft.get("last_perplexity")
+        after = "n/a" if last is None else f"{last:.3f}"
+        return (f"{method}: perplexity {report['accuracy_before']['perplexity']:.3f} before, "
+                f"{report['accuracy_after_removal']['perplexity']:.3f} after removal, {after} after fine-tuning "
+                f"({report['train_steps']['total']} training steps); {jsv}"
+                f"params {report['counts_before']['params']} -> {report['counts_after']['params']}; "
+                f"report {out / 'report.json'}")
     return (f"{method}: top-1 {report['accuracy_before']['top1']:.2f} before, "
             f"{report['accuracy_after_removal']['top1']:.2f} after removal, {best} best after fine-tuning; {jsv}"
             f"params {report['counts_before']['params']} -> {report['counts_after']['params']}, "

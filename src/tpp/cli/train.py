@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tpp.cli.common import (
+    TEXT_DATASETS,
+    text_settings,
     launch,
     add_command,
     add_data_args,
@@ -29,7 +31,7 @@ from tpp.cli.common import (
     run_label,
     speed_options,
 )
-from tpp.cli.checks import check_model_input, lr_schedule_option, resume_or_overwrite
+from tpp.cli.checks import check_language_model, check_model_input, lr_schedule_option, resume_or_overwrite
 from tpp.errors import ConfigError, ModelError
 
 DESCRIPTION = """\
@@ -140,13 +142,16 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     training.seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
                             image_size=info.image_size)
-    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), args.model,
-                      f"pick a --model that takes {info.name} images")
+    text = info.name in TEXT_DATASETS
+    if not text:
+        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), args.model,
+                          f"pick a --model that takes {info.name} images")
     model = model.to(device)
-    _check_input_shape(model, info, args.model)
+    if not text:
+        _check_input_shape(model, info, args.model)
     config = resolved_config(
         args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
-        world_size=context.world_size,
+        world_size=context.world_size, **(text_settings(data) if text else {}),
     )
     # read last.pt before the data: a damaged or mismatched file is refused in a second
     last = out / training.RunDirectory.LAST
@@ -161,6 +166,8 @@ def _train(args: argparse.Namespace, context: Any) -> int:
         device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
         train_subset=args.train_subset, rank=context.rank, world_size=context.world_size,
     )
+    if text:
+        check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
     model = distributed.prepare(model, context, channels_last=getattr(args, "channels_last", False))
     # the run folder is touched only once model and data are known to be fine, and by rank 0 only
     run_dir = distributed.run_on_main(
@@ -197,7 +204,11 @@ def _train(args: argparse.Namespace, context: Any) -> int:
             logger.close()
     best = "n/a" if result.best_top1 is None else f"{result.best_top1:.2f}%"
     last_top1 = "n/a" if result.last_top1 is None else f"{result.last_top1:.2f}%"
-    if main:
+    perplexity = result.history[-1].get("test_perplexity") if result.history else None
+    if main and perplexity is not None:
+        print(f"{args.model} on {info.name}: test perplexity {perplexity:.3f} after {result.epochs_completed} epochs "
+              f"({time.perf_counter() - started:.0f}s); run directory {out}")
+    elif main:
         print(
             f"{args.model} on {info.name}: best top-1 {best}, last top-1 {last_top1} after {result.epochs_completed} "
             f"epochs ({time.perf_counter() - started:.0f}s); run directory {out}"

@@ -25,7 +25,8 @@ def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: Pr
     method = get_method(config.method)
     probe = copy.deepcopy(unwrap(model))
     pruner = method.make_pruner(probe, example_inputs, ratio=config.ratio, scope=config.scope,
-                                global_ratio=config.global_ratio, **_pruner_options(config, method))
+                                global_ratio=config.global_ratio, heads=config.heads,
+                                **_pruner_options(config, method))
     removes = _describe(pruner)
     before, after = count(probe, example_inputs), count(pruner.prune(), example_inputs)
     return {"removes": removes, "counts_before": before.as_dict(),

@@ -23,6 +23,7 @@ JSV is measured on rank 0's shard of the first training batch(es).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -36,6 +37,7 @@ import torch.nn as nn
 from tpp.distributed import broadcast_object, broadcast_parameters
 from tpp.errors import CheckpointError, ConfigError
 from tpp.metrics.counting import count
+from tpp.pruning.calibration import IMPORTANCES
 from tpp.pruning.registry import get_method
 from tpp.checkpoints import load_pruned, read_pruned, save_pruned
 from tpp.checkpoints import load_checkpoint
@@ -69,6 +71,9 @@ class PruneJobConfig:
     jsv_batches: int = 1  # batches for the JSV right after removal (0: skip)
     jsv_every_epoch: bool = False  # also measure it after every fine-tuning epoch
     jsv_mode: str = "eval"  # "train": BatchNorm batch statistics, the paper's protocol (docs/method.md#jsv)
+    importance: str = "l1"  # how channels are chosen: l1 (the paper), activation (Wanda-sp) or taylor
+    calibration_batches: int = 8  # training batches that activation / taylor importance read
+    heads: bool = False  # also whole attention heads (whole key/value groups) as units (tpp.pruning.heads)
 
     def check(self) -> None:
         """Refuse values that would fail (or be ignored) only after hours of regularisation.
@@ -78,6 +83,11 @@ class PruneJobConfig:
         """
         if self.jsv_mode not in JSV_MODES:
             raise ConfigError(f"jsv_mode must be one of {', '.join(JSV_MODES)}, got {self.jsv_mode!r}")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(f"importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
+        if self.importance != "l1" and (not isinstance(self.calibration_batches, int) or self.calibration_batches < 1):
+            raise ConfigError(f"importance {self.importance} reads calibration batches: calibration_batches must be "
+                              f"a whole number >= 1, got {self.calibration_batches!r}")
         for name in ("ft_epochs", "jsv_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -131,9 +141,15 @@ def run_prune_job(
         report.update({k: saved[k] for k in ("pruned_indices", "regularization") if k in saved})
         if isinstance(saved.get("rng"), dict):  # fine-tuning then draws what it would have uninterrupted
             set_rng_state(saved["rng"])
+    elif _dense_control(config):  # nothing to remove: fine-tuning alone, the baseline every pruned model is held to
+        say("ratio 0: nothing is removed; the unpruned model is fine-tuned with the same budget (a dense control)")
+        report["pruned_indices"] = {}
+        if pruned_file is not None and context.rank == 0:
+            save_pruned(unwrap(model), pruned_file, extra={"pruned_indices": {}, "rng": get_rng_state()})
     else:
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
-                                    global_ratio=config.global_ratio, **_pruner_options(config, method))
+                                    global_ratio=config.global_ratio, importance=_importance(model, train_loader, config),
+                                    heads=config.heads, **_pruner_options(config, method))
         report["pruned_indices"] = pruner.pruned_indices
         if method.regularized:
             report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out, say)
@@ -158,11 +174,14 @@ def run_prune_job(
     report["counts_after"] = pruned_counts.as_dict()
     report["speedup"] = pruned_counts.speedup_over(base_counts)
     report["params_reduction"] = pruned_counts.params_reduction(base_counts)
-    say(f"after removal: top1 {report['accuracy_after_removal']['top1']:.2f}  "
-        f"params {base_counts.params} -> {pruned_counts.params}  FLOPs speedup {report['speedup']:.2f}x")
+    after = report["accuracy_after_removal"]
+    quality = f"perplexity {after['perplexity']:.3f}" if "perplexity" in after else f"top1 {after['top1']:.2f}"
+    say(f"after removal: {quality}  params {base_counts.params} -> {pruned_counts.params}  "
+        f"FLOPs speedup {report['speedup']:.2f}x")
 
     model, finetune = _finetune(model, train_loader, test_loader, config, method, context, out)
     report["finetune"] = finetune
+    report["train_steps"] = _train_steps(report, train_loader)
     report["wall_seconds"] = time.perf_counter() - started
     if out is not None and context.rank == 0:
         save_pruned(model, out / "pruned_model.pt", extra={"report": _plain(report)})
@@ -268,22 +287,60 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     if context.resume and _exists(last):
         trainer.resume(last, load_checkpoint(last))
     result = trainer.fit()
-    keys = ("epoch", "lr", "train_loss", "test_top1", "best_top1", "jsv_mean")
+    keys = ("epoch", "lr", "train_loss", "test_top1", "test_loss", "test_perplexity", "best_top1", "jsv_mean")
     history = [{k: r[k] for k in keys if k in r} for r in _finetune_records(context, result.history)]
-    return model, {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
-                   "last_top5": result.last_top5, "history": history}
+    summary = {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
+               "last_top5": result.last_top5, "history": history}
+    if history and "test_perplexity" in history[-1]:
+        summary["last_perplexity"] = history[-1]["test_perplexity"]
+    return model, summary
 
 
 def _jsv(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> dict[str, Any]:
     """Mean JSV etc. on the first ``jsv_batches`` training batches (the paper reads the train loader),
     in eval mode or, with ``jsv_mode="train"``, the paper's train mode (BatchNorm statistics restored).
+    For a language model (batches of token ids): the JSV of its next-token logits with respect to the
+    input embeddings (:mod:`tpp.metrics.language`).
 
     ``model`` must be the bare module: a DDP forward would wait for a parameter backward that
     the input-gradient computation never runs."""
     from tpp.metrics.jacobian import jacobian_singular_values
+    from tpp.metrics.language import language_model_jsv, takes_token_ids
 
-    return jacobian_singular_values(model, loader, max_batches=config.jsv_batches,
+    batches = list(itertools.islice(iter(loader), config.jsv_batches))
+    if batches and takes_token_ids(batches[0]):
+        return language_model_jsv(model, batches, max_batches=len(batches)).as_dict()
+    return jacobian_singular_values(model, batches, max_batches=max(len(batches), 1),
                                     train_mode=config.jsv_mode == "train").as_dict()
+
+
+def _dense_control(config: PruneJobConfig) -> bool:
+    """A job with ratio 0 everywhere removes nothing: it trains the dense model with the job's budget."""
+    ratios = config.ratio.values() if isinstance(config.ratio, dict) else [config.ratio]
+    return config.global_ratio in (None, 0) and all(isinstance(r, (int, float)) and r == 0 for r in ratios)
+
+
+def _importance(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> Any:
+    """The importance that chooses the channels: None (L1, the pruner's default) or a data-driven one
+    calibrated on the first ``calibration_batches`` training batches."""
+    if config.importance == "l1":
+        return None
+    from tpp.pruning.calibration import make_importance
+
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(0)  # the batches of the first epoch: the same on a resume
+    batches = list(itertools.islice(iter(loader), config.calibration_batches))
+    if config.importance == "activation":  # activations need the inputs only; taylor the (inputs, targets) pairs
+        batches = [inputs for inputs, _ in batches]
+    return make_importance(config.importance, unwrap(model), calibration=batches)
+
+
+def _train_steps(report: dict[str, Any], loader: Iterable) -> dict[str, int]:
+    """Optimizer steps after the base model, per stage: what an equal-budget comparison equalises."""
+    regularize = int((report.get("regularization") or {}).get("iterations") or 0)
+    per_epoch = len(loader) if hasattr(loader, "__len__") else 0
+    finetune = int(report["finetune"]["epochs"]) * per_epoch
+    return {"regularize": regularize, "finetune": finetune, "total": regularize + finetune}
 
 
 def _finetune_records(context: JobContext, fallback: list[dict[str, Any]]) -> list[dict[str, Any]]:

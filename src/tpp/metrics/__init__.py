@@ -15,6 +15,7 @@ _EXPORTS = {
     "layer_table": "tpp.metrics.counting",
     "JSVResult": "tpp.metrics.jacobian",
     "jacobian_singular_values": "tpp.metrics.jacobian",
+    "language_model_jsv": "tpp.metrics.language",
 }
 
 __all__ = sorted(_EXPORTS)

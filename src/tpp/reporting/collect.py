@@ -1,6 +1,6 @@
 """Find and read the ``report.json`` of pruning jobs (``tpp prune`` or ``tpp run`` folders).
 
-Every run is normalised to ``{"path", "method", "ratio", "lr", "seed", "run", "report"}`` where
+Every run is normalised to ``{"path", "method", "ratio", "lr", "seed", "run", "settings", "report"}`` where
 ``ratio`` and ``lr`` are short labels used for grouping: from the job's ``run.json`` (written by
 ``tpp run``) when present, else derived from the report's config (ratio text, initial LR).
 """
@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from tpp.errors import ConfigError
 
 REPORT = "report.json"
+DENSE_CONTROL = "dense control"
 
 
 def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -58,20 +59,28 @@ def _read(path: Path, required: bool = False) -> dict[str, Any] | None:
 def _normalise(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
     run = _read(folder / "run.json") or {}
     config = report.get("config") or {}
+    settings = _read(folder / "config.json") or {}  # the command's options, as `tpp prune` recorded them
     seed = run.get("seed")
     if seed is None:
-        for name in ("config.json", "meta.json"):
-            seed = (_read(folder / name) or {}).get("seed")
+        for found in (settings, _read(folder / "meta.json") or {}):
+            seed = found.get("seed")
             if seed is not None:
                 break
     _complete_history(folder, report)
+    method = str(run.get("method") or report.get("method") or config.get("method") or "?")
+    importance = config.get("importance")
+    if isinstance(importance, str) and importance != "l1":  # the criterion is part of what was compared
+        method = f"{method} [{importance}]"
+    if value({"report": report}, "params_reduction") == 0.0 and "perplexity" in (report.get("accuracy_before") or {}):
+        method = DENSE_CONTROL  # nothing removed: the unpruned model trained with the same budget
     return {
         "path": str(folder),
-        "method": str(run.get("method") or report.get("method") or config.get("method") or "?"),
+        "method": method,
         "ratio": str(run.get("ratio_label") or ratio_text(config.get("ratio"), config.get("global_ratio"))),
         "lr": str(run.get("lr_label") or lr_text(config.get("ft_lr"))),
         "seed": seed,
         "run": run,
+        "settings": settings,
         "report": report,
     }
 

@@ -1,7 +1,9 @@
-"""Test-set evaluation: top-1/top-5 accuracy (percent) and mean cross-entropy."""
+"""Test-set evaluation: top-1/top-5 accuracy (percent) and mean cross-entropy; for language models
+(``[B, T, V]`` logits of the next token) also perplexity and bits per byte."""
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -9,7 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpp.errors import DataError
-from tpp.util.inputs import logits_of
+from tpp.util.inputs import call_without_cache, logits_of
+
+
+def flat_predictions(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, targets)`` as ``[N, K]`` and ``[N]``: a causal language model's ``[B, T, V]`` logits with
+    ``[B, T]`` next-token targets are ``B * T`` classification problems (the causal-LM loss is their
+    mean cross-entropy); classifier outputs pass through unchanged."""
+    if logits.dim() == 3 and targets.dim() == 2:
+        return logits.flatten(0, 1), targets.flatten()
+    return logits, targets
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
@@ -32,7 +43,10 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
 
     Returns:
         ``{"top1": %, "top5": %, "loss": mean cross-entropy, "samples": n}``; top-5 uses
-        ``min(5, num_classes)``.
+        ``min(5, num_classes)``. For a language model (``[B, T, V]`` logits, ``[B, T]`` targets) the
+        samples are tokens, top-1 is next-token accuracy, and ``"perplexity"`` (``exp(loss)``) is
+        added, with ``"bits_per_byte"`` (``loss * tokens / (bytes * ln 2)``) when the loader knows
+        its text's ``bytes_per_token``.
 
     Raises:
         DataError: the loader yields no samples.
@@ -44,12 +58,13 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     total = torch.zeros((), dtype=torch.float64, device=device)
     correct1 = torch.zeros((), dtype=torch.int64, device=device)
     correct5 = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
+    count, sequences = 0, False
     try:
         for inputs, targets in loader:
             inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            logits = logits_of(model(inputs))
+            sequences = sequences or targets.dim() == 2
+            logits, targets = flat_predictions(logits_of(call_without_cache(model, inputs)), targets)
             total += F.cross_entropy(logits, targets, reduction="sum").double()
             hit1, hit5 = topk_correct(logits, targets, (1, 5))
             correct1 += hit1
@@ -60,9 +75,15 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
             module.training = training
     if count == 0:
         raise DataError("the test loader yielded no samples; check the dataset and --test-batch-size")
-    return {
+    result = {
         "top1": 100.0 * correct1.item() / count,
         "top5": 100.0 * correct5.item() / count,
         "loss": total.item() / count,
         "samples": count,
     }
+    if sequences:
+        result["perplexity"] = math.exp(min(result["loss"], 700.0))  # exp overflows past ~709
+        bytes_per_token = getattr(loader, "bytes_per_token", None)
+        if bytes_per_token:
+            result["bits_per_byte"] = result["loss"] / (math.log(2) * float(bytes_per_token))
+    return result

@@ -38,13 +38,13 @@ from torch import nn
 from tqdm import tqdm
 
 from tpp.distributed import all_reduce_sum
-from tpp.util.inputs import logits_of
+from tpp.util.inputs import call_without_cache, logits_of
 from tpp.errors import CheckpointError, TPPError
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, to_channels_last
 from tpp.util.atomic import remove_stale_temporaries
 from tpp.checkpoints.format import load_checkpoint, load_model_weights, make_payload, save_checkpoint
 from tpp.util.modules import unwrap
-from tpp.training.evaluation import evaluate, topk_correct
+from tpp.training.evaluation import evaluate, flat_predictions, topk_correct
 from tpp.training.hooks import Stateful, StepHooks
 from tpp.training.loggers import MetricsLogger
 from tpp.training.optim import set_lr
@@ -238,7 +238,10 @@ class Trainer:
                 if self.speed.channels_last:
                     inputs = to_channels_last(inputs)
                 with precision.autocast():
-                    logits = logits_of(self._forward(inputs))  # transformers models return a ModelOutput
+                    # transformers models return a ModelOutput; a language model's [B, T, V] logits are
+                    # B * T next-token predictions (its key/value cache is not built: nothing reads it)
+                    output = call_without_cache(self._forward, inputs)
+                    logits, targets = flat_predictions(logits_of(output), targets)
                     loss = F.cross_entropy(logits, targets)
                 ce_value = loss.item()
                 if hooks.penalty is not None:  # in float32: the gram target is sensitive to rounding
@@ -318,6 +321,8 @@ class Trainer:
                 if improved:
                     self.best_top1, self.best_epoch = test["top1"], epoch
                 record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
+                if "perplexity" in test:
+                    record["test_perplexity"] = test["perplexity"]
             if self.hooks.epoch_end is not None:
                 record.update(self.hooks.epoch_end(epoch))
             record.update(best_top1=self.best_top1, step=self.global_step, time=time.perf_counter() - started)
@@ -351,6 +356,8 @@ class Trainer:
         text += f" top1 {r['train_top1']:.2f}"
         if "train_penalty" in r:
             text += f" penalty {r['train_penalty']:.4g}"
-        if "test_top1" in r:
+        if "test_perplexity" in r:
+            text += f"  test perplexity {r['test_perplexity']:.3f} (next-token top1 {r['test_top1']:.2f})"
+        elif "test_top1" in r:
             text += f"  test top1 {r['test_top1']:.2f} top5 {r['test_top5']:.2f}  best {r['best_top1']:.2f}"
         return text + f"  ({r['time']:.1f}s)"
