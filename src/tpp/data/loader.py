@@ -31,7 +31,27 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-class BatchLoader:
+class EpochBatches:
+    """The epoch contract every tpp loader keeps: ``set_epoch(epoch)`` selects the epoch whose order
+    (and augmentation) the next iteration produces, and ``len()`` counts this rank's batches of
+    ``num_samples`` examples (the last partial batch dropped with ``drop_last``)."""
+
+    epoch: int
+    num_samples: int
+    batch_size: int
+    drop_last: bool
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration produces."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+
+class BatchLoader(EpochBatches):
     """Epoch-seeded batches ``(x float32 [B,C,H,W], y int64 [B])`` of a dataset of uint8 images.
 
     The common part of :class:`TensorLoader` (images in one tensor) and
@@ -73,15 +93,6 @@ class BatchLoader:
         shape = (1, len(mean), 1, 1)
         self._mean = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(shape)
         self._std = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(shape)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order and augmentation the next iteration produces."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
 
     def indices(self) -> torch.Tensor:
         """This rank's example indices for the current epoch, in batch order (CPU int64)."""

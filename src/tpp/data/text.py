@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tpp.data.description import DatasetInfo
-from tpp.data.loader import epoch_generator
+from tpp.data.loader import EpochBatches, epoch_generator
 from tpp.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
 from tpp.errors import DataError
 from tpp.util.files import FileTooLarge, read_bounded
@@ -119,7 +119,7 @@ def _embedded_bytes(split: str) -> bytes:
                         f"({error.strerror or error}); reinstall tpp-pruning") from None
 
 
-class TextLoader:
+class TextLoader(EpochBatches):
     """Iterate ``(inputs, targets)`` int64 batches ``[B, T]`` of next-token windows over a token stream.
 
     The stream is cut into ``N = (len(tokens) - 1) // T`` non-overlapping windows of ``T + 1``
@@ -200,15 +200,6 @@ class TextLoader:
         """Target tokens one pass over this rank's batches yields."""
         windows = len(self) * self.batch_size if self.drop_last else self.num_samples
         return windows * self.seq_len
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next iteration produces."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
 
     def indices(self) -> torch.Tensor:
         """This rank's window indices for the current epoch, in batch order (CPU int64)."""

@@ -23,7 +23,6 @@ JSV is measured on rank 0's shard of the first training batch(es).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
@@ -37,6 +36,7 @@ import torch.nn as nn
 from tpp.distributed import broadcast_object, broadcast_parameters
 from tpp.errors import CheckpointError, ConfigError
 from tpp.metrics.counting import count
+from tpp.jobs.measures import calibrated_importance, measure_jsv, train_steps
 from tpp.pruning.calibration import IMPORTANCES
 from tpp.pruning.registry import get_method
 from tpp.checkpoints import load_pruned, read_pruned, save_pruned
@@ -147,9 +147,10 @@ def run_prune_job(
         if pruned_file is not None and context.rank == 0:
             save_pruned(unwrap(model), pruned_file, extra={"pruned_indices": {}, "rng": get_rng_state()})
     else:
+        importance = calibrated_importance(model, train_loader, config)
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
-                                    global_ratio=config.global_ratio, importance=_importance(model, train_loader, config),
-                                    heads=config.heads, **_pruner_options(config, method))
+                                    global_ratio=config.global_ratio, importance=importance, heads=config.heads,
+                                    **_pruner_options(config, method))
         report["pruned_indices"] = pruner.pruned_indices
         if method.regularized:
             report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out, say)
@@ -168,7 +169,7 @@ def run_prune_job(
         regularized_epochs = int((report.get("regularization") or {}).get("epochs") or 0)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(max(regularized_epochs - 1, 0))
-        report["jsv_after_prune"] = _jsv(unwrap(model), train_loader, config)
+        report["jsv_after_prune"] = measure_jsv(unwrap(model), train_loader, config)
         say(f"mean JSV right after removal: {report['jsv_after_prune']['mean']:.4g}")
     pruned_counts = count(model, example_inputs)
     report["counts_after"] = pruned_counts.as_dict()
@@ -181,7 +182,7 @@ def run_prune_job(
 
     model, finetune = _finetune(model, train_loader, test_loader, config, method, context, out)
     report["finetune"] = finetune
-    report["train_steps"] = _train_steps(report, train_loader)
+    report["train_steps"] = train_steps(report, train_loader)
     report["wall_seconds"] = time.perf_counter() - started
     if out is not None and context.rank == 0:
         save_pruned(model, out / "pruned_model.pt", extra={"report": _plain(report)})
@@ -273,7 +274,7 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     optimizer = build_optimizer(model, schedule.lr_at(0, config.ft_epochs), config.momentum, config.weight_decay)
     hooks = StepHooks()
     if config.jsv_every_epoch and config.jsv_batches > 0:
-        hooks.epoch_end = lambda epoch: {"jsv_mean": _jsv(unwrap(model), train_loader, config)["mean"]}
+        hooks.epoch_end = lambda epoch: {"jsv_mean": measure_jsv(unwrap(model), train_loader, config)["mean"]}
     penalty = method.make_finetune_penalty(unwrap(model), **_pruner_options(config, method, hooks_only=True))
     if penalty is not None:
         hooks.penalty = penalty
@@ -296,51 +297,10 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     return model, summary
 
 
-def _jsv(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> dict[str, Any]:
-    """Mean JSV etc. on the first ``jsv_batches`` training batches (the paper reads the train loader),
-    in eval mode or, with ``jsv_mode="train"``, the paper's train mode (BatchNorm statistics restored).
-    For a language model (batches of token ids): the JSV of its next-token logits with respect to the
-    input embeddings (:mod:`tpp.metrics.language`).
-
-    ``model`` must be the bare module: a DDP forward would wait for a parameter backward that
-    the input-gradient computation never runs."""
-    from tpp.metrics.jacobian import jacobian_singular_values
-    from tpp.metrics.language import language_model_jsv, takes_token_ids
-
-    batches = list(itertools.islice(iter(loader), config.jsv_batches))
-    if batches and takes_token_ids(batches[0]):
-        return language_model_jsv(model, batches, max_batches=len(batches)).as_dict()
-    return jacobian_singular_values(model, batches, max_batches=max(len(batches), 1),
-                                    train_mode=config.jsv_mode == "train").as_dict()
-
-
 def _dense_control(config: PruneJobConfig) -> bool:
     """A job with ratio 0 everywhere removes nothing: it trains the dense model with the job's budget."""
     ratios = config.ratio.values() if isinstance(config.ratio, dict) else [config.ratio]
     return config.global_ratio in (None, 0) and all(isinstance(r, (int, float)) and r == 0 for r in ratios)
-
-
-def _importance(model: nn.Module, loader: Iterable, config: PruneJobConfig) -> Any:
-    """The importance that chooses the channels: None (L1, the pruner's default) or a data-driven one
-    calibrated on the first ``calibration_batches`` training batches."""
-    if config.importance == "l1":
-        return None
-    from tpp.pruning.calibration import make_importance
-
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(0)  # the batches of the first epoch: the same on a resume
-    batches = list(itertools.islice(iter(loader), config.calibration_batches))
-    if config.importance == "activation":  # activations need the inputs only; taylor the (inputs, targets) pairs
-        batches = [inputs for inputs, _ in batches]
-    return make_importance(config.importance, unwrap(model), calibration=batches)
-
-
-def _train_steps(report: dict[str, Any], loader: Iterable) -> dict[str, int]:
-    """Optimizer steps after the base model, per stage: what an equal-budget comparison equalises."""
-    regularize = int((report.get("regularization") or {}).get("iterations") or 0)
-    per_epoch = len(loader) if hasattr(loader, "__len__") else 0
-    finetune = int(report["finetune"]["epochs"]) * per_epoch
-    return {"regularize": regularize, "finetune": finetune, "total": regularize + finetune}
 
 
 def _finetune_records(context: JobContext, fallback: list[dict[str, Any]]) -> list[dict[str, Any]]:
