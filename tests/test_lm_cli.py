@@ -88,3 +88,13 @@ def test_the_cli_names_the_same_text_datasets_as_the_data_layer():
     from tpp.data.info import TEXT_DATASETS as DATA_TEXT_DATASETS
 
     assert TEXT_DATASETS == DATA_TEXT_DATASETS
+
+
+def test_jsv_of_a_language_model_from_the_command_line(run_cli, llama_folder, trained):
+    result = run_cli("jsv", "--model", f"hf:{llama_folder}", "--checkpoint", trained / "last.pt", "--dataset",
+                     "text_tiny", "--seq-len", "32", "--batch-size", "2", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["mean"] > 0
+    refused = run_cli("jsv", "--model", f"hf:{llama_folder}", "--checkpoint", trained / "last.pt", "--dataset",
+                      "text_tiny", "--train-mode")
+    assert refused.code == 2 and "language model has none" in refused.err

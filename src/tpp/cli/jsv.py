@@ -6,8 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from tpp.cli.checks import check_model_input, model_name
-from tpp.cli.common import add_command, add_data_args, add_model_args, dataset_from_args, positive_int, require
+from tpp.cli.checks import check_language_model, check_model_input, model_name
+from tpp.cli.common import (
+    TEXT_DATASETS,
+    add_command,
+    add_data_args,
+    add_model_args,
+    dataset_from_args,
+    positive_int,
+    require,
+)
+from tpp.errors import ConfigError
 
 DESCRIPTION = """\
 Jacobian singular values (JSV) of the logits with respect to the input, per example, on the first
@@ -47,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
 
     require_trained_model(args)
     if args.train_mode and args.directions:
-        from tpp.errors import ConfigError
-
         raise ConfigError("--directions estimates in eval mode only; drop --train-mode or --directions")
     from tpp import training
     from tpp.checkpoints import load_checkpoint
@@ -61,15 +68,26 @@ def run(args: argparse.Namespace) -> int:
     info, data = dataset_from_args(args, config=payload.get("config") if isinstance(payload.get("config"), dict) else None)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
                             image_size=info.image_size, payload=payload or None)
-    check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                      f"it cannot be measured on {info.name}; pass the --dataset it was trained on")
+    text = info.name in TEXT_DATASETS
+    if not text:
+        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
+                          f"it cannot be measured on {info.name}; pass the --dataset it was trained on")
     model = model.to(device)
     train_loader, test_loader, _ = build_loaders(info.name, **data, batch_size=args.batch_size,
                                                  test_batch_size=args.test_batch_size, device=device,
                                                  download=args.download, seed=args.seed)
     loader = train_loader if args.split == "train" else test_loader
-    result = jacobian_singular_values(model, loader, max_batches=args.batches, train_mode=args.train_mode,
-                                      num_directions=args.directions)
+    if text:  # next-token logits by the input embeddings (tpp.metrics.language), in eval mode
+        from tpp.metrics.language import DIRECTIONS, language_model_jsv
+
+        if args.train_mode:
+            raise ConfigError("--train-mode measures BatchNorm batch statistics; a language model has none: drop it")
+        check_language_model(model, next(iter(loader))[0][:2].to(device), info)
+        result = language_model_jsv(model, loader, max_batches=args.batches,
+                                    num_directions=args.directions or DIRECTIONS)
+    else:
+        result = jacobian_singular_values(model, loader, max_batches=args.batches, train_mode=args.train_mode,
+                                          num_directions=args.directions)
     summary = result.as_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
