@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from typing import Any
 
 from tpp.cli.config_file import apply_config_file
@@ -25,6 +24,7 @@ from tpp.cli.option_types import (
     positive_int,
     seed_int,
 )
+from tpp.cli.text_options import DEFAULT_SEQ_LEN, text_dataset
 from tpp.errors import ConfigError
 
 __all__ = [
@@ -273,7 +273,10 @@ def dataset_from_args(
     name = canonical_name(dataset or args.dataset)
     given_text = [n for n in _TEXT_OPTIONS if getattr(args, n, None) is not None]
     if name in TEXT_DATASETS:
-        return _text_dataset(args, name, config)
+        given = [n for n in _IMAGE_OPTIONS if getattr(args, n, None) is not None]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} applies to images; drop it for --dataset {name}")
+        return text_dataset(args, name, config)
     if given_text:
         raise ConfigError(f"--{given_text[0].replace('_', '-')} applies to --dataset text or text_tiny only; "
                           f"drop it for {name}")
@@ -289,53 +292,10 @@ def dataset_from_args(
     return dataset_info(name, data_dir, options), {"data_dir": data_dir, "image_options": options}
 
 
-DEFAULT_SEQ_LEN = 256
 # tpp.data.info.TEXT_DATASETS, restated: importing tpp.data would load torch before `tpp --help` prints
 TEXT_DATASETS = ("text", "text_tiny")
 TEXT_EVAL_SPLITS = ("valid", "test")
 _TEXT_OPTIONS = ("seq_len", "tokenizer", "eval_split", "windows_per_epoch")
-
-
-def _text_dataset(args: argparse.Namespace, name: str, config: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
-    """``(info, data)`` of a text dataset; unset options come from ``config`` (what a run recorded)."""
-    from tpp.data.text import load_tokenizer, text_info
-
-    given = [n for n in _IMAGE_OPTIONS if getattr(args, n, None) is not None]
-    if given:
-        raise ConfigError(f"--{given[0].replace('_', '-')} applies to images; drop it for --dataset {name}")
-    config = config or {}
-
-    def option(key: str, default: Any = None) -> Any:
-        value = getattr(args, key, None)
-        return value if value is not None else config.get(key, default)
-
-    data_dir = option("data_dir") if name == "text" else None
-    if name == "text" and not data_dir:
-        raise ConfigError("--dataset text needs --data-dir DIR holding train.txt, valid.txt and test.txt "
-                          "(or use --dataset text_tiny, the built-in corpus)")
-    source = option("tokenizer") or tokenizer_of_model(getattr(args, "model", None) or config.get("model"))
-    tokenizer = load_tokenizer(source)
-    data = {"data_dir": data_dir, "seq_len": int(option("seq_len", DEFAULT_SEQ_LEN)), "tokenizer": tokenizer,
-            "eval_split": option("eval_split", "test"), "windows_per_epoch": option("windows_per_epoch")}
-
-    return text_info(name, tokenizer, data["seq_len"]), data
-
-
-def tokenizer_of_model(spec: str | None) -> str:
-    """The tokenizer a model spec implies: its own for an ``hf:`` folder or GGUF file, else bytes."""
-    if isinstance(spec, str) and spec.startswith("hf:"):
-        target = Path(spec[3:]).expanduser()
-        if target.suffix == ".gguf" or (target.is_dir() and any(
-                (target / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))):
-            return spec
-    return "bytes"
-
-
-def text_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """What a run records of its text data (plain values), so that eval and a resume read the same."""
-    tokenizer = data.get("tokenizer")
-    return {"seq_len": data.get("seq_len"), "tokenizer": getattr(tokenizer, "name", None),
-            "eval_split": data.get("eval_split"), "windows_per_epoch": data.get("windows_per_epoch")}
 
 
 def run_label(spec: str) -> str:

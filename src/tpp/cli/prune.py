@@ -19,7 +19,6 @@ from typing import Any
 from tpp.cli.checks import check_language_model, check_model_input, lr_schedule_option, model_name, resume_or_overwrite
 from tpp.cli.common import (
     TEXT_DATASETS,
-    text_settings,
     launch,
     add_command,
     add_data_args,
@@ -40,6 +39,7 @@ from tpp.cli.common import (
 )
 from tpp.cli.method_options import add_method_options, method_options
 from tpp.cli.option_types import epoch_count_or_zero
+from tpp.cli.text_options import text_settings
 from tpp.errors import ConfigError
 from tpp.pruning.calibration import IMPORTANCES
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from tpp.cli.common import (
     TEXT_DATASETS,
-    text_settings,
     launch,
     add_command,
     add_data_args,
@@ -32,6 +31,7 @@ from tpp.cli.common import (
     speed_options,
 )
 from tpp.cli.checks import check_language_model, check_model_input, lr_schedule_option, resume_or_overwrite
+from tpp.cli.text_options import text_settings
 from tpp.errors import ConfigError, ModelError
 
 DESCRIPTION = """\

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from tpp.metrics.counting import count
-from tpp.jobs.prune_job import PruneJobConfig, _describe, _pruner_options
+from tpp.jobs.prune_job import PruneJobConfig, _choice_options, _describe, _pruner_options
 from tpp.pruning.registry import get_method
 from tpp.util.modules import unwrap
 
@@ -25,7 +25,7 @@ def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: Pr
     method = get_method(config.method)
     probe = copy.deepcopy(unwrap(model))
     pruner = method.make_pruner(probe, example_inputs, ratio=config.ratio, scope=config.scope,
-                                global_ratio=config.global_ratio, heads=config.heads,
+                                global_ratio=config.global_ratio, **_choice_options(None, config),
                                 **_pruner_options(config, method))
     removes = _describe(pruner)
     before, after = count(probe, example_inputs), count(pruner.prune(), example_inputs)

@@ -149,7 +149,7 @@ def run_prune_job(
     else:
         importance = calibrated_importance(model, train_loader, config)
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
-                                    global_ratio=config.global_ratio, importance=importance, heads=config.heads,
+                                    global_ratio=config.global_ratio, **_choice_options(importance, config),
                                     **_pruner_options(config, method))
         report["pruned_indices"] = pruner.pruned_indices
         if method.regularized:
@@ -232,6 +232,13 @@ def method_settings(method: Any, config: PruneJobConfig) -> dict[str, Any]:
     """Every option of the method as this job runs it: the given ones, the method's defaults otherwise."""
     given = {k: v for k, v in _pruner_options(config, method).items() if k != "ignored_layers"}
     return {**{o.name: o.default for o in method.options}, **given}
+
+
+def _choice_options(importance: Any, config: PruneJobConfig) -> dict[str, Any]:
+    """``importance`` / ``heads`` for the pruner only when they are not the defaults, so that a user's
+    registered pruner that takes neither still runs the default job."""
+    return {**({"importance": importance} if importance is not None else {}),
+            **({"heads": True} if config.heads else {})}
 
 
 def _pruner_options(config: PruneJobConfig, method: Any, hooks_only: bool = False) -> dict[str, Any]:

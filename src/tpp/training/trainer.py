@@ -238,10 +238,8 @@ class Trainer:
                 if self.speed.channels_last:
                     inputs = to_channels_last(inputs)
                 with precision.autocast():
-                    # transformers models return a ModelOutput; a language model's [B, T, V] logits are
-                    # B * T next-token predictions (its key/value cache is not built: nothing reads it)
-                    output = call_without_cache(self._forward, inputs)
-                    logits, targets = flat_predictions(logits_of(output), targets)
+                    # a ModelOutput's logits; a language model's [B, T, V] are B * T next-token predictions
+                    logits, targets = flat_predictions(logits_of(call_without_cache(self._forward, inputs)), targets)
                     loss = F.cross_entropy(logits, targets)
                 ce_value = loss.item()
                 if hooks.penalty is not None:  # in float32: the gram target is sensitive to rounding
@@ -320,9 +318,8 @@ class Trainer:
                 improved = self.best_top1 is None or test["top1"] > self.best_top1
                 if improved:
                     self.best_top1, self.best_epoch = test["top1"], epoch
-                record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
-                if "perplexity" in test:
-                    record["test_perplexity"] = test["perplexity"]
+                record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"],
+                              **({"test_perplexity": test["perplexity"]} if "perplexity" in test else {}))
             if self.hooks.epoch_end is not None:
                 record.update(self.hooks.epoch_end(epoch))
             record.update(best_top1=self.best_top1, step=self.global_step, time=time.perf_counter() - started)
