@@ -4,7 +4,10 @@ Removing zeroed channels only changes the order of floating-point sums. In float
 relative per layer, but depth amplifies it: a real 30-layer language model (SmolLM2-135M) differs by
 2.9e-5 after an exact removal, past any tolerance that still catches a real change. In float64 the
 same reordering is ~1e-16, and a real change (a wrong channel removed) is still 1e-3 or more, so the
-check compares float64 outputs against a tolerance far from both (:data:`FLOAT64_TOLERANCE`).
+check compares float64 outputs against a tolerance far from both (:data:`FLOAT64_TOLERANCE`). Some
+layers compute in float32 whatever the model's dtype (``transformers``' Llama RMSNorm casts to float32),
+so a 1e-16 difference can still flip a float32 rounding there: SmolLM2 after GReg-1 differed by 5.6e-8
+after an exact removal. The tolerance, 1e-5, sits above that and two orders below a real change.
 
 :func:`run_float64` calls the model through ``torch.func.functional_call`` with float64 copies of its
 floating-point parameters and buffers (https://pytorch.org/docs/stable/generated/torch.func.functional_call.html):
@@ -23,7 +26,7 @@ from torch.func import functional_call
 from tpp.util.inputs import call_arguments
 
 # Relative tolerance of the check in float64 (see the module docstring).
-FLOAT64_TOLERANCE = 1e-8
+FLOAT64_TOLERANCE = 1e-5
 
 
 def run_float64(model: nn.Module, example_inputs: Any) -> Any:
