@@ -58,7 +58,8 @@ def text_protocol(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         config = run.get("settings") or {}
         text = (f"- text: {config.get('dataset', '?')}, windows of {config.get('seq_len', '?')} tokens "
                 f"({config.get('tokenizer', '?')} tokenizer), perplexity over {before.get('samples', '?')} tokens of "
-                f"{config.get('eval_split', '?')}.txt")
+                f"{config.get('eval_split', '?')}.txt; mean JSV of the next-token logits by the input embeddings "
+                "(tpp.metrics.language)")
         if text not in lines:
             lines.append(text)
     return lines

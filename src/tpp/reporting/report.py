@@ -62,7 +62,9 @@ def write_report(
         return atomic_write_text(path, "\n".join(parts))
     if any(is_language_model_run(r) for r in runs):
         parts += ["## Test perplexity (lower is better)", "", language_model_table(runs), ""]
-        parts += _protocol(runs)[:-1] + text_protocol(runs) + [""]
+        # a language model's JSV has no BatchNorm mode: text_protocol says how it was measured
+        parts += [line for line in _protocol(runs)[:-1] if not line.startswith("- mean JSV")]
+        parts += text_protocol(runs) + [""]
         parts += ["## Job folders", ""] + [f"- `{r['path']}` (seed {r['seed']})" for r in runs] + [""]
         return atomic_write_text(path, "\n".join(parts))
     if paper_rows:
