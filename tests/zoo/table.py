@@ -50,13 +50,17 @@ def reason_of(case: CaseResult) -> str:
     return _cell(" - ".join(parts))
 
 
+def _rows(header: list[str], rows) -> list[str]:
+    """A markdown table's lines: the header, its rule, one line per row of cells."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def markdown(cases: list[CaseResult]) -> str:
     """The table, then one summary line."""
-    lines = ["| model | inputs | scope | result | reload | params | FLOPs | reason |",
-             "|---|---|---|---|---|---|---|---|"]
-    for c in cases:
-        lines.append(f"| {c.model} | {c.inputs} | {c.scope} | {c.result} | {_cell(c.reload)} | {_pair(c.params)} | "
-                     f"{_pair(c.flops)} | {reason_of(c)} |")
+    lines = _rows(["model", "inputs", "scope", "result", "reload", "params", "FLOPs", "reason"],
+                  ([c.model, c.inputs, c.scope, c.result, _cell(c.reload), _pair(c.params), _pair(c.flops),
+                    reason_of(c)] for c in cases))
     counts = Counter(c.result for c in cases)
     exact = sum(c.meets_contract_exactly for c in cases)
     lines.append("")
@@ -68,11 +72,9 @@ def markdown(cases: list[CaseResult]) -> str:
 
 def lm_markdown(cases: list[CaseResult]) -> str:
     """The language-model table: family, scope, widths pruned, params, result, export, reason."""
-    lines = ["| family | scope | units pruned | params | result | from_pretrained | reason |",
-             "|---|---|---|---|---|---|---|"]
-    for c in cases:
-        lines.append(f"| {c.model} | {c.scope} | {c.units or '-'} | {_pair(c.params)} | {c.result} | "
-                     f"{_cell(c.export) or '-'} | {reason_of(c)} |")
+    lines = _rows(["family", "scope", "units pruned", "params", "result", "from_pretrained", "reason"],
+                  ([c.model, c.scope, c.units or "-", _pair(c.params), c.result, _cell(c.export) or "-",
+                    reason_of(c)] for c in cases))
     exact = sum(c.meets_contract_exactly and c.export == "equal" for c in cases)
     counts = Counter(c.result for c in cases)
     refused = sum(c.export.startswith("refused") for c in cases)
