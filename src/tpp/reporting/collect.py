@@ -1,8 +1,10 @@
 """Find and read the ``report.json`` of pruning jobs (``tpp prune`` or ``tpp run`` folders).
 
-Every run is normalised to ``{"path", "method", "ratio", "lr", "seed", "run", "settings", "report"}`` where
-``ratio`` and ``lr`` are short labels used for grouping: from the job's ``run.json`` (written by
-``tpp run``) when present, else derived from the report's config (ratio text, initial LR).
+Every run is normalised to ``{"path", "model", "dataset", "method", "ratio", "lr", "seed", "run", "settings",
+"report"}`` where ``ratio`` and ``lr`` are short labels used for grouping: from the job's ``run.json`` (written by
+``tpp run``) when present, else derived from the report's config (ratio text, initial LR). ``model`` and
+``dataset`` come from the job's ``config.json`` (``tpp prune`` and ``tpp run`` both record them there), else
+from the recipe file named in ``run.json``, else ``'?'`` (a recipe's jobs: ``'recipe <name>'``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tpp.errors import ConfigError
+from tpp.reporting.groups import UNKNOWN
 
 REPORT = "report.json"
 DENSE_CONTROL = "dense control"
@@ -73,8 +76,11 @@ def _normalise(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
         method = f"{method} [{importance}]"
     if value({"report": report}, "params_reduction") == 0.0 and "perplexity" in (report.get("accuracy_before") or {}):
         method = DENSE_CONTROL  # nothing removed: the unpruned model trained with the same budget
+    model, dataset = _model_and_data(settings, run)
     return {
         "path": str(folder),
+        "model": model,
+        "dataset": dataset,
         "method": method,
         "ratio": str(run.get("ratio_label") or ratio_text(config.get("ratio"), config.get("global_ratio"))),
         "lr": str(run.get("lr_label") or lr_text(config.get("ft_lr"))),
@@ -83,6 +89,36 @@ def _normalise(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
         "settings": settings,
         "report": report,
     }
+
+
+# datasets read from the user's folder: two such folders are two datasets, so the folder is part of the label
+FOLDER_DATASETS = ("imagefolder", "text")
+
+
+def _model_and_data(settings: dict[str, Any], run: dict[str, Any]) -> tuple[str, str]:
+    """The model and dataset labels of a job: its ``config.json``, else its recipe's, else ``'?'``."""
+    model, dataset = settings.get("model"), settings.get("dataset")
+    if (model is None or dataset is None) and run.get("recipe_file"):
+        recipe = _recipe(str(run["recipe_file"]))
+        model = model if model is not None or recipe is None else recipe.model
+        dataset = dataset if dataset is not None or recipe is None else recipe.dataset
+    if model is None and run.get("recipe"):
+        model = f"recipe {run['recipe']}"  # one recipe, one model: keeps two recipes' jobs apart
+    dataset_text = UNKNOWN if dataset is None else str(dataset)
+    if dataset_text in FOLDER_DATASETS and settings.get("data_dir"):
+        dataset_text = f"{dataset_text} ({settings['data_dir']})"
+    return (UNKNOWN if model is None else str(model)), dataset_text
+
+
+def _recipe(path: str) -> Any:
+    """The recipe at ``path``, or None when it is gone or no longer valid (a report does not need it)."""
+    from tpp.errors import TPPError
+    from tpp.recipes.schema import load_recipe
+
+    try:
+        return load_recipe(path)
+    except TPPError:
+        return None
 
 
 def _complete_history(folder: Path, report: dict[str, Any]) -> None:

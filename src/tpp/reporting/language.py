@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from tpp.reporting.collect import DENSE_CONTROL, value
+from tpp.reporting.groups import drop_duplicate_seeds, group_key
 from tpp.reporting.tables import _table, _unit, fmt, mean_std
 
 
@@ -21,24 +22,31 @@ def is_language_model_run(run: Mapping[str, Any]) -> bool:
 
 
 def language_model_table(runs: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table, one row per (method, ratio, recovery LR), perplexities as mean ± population std over seeds."""
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault((run["method"], run["ratio"], run["lr"]), []).append(run)
-    dense = {lr: mean_std(value(r, "finetune", "last_perplexity") for r in members)[0]
-             for (method, _, lr), members in groups.items() if method == DENSE_CONTROL}
-    header = ["method", "ratio", "recovery LR", "seeds", "training steps (reg. + recovery)", "perplexity before",
-              "right after removal", "after recovery", "× dense control", "mean JSV after removal",
-              "params pruned", "wall time per job"]
+    """Markdown table, one row per (model, dataset, method, ratio, recovery LR), perplexities as mean ± population
+    std over seeds (a repeated seed counts once); model and dataset columns when there are several."""
+    groups: dict[tuple[str, str, str, str, str], list[Mapping[str, Any]]] = {}
+    for run in drop_duplicate_seeds(runs)[0]:
+        groups.setdefault(group_key(run), []).append(run)
+    # the dense control of the same model, data and LR: another model's says nothing about this one
+    dense = {(model, dataset, lr): mean_std(value(r, "finetune", "last_perplexity") for r in members)[0]
+             for (model, dataset, method, _, lr), members in groups.items() if method == DENSE_CONTROL}
+    several = len({key[:2] for key in groups}) > 1
+    pair_order = list(dict.fromkeys(key[:2] for key in groups))
+    header = (["model", "dataset"] if several else []) + [
+        "method", "ratio", "recovery LR", "seeds", "training steps (reg. + recovery)", "perplexity before",
+        "right after removal", "after recovery", "× dense control", "mean JSV after removal", "params pruned",
+        "wall time per job"]
     rows = []
-    for (method, ratio, lr), members in sorted(groups.items(), key=lambda item: (item[0][2], item[0][1] != "0",
-                                                                                  item[0][1], item[0][0])):
+    for key, members in sorted(groups.items(), key=lambda item: (pair_order.index(item[0][:2]), item[0][4],
+                                                                  item[0][3] != "0", item[0][3], item[0][2])):
+        model, dataset, method, ratio, lr = key
         n = len(members)
         steps = sorted({(int(value(r, "train_steps", "regularize") or 0), int(value(r, "train_steps", "finetune") or 0))
                         for r in members})
         after = mean_std(value(r, "finetune", "last_perplexity") for r in members)
-        relative = "n/a" if after[0] is None or dense.get(lr) is None else f"{after[0] / dense[lr]:.3f}×"
-        rows.append([
+        control = dense.get((model, dataset, lr))
+        relative = "n/a" if after[0] is None or control is None else f"{after[0] / control:.3f}×"
+        rows.append(([f"`{model}`", f"`{dataset}`"] if several else []) + [
             method, f"`{ratio}`", lr, str(n), ", ".join(f"{a} + {b}" for a, b in steps),
             fmt(mean_std(value(r, "accuracy_before", "perplexity") for r in members)[:2], 3, n=n),
             fmt(mean_std(value(r, "accuracy_after_removal", "perplexity") for r in members)[:2], 3, n=n),

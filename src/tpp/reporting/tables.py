@@ -1,7 +1,8 @@
 """Aggregation over seeds and the markdown tables of a report.
 
-Cells are ``mean ± std`` over the seeds of a (method, ratio, fine-tuning LR) group, with the
-*population* standard deviation, as the paper's tables (docs/method.md#reporting).
+Cells are ``mean ± std`` over the seeds of a (model, dataset, method, ratio, fine-tuning LR) group
+(:mod:`tpp.reporting.groups`), with the *population* standard deviation, as the paper's tables
+(docs/method.md#reporting). A table of runs on several models or datasets has a model and a dataset column.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from tpp.reporting.collect import value
+from tpp.reporting.groups import drop_duplicate_seeds, group_key
 
 # (column title, key path in report.json)
 METRICS: dict[str, tuple[str, ...]] = {
+    "unpruned_top1": ("accuracy_before", "top1"),
     "best_top1": ("finetune", "best_top1"),
     "last_top1": ("finetune", "last_top1"),
     "after_removal_top1": ("accuracy_after_removal", "top1"),
@@ -33,24 +36,29 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
 
 
 def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per (method, ratio, lr) group: ``n``, ``seeds``, ``runs`` and ``(mean, std)`` per metric.
+    """One dict per (model, dataset, method, ratio, lr) group: ``n``, ``seeds``, ``runs`` and ``(mean, std)``
+    per metric. A repeated seed of a group counts once (:func:`tpp.reporting.groups.drop_duplicate_seeds`).
 
-    Groups are ordered by LR and method (first appearance) and then by speedup.
+    Groups are ordered by model and dataset, LR and method (first appearance) and then by speedup.
     """
-    groups: dict[tuple[str, str, str], list] = {}
+    runs = drop_duplicate_seeds(runs)[0]
+    groups: dict[tuple[str, str, str, str, str], list] = {}
     for run in runs:
-        groups.setdefault((run["method"], run["ratio"], run["lr"]), []).append(run)
+        groups.setdefault(group_key(run), []).append(run)
+    pair_order = list(dict.fromkeys(key[:2] for key in groups))
     lr_order = list(dict.fromkeys(run["lr"] for run in runs))
     method_order = list(dict.fromkeys(run["method"] for run in runs))
     result = []
-    for (method, ratio, lr), members in groups.items():
-        row: dict[str, Any] = {"method": method, "ratio": ratio, "lr": lr, "runs": members, "n": len(members),
+    for (model, dataset, method, ratio, lr), members in groups.items():
+        row: dict[str, Any] = {"model": model, "dataset": dataset, "method": method, "ratio": ratio, "lr": lr,
+                               "runs": members, "n": len(members),
                                "seeds": sorted((r["seed"] for r in members if r["seed"] is not None), key=str)}
         for name, keys in METRICS.items():
             mean, std, _ = mean_std(value(r, *keys) for r in members)
             row[name] = (mean, std)
         result.append(row)
-    result.sort(key=lambda g: (lr_order.index(g["lr"]), method_order.index(g["method"]),
+    result.sort(key=lambda g: (pair_order.index((g["model"], g["dataset"])), lr_order.index(g["lr"]),
+                               method_order.index(g["method"]),
                                g["speedup"][0] if g["speedup"][0] is not None else math.inf, g["ratio"]))
     return result
 
@@ -74,18 +82,31 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def several_pairs(groups: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``groups`` (from :func:`aggregate`) span more than one (model, dataset): their tables then name them."""
+    return len({(g["model"], g["dataset"]) for g in groups}) > 1
+
+
+def _pair_cells(g: Mapping[str, Any], several: bool) -> list[str]:
+    return [f"`{g['model']}`", f"`{g['dataset']}`"] if several else []
+
+
 def summary_table(runs: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table, one row per (method, ratio, LR): accuracies (%), mean JSV, speedup, params, time."""
+    """Markdown table, one row per (model, dataset, method, ratio, LR): the unpruned model's top-1 and the
+    accuracies (%), mean JSV, speedup, params, time; model and dataset columns when there are several."""
     groups = aggregate(runs)
+    several = several_pairs(groups)
     jsv = any(g["jsv_after_prune"][0] is not None for g in groups)
-    header = ["method", "ratio", "fine-tune LR", "seeds", "best top-1", "last top-1", "top-1 after removal"]
+    header = (["model", "dataset"] if several else []) + ["method", "ratio", "fine-tune LR", "seeds", "unpruned top-1",
+                                                          "best top-1", "last top-1", "top-1 after removal"]
     header += ["mean JSV after pruning"] if jsv else []
     header += ["FLOPs speedup", "params pruned", "wall time per job"]
     rows = []
     for g in groups:
         n = g["n"]
-        row = [g["method"], f"`{g['ratio']}`", g["lr"], str(n), fmt(g["best_top1"], n=n), fmt(g["last_top1"], n=n),
-               fmt(g["after_removal_top1"], n=n)]
+        row = _pair_cells(g, several) + [g["method"], f"`{g['ratio']}`", g["lr"], str(n), fmt(g["unpruned_top1"], n=n),
+                                         fmt(g["best_top1"], n=n), fmt(g["last_top1"], n=n),
+                                         fmt(g["after_removal_top1"], n=n)]
         row += [fmt(g["jsv_after_prune"], 4, n=n)] if jsv else []
         row += [_unit(fmt(g["speedup"], n=1), "x"), _unit(fmt(g["params_reduction"], 2, 100.0, n=1), "%"),
                 _unit(fmt(g["wall_seconds"], 1, 1 / 60, n=1), " min")]
@@ -94,14 +115,16 @@ def summary_table(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def pivot_table(runs: Sequence[Mapping[str, Any]], metric: str = "best_top1") -> str:
-    """The paper's layout: one row per (method, LR), one column per ratio, cells ``mean ± std``."""
+    """The paper's layout: one row per (method, LR), one column per ratio, cells ``mean ± std``;
+    model and dataset columns when the runs have several."""
     groups = aggregate(runs)
+    several = several_pairs(groups)
     ratios = list(dict.fromkeys(g["ratio"] for g in sorted(groups, key=lambda g: g["speedup"][0] or 0.0)))
-    cells: dict[tuple[str, str], dict[str, str]] = {}
+    cells: dict[tuple[str, ...], dict[str, str]] = {}
     for g in groups:
-        cells.setdefault((g["method"], g["lr"]), {})[g["ratio"]] = fmt(g[metric], n=g["n"])
-    header = ["method", "fine-tune LR"] + [f"`{r}`" for r in ratios]
-    rows = [[m, lr] + [c.get(r, "") for r in ratios] for (m, lr), c in cells.items()]
+        cells.setdefault((*_pair_cells(g, several), g["method"], g["lr"]), {})[g["ratio"]] = fmt(g[metric], n=g["n"])
+    header = (["model", "dataset"] if several else []) + ["method", "fine-tune LR"] + [f"`{r}`" for r in ratios]
+    rows = [[*key] + [c.get(r, "") for r in ratios] for key, c in cells.items()]
     return _table(header, rows)
 
 
