@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -182,6 +183,7 @@ def test_model_without_batchnorm_runs_the_whole_schedule():
     assert pruned.fc1.out_features == 50 and pruned.fc7.in_features == 50
 
 
+@pytest.mark.filterwarnings("ignore:tpp. prune.. before pruner.done")  # pruned after 2 iterations on purpose
 def test_prune_repoints_the_optimizer_in_place():
     model, pruner = _pruner(ratio={"*layer*.conv1": 0.5})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -227,6 +229,7 @@ def test_load_state_dict_from_another_model_is_refused():
         pruner.load_state_dict(other.state_dict())
 
 
+@pytest.mark.filterwarnings("ignore:tpp. prune.. before pruner.done")  # the structure only, on purpose
 def test_save_and_load_pruned_round_trip_with_weights_only(tmp_path):
     model, pruner = _pruner(ratio=0.5, scope="all")
     pruned = pruner.prune()
@@ -268,3 +271,130 @@ def test_gram_penalty_gradient_equals_the_official_definition(shape, ratio):
     official.backward()
     torch.testing.assert_close(value, official, rtol=1e-5, atol=0)
     torch.testing.assert_close(ours, layer.weight.grad, rtol=1e-5, atol=1e-8)
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    return model, torch.randn(2, 3, 8, 8)
+
+
+def test_prune_before_done_warns_once_with_where_the_schedule_is():
+    model, inputs = _tiny()
+    pruner = tpp.TPPPruner(model, inputs, ratio=0.5)
+    for _ in range(200):
+        pruner.step()
+    with pytest.warns(UserWarning, match=r"^tpp: prune\(\) before pruner\.done, at iteration 200 of 110,000: .*"
+                                         r"lambda 0\.002 of ceiling 1, phase 'regularize'.*cost accuracy.*"
+                                         r"loop until pruner\.done, or .*schedule='fast'") as caught:
+        pruner.prune()
+    assert len([w for w in caught if "pruner.done" in str(w.message)]) == 1 and "\n" not in str(caught[0].message)
+
+
+def test_a_failed_early_prune_warns_only_the_first_time(monkeypatch):
+    model, inputs = _tiny()
+    pruner = tpp.TPPPruner(model, inputs, ratio=0.5)
+
+    def fail(check_each):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pruner, "_remove", fail)
+    with pytest.warns(UserWarning, match="iteration 0 of 110,000.*plain L1 pruning"), pytest.raises(KeyboardInterrupt):
+        pruner.prune()
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruner.prune()  # told already
+
+
+def test_no_warning_once_done_nor_for_one_shot_methods():
+    model, inputs = _tiny()
+    pruner = tpp.TPPPruner(model, inputs, ratio=0.5, reg_step=0.5, reg_interval=1, stabilize_iters=2,
+                           zero_out_interval=0)
+    while not pruner.done:
+        pruner.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruner.prune()
+        tpp.pruning.L1Pruner(*_tiny(), ratio=0.5).prune()
+        tpp.pruning.get_method("scratch").make_pruner(*_tiny(), ratio=0.5).prune()
+
+
+def test_adaptive_schedule_warns_with_its_upper_bound():
+    pruner = tpp.pruning.get_method("tpp-adaptive").make_pruner(*_tiny(), ratio=0.5)
+    with pytest.warns(UserWarning, match=r"at iteration 0 of at most 110,000: .*phase 'regularize'"):
+        pruner.prune()
+
+
+def test_fast_preset_is_ten_times_shorter_and_paper_is_the_default():
+    lengths = {preset: tpp.TPPPruner(*_tiny(), ratio=0.5, schedule=preset).total_iterations
+               for preset in ("paper", "fast")}
+    assert lengths == {"paper": 110_000, "fast": 11_000}
+    assert tpp.TPPPruner(*_tiny(), ratio=0.5).total_iterations == 110_000
+    fast = tpp.TPPPruner(*_tiny(), ratio=0.5, reg_step=0.01, stabilize_iters=50, zero_out_interval=1, schedule="fast")
+    assert fast.config["reg_step"] == pytest.approx(0.1) and fast.config["stabilize_iters"] == 5
+    assert fast.total_iterations == 10 * 10 + 5  # the preset scales the options given
+    assert tpp.pruning.GReg1Pruner(*_tiny(), ratio=0.5, schedule="fast").total_iterations == 11_000
+    assert tpp.pruning.OrthRegThenL1Pruner(*_tiny(), ratio=0.5, schedule="fast").total_iterations == 5_000
+    adaptive = tpp.pruning.get_method("tpp-adaptive").pruner(*_tiny(), ratio=0.5, schedule="fast")
+    assert adaptive.schedule.reg_step == pytest.approx(1e-3) and adaptive.total_iterations == 110_000
+
+
+def test_fast_preset_runs_to_done_in_a_tenth_of_the_steps():
+    options = dict(ratio=0.5, reg_step=0.01, reg_interval=1, stabilize_iters=100, zero_out_interval=1)
+    paper, fast = tpp.TPPPruner(*_tiny(), **options), tpp.TPPPruner(*_tiny(), **options, schedule="fast")
+    steps = {}
+    for name, pruner in (("paper", paper), ("fast", fast)):
+        while not pruner.done:
+            pruner.step()
+        steps[name] = pruner.iteration
+    assert steps == {"paper": 200, "fast": 20}
+
+
+def test_unknown_preset_is_a_one_line_config_error():
+    from tpp.pruning.presets import fast_options
+
+    for build in (lambda: tpp.TPPPruner(*_tiny(), ratio=0.5, schedule="quick"),
+                  lambda: tpp.pruning.GReg1Pruner(*_tiny(), ratio=0.5, schedule="Fast")):
+        with pytest.raises(ConfigError, match=r"unknown schedule preset .*; choose from paper, fast") as info:
+            build()
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="unknown pruning method"):
+        fast_options("nope", {})
+
+
+def test_fast_options_match_what_recipes_did():
+    from tpp.pruning.presets import fast_options
+    from tpp.pruning.registry import get_method
+
+    def recipes_before(method, options):  # recipes/grid.py's --fast before the preset moved to the core
+        options, defaults = dict(options), {o.name: o.default for o in get_method(method).options}
+        if "reg_step" in defaults:
+            options["reg_step"] = options.get("reg_step", defaults["reg_step"]) * 10.0
+        for name in ("stabilize_iters", "orth_iters"):
+            if name in defaults:
+                options[name] = int(options.get(name, defaults[name])) // 10
+        return options
+
+    for method in tpp.pruning.list_methods():
+        for options in ({}, {"reg_step": 2e-4, "stabilize_iters": 5000, "orth_iters": 777, "gram_weight": 1.0}):
+            options = {k: v for k, v in options.items() if k in {o.name for o in get_method(method).options}}
+            assert fast_options(method, options) == recipes_before(method, options), method
+
+
+def test_schedule_length_without_a_model():
+    from tpp.pruning.presets import describe_schedule, fast_options, schedule_length
+
+    assert schedule_length("tpp", {}) == 110_000 == 10_000 * 10 + 10_000  # ceil(1 / 1e-4) x 10 + stabilize_iters
+    assert schedule_length("tpp", fast_options("tpp", {})) == 11_000
+    assert schedule_length("greg1", {"reg_step": 0.3, "reg_interval": 2, "stabilize_iters": 4}) == 4 * 2 + 4
+    assert schedule_length("kernorth+l1", {}) == 50_000 and schedule_length("tpp-adaptive", {}) == 110_000
+    assert schedule_length("l1", {"ratio": 0.5}) is None and describe_schedule("l1", {}) == "none (one-shot)"
+    assert describe_schedule("tpp", {}) == ("110,000 iterations (lambda +0.0001 every 10 up to 1: 100,000, "
+                                            "then 10,000 at the ceiling)")
+    assert describe_schedule("tpp-adaptive", {}).startswith("at most 110,000 iterations")
+    with pytest.raises(ConfigError, match="has no option 'stabilise_iters'"):
+        schedule_length("tpp", {"stabilise_iters": 10})
+    with pytest.raises(ConfigError, match="reg_step"):
+        schedule_length("tpp", {"reg_step": 0})

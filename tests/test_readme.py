@@ -27,7 +27,8 @@ def test_third_party_loop_from_the_readme_prunes_a_transformers_model_exactly(tm
     code = code.replace('AutoModelForImageClassification.from_pretrained("facebook/deit-tiny-patch16-224")', "small()")
     code = code.replace("loader = train_loader", "loader = batches()")
     code = code.replace("torch.randn(2, 3, 224, 224)", "torch.randn(2, 3, 32, 32)")
-    code = code.replace('scope="all")', 'scope="all", reg_step=0.25, reg_interval=1, stabilize_iters=4)')
+    # 14 iterations, longer than one pass over the 10 batches: the loop must run epochs until done
+    code = code.replace('scope="all")', 'scope="all", reg_step=0.25, reg_interval=2, stabilize_iters=6)')
     assert code.count("small()") == 1 and code.count("batches()") == 1 and "reg_step" in code
 
     def small():
@@ -51,7 +52,8 @@ def test_third_party_loop_from_the_readme_prunes_a_transformers_model_exactly(tm
     said = [str(w.message) for w in caught if str(w.message).startswith("tpp: pruning")]
     assert len(said) == 1 and "attention heads" in said[0]  # one warning, and it says why
     pruned, inputs = scope["model"], scope["inputs"]
-    assert scope["pruner"].done and (tmp_path / "deit-pruned.pt").is_file()
+    assert scope["pruner"].done and scope["pruner"].iteration == 14 and (tmp_path / "deit-pruned.pt").is_file()
+    assert not [w for w in caught if "before pruner.done" in str(w.message)]
     reloaded = tpp.load_pruned(tmp_path / "deit-pruned.pt")  # the file records the transformers config
     pruned.eval(), reloaded.eval()
     with torch.no_grad():

@@ -45,6 +45,9 @@ from tpp.pruning.units import PruningUnit
 from tpp.util.modules import device_of, unwrap, warn_caller
 
 SELECT_AT = ("start", "prune")
+# the start of the UserWarning of a prune() before ``pruner.done``, as a ``warnings.filterwarnings``
+# message pattern: for callers that remove the selection at once on purpose (previews, structure-only uses)
+UNFINISHED_PRUNE_WARNING = r"tpp: prune\(\) before pruner\.done"
 
 
 class BasePruner:
@@ -69,6 +72,10 @@ class BasePruner:
             modules with ``q_proj``/``k_proj``/``v_proj``/``o_proj`` (:mod:`tpp.pruning.heads`); ``ratio``
             patterns on those names (``"*self_attn*"``) set their ratio apart from the MLPs'.
     """
+
+    # the named schedule presets (tpp.pruning.presets) the subclass accepts as ``schedule=``; named by
+    # the warning of an early prune() as the shorter way to finish
+    schedule_presets: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -100,6 +107,7 @@ class BasePruner:
                             heads=heads)
         self._plan_now()
         self._pruned = False
+        self._warned_unfinished = False
 
     # ------------------------------------------------------------------ selection
     def _plan_now(self) -> None:
@@ -222,6 +230,9 @@ class BasePruner:
         """
         if self._pruned:
             return self.model
+        if not self.done and not self._warned_unfinished:
+            self._warned_unfinished = True  # once per pruner: a retried prune() has been told already
+            warn_caller(self._unfinished_message())
         if self.select_at == "prune":
             self._plan_now()
         snapshot = ModelSnapshot(self.module)
@@ -253,6 +264,23 @@ class BasePruner:
             self._undo(snapshot)
             raise
         return rewrap(self.model, self.module)
+
+    def _unfinished_message(self) -> str:
+        """What an early prune() is told: where the schedule is, what remains, what it costs, what to do."""
+        total = _length(self.schedule)
+        bound = "at most " if not self.schedule.fixed_length else ""  # the adaptive schedule: done decides
+        of = "" if total is None else f" of {bound}{total:,}"
+        ceiling = getattr(self.schedule, "reg_ceiling", None)
+        strength = f"lambda {self.reg_value:.4g}" + ("" if ceiling is None else f" of ceiling {ceiling:g}")
+        cost = ("the pruned channels are not yet near zero, so removing them will cost accuracy"
+                if self.select_at == "start" else
+                "the channels are chosen on weights the regularisation has not finished shaping")
+        if self.iteration == 0:
+            cost += " (at iteration 0 this is plain L1 pruning: tpp.pruning.L1Pruner)"
+        remedy = "loop until pruner.done" + (
+            ", or build the pruner with schedule='fast' (10x shorter)" if "fast" in self.schedule_presets else "")
+        return (f"tpp: prune() before pruner.done, at iteration {self.iteration:,}{of}: the regularisation has "
+                f"not finished ({strength}, phase {self.phase!r}); {cost}; {remedy}")
 
     def _remove(self, check_each: bool) -> None:
         self.zero_pruned()

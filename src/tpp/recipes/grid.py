@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tpp.errors import ConfigError
+from tpp.pruning.presets import FAST_LENGTH_DIVISOR, FAST_REG_STEP_FACTOR, fast_options
 from tpp.recipes.recipe import Recipe
 
 
-# `--fast`: a 10x faster TPP schedule (lambda grows 10x faster, 10x shorter stabilisation) for
-# users who cannot afford the paper's 110k regularisation iterations. It deviates from the paper.
-FAST_REG_STEP_FACTOR = 10.0
-FAST_STABILIZE_DIVISOR = 10
+# `--fast` is the pruning core's "fast" schedule preset (tpp.pruning.presets): lambda grows 10x faster,
+# 10x shorter stabilisation, for users who cannot afford the paper's 110k iterations. It deviates
+# from the paper. The names stay importable from here.
+FAST_STABILIZE_DIVISOR = FAST_LENGTH_DIVISOR
+__all__ = ["FAST_REG_STEP_FACTOR", "FAST_STABILIZE_DIVISOR", "GridPoint", "build_grid", "lr_labels", "method_options",
+           "ratio_label"]
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,9 @@ def lr_labels(lrs: Sequence[str]) -> list[str]:
 
 def method_options(recipe: Recipe, method: str, fast: bool = False) -> dict[str, Any]:
     """The recipe's options for ``method``; ``fast`` shortens its regularisation tenfold (lambda grows 10x
-    faster, stabilisation and orthogonality phases are 10x shorter)."""
-    from tpp.pruning.registry import get_method
-
+    faster, stabilisation and orthogonality phases are 10x shorter: :func:`tpp.pruning.presets.fast_options`)."""
     options = dict(recipe.prune["options"].get(method, {}))
-    if fast:
-        defaults = {o.name: o.default for o in get_method(method).options}
-        if "reg_step" in defaults:
-            options["reg_step"] = options.get("reg_step", defaults["reg_step"]) * FAST_REG_STEP_FACTOR
-        for name in ("stabilize_iters", "orth_iters"):
-            if name in defaults:
-                options[name] = int(options.get(name, defaults[name])) // FAST_STABILIZE_DIVISOR
-    return options
+    return fast_options(method, options) if fast else options
 
 
 def build_grid(

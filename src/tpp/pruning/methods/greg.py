@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from tpp.pruning.base import BasePruner
 from tpp.pruning.options import check_options, option
+from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import GrowingL2
 from tpp.pruning.schedules import GrowingSchedule
@@ -28,9 +29,20 @@ class GReg1Config:
     reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
     stabilize_iters: int = option(10_000, "iterations at the ceiling before removal", minimum=0)
 
+    def make_schedule(self) -> GrowingSchedule:
+        """TPP's growing schedule without the layer-wise zero-out."""
+        return GrowingSchedule(self.reg_step, self.reg_interval, self.reg_ceiling, self.stabilize_iters,
+                               zero_out_interval=None)
+
 
 class GReg1Pruner(BasePruner):
-    """L1-picked filters get ``W.grad += lambda * W`` on a growing schedule, then are removed."""
+    """L1-picked filters get ``W.grad += lambda * W`` on a growing schedule, then are removed.
+
+    ``schedule`` is a preset of :mod:`tpp.pruning.presets`: ``"paper"`` (the options as given) or
+    ``"fast"`` (``reg_step`` x10, ``stabilize_iters`` / 10).
+    """
+
+    schedule_presets = SCHEDULE_PRESETS
 
     def __init__(
         self,
@@ -47,13 +59,14 @@ class GReg1Pruner(BasePruner):
         *,
         importance: Any = None,
         heads: bool = False,
+        schedule: str = "paper",
     ) -> None:
         self.options = GReg1Config(reg_step, reg_interval, reg_ceiling, stabilize_iters)
         check_options(self.options)
-        schedule = GrowingSchedule(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval=None)
+        self.options = preset_config(self.options, check_preset(schedule))
         super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
                          importance=importance, heads=heads,
-                         regularizers=[GrowingL2("filter_weights")], schedule=schedule)
+                         regularizers=[GrowingL2("filter_weights")], schedule=self.options.make_schedule())
 
     @property
     def config(self) -> dict[str, Any]:

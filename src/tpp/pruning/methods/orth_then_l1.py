@@ -18,6 +18,7 @@ import torch.nn as nn
 from tpp.errors import ConfigError
 from tpp.pruning.base import BasePruner
 from tpp.pruning.options import check_options, option
+from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import Orthogonality
 from tpp.pruning.schedules import ConstantSchedule
@@ -39,6 +40,10 @@ class OrthThenL1Config:
                              minimum=0)
     orth_weight: float = option(ORTH_REG_WEIGHT, "weight of the orthogonality loss", minimum=0)
 
+    def make_schedule(self) -> ConstantSchedule:
+        """``orth_iters`` iterations at strength ``orth_weight``."""
+        return ConstantSchedule(self.orth_iters, self.orth_weight)
+
 
 @dataclass
 class OrthConvThenL1Config(OrthThenL1Config):
@@ -50,7 +55,13 @@ class OrthConvThenL1Config(OrthThenL1Config):
 
 
 class OrthRegThenL1Pruner(BasePruner):
-    """Orthogonality-regularised training (``orth="kernorth"`` or ``"orthconv"``), then L1 selection and removal."""
+    """Orthogonality-regularised training (``orth="kernorth"`` or ``"orthconv"``), then L1 selection and removal.
+
+    ``schedule`` is a preset of :mod:`tpp.pruning.presets`: ``"paper"`` (the options as given) or
+    ``"fast"`` (``orth_iters`` / 10).
+    """
+
+    schedule_presets = SCHEDULE_PRESETS
 
     def __init__(
         self,
@@ -67,17 +78,19 @@ class OrthRegThenL1Pruner(BasePruner):
         *,
         importance: Any = None,
         heads: bool = False,
+        schedule: str = "paper",
     ) -> None:
         self.orth = orth
         self.options = (OrthConvThenL1Config(orth_iters, orth_weight, orthconv_geometry) if orth == "orthconv"
                         else OrthThenL1Config(orth_iters, orth_weight))
         check_options(self.options)
+        self.options = preset_config(self.options, check_preset(schedule))
         if orth != "orthconv" and orthconv_geometry != "textbook":
             raise ConfigError("orthconv_geometry applies to orth='orthconv' only")
         super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
                          importance=importance, heads=heads,
                          regularizers=[Orthogonality(orth, official_stride2=orthconv_geometry == "official")],
-                         schedule=ConstantSchedule(orth_iters, orth_weight), select_at="prune")
+                         schedule=self.options.make_schedule(), select_at="prune")
 
     @property
     def config(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from tpp.pruning.methods.tpp import TPPPruner
 from tpp.pruning.options import check_options, option
+from tpp.pruning.presets import check_preset, preset_config
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.schedules import AdaptiveSchedule
 
@@ -44,20 +45,30 @@ class TPPAdaptiveConfig:
     bn_reg: bool = option(True, "growing L2 on BatchNorm gamma/beta of the pruned channels")
     weight_reg: bool = option(True, "growing L2 on the pruned filters and biases")
 
+    def make_schedule(self) -> AdaptiveSchedule:
+        """The adaptive schedule these options describe (``max_iterations`` is its upper bound)."""
+        return AdaptiveSchedule(self.reg_step, self.reg_interval, self.reg_ceiling, target=self.target,
+                                check_interval=self.check_interval, patience=self.patience,
+                                min_progress=self.min_progress, halving_iters=self.halving_iters,
+                                max_iterations=self.max_iterations)
+
 
 def tpp_adaptive(model: nn.Module, example_inputs: Any, *, reg_step: float = 1e-4, reg_interval: int = 10,
                  halving_iters: int = 2000, reg_ceiling: float = 1.0, target: float = 1e-3,
                  check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
                  max_iterations: int = 110_000, gram_weight: float = 1000.0, bn_reg: bool = True,
-                 weight_reg: bool = True, **common: Any) -> TPPPruner:
-    """A :class:`TPPPruner` on the adaptive schedule; ``common`` are ratio, scope, ignored_layers, global_ratio."""
-    check_options(TPPAdaptiveConfig(reg_step, halving_iters, reg_interval, reg_ceiling, target, check_interval,
-                                    patience, min_progress, max_iterations, gram_weight, bn_reg, weight_reg))
-    schedule = AdaptiveSchedule(reg_step, reg_interval, reg_ceiling, target=target, check_interval=check_interval,
-                                patience=patience, min_progress=min_progress, halving_iters=halving_iters,
-                                max_iterations=max_iterations)
-    return TPPPruner(model, example_inputs, reg_step=reg_step, reg_interval=reg_interval, reg_ceiling=reg_ceiling,
-                     gram_weight=gram_weight, bn_reg=bn_reg, weight_reg=weight_reg, schedule=schedule, **common)
+                 weight_reg: bool = True, schedule: str = "paper", **common: Any) -> TPPPruner:
+    """A :class:`TPPPruner` on the adaptive schedule; ``common`` are ratio, scope, ignored_layers, global_ratio.
+
+    ``schedule="fast"`` makes lambda grow 10x faster (:mod:`tpp.pruning.presets`); ``max_iterations``
+    stays the upper bound."""
+    options = TPPAdaptiveConfig(reg_step, halving_iters, reg_interval, reg_ceiling, target, check_interval,
+                                patience, min_progress, max_iterations, gram_weight, bn_reg, weight_reg)
+    check_options(options)
+    options = preset_config(options, check_preset(schedule))
+    return TPPPruner(model, example_inputs, reg_step=options.reg_step, reg_interval=reg_interval,
+                     reg_ceiling=reg_ceiling, gram_weight=gram_weight, bn_reg=bn_reg, weight_reg=weight_reg,
+                     schedule=options.make_schedule(), **common)
 
 
 register_method(Method("tpp-adaptive", tpp_adaptive, True,
