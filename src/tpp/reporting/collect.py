@@ -111,14 +111,21 @@ def _model_and_data(settings: dict[str, Any], run: dict[str, Any]) -> tuple[str,
 
 
 def _recipe(path: str) -> Any:
-    """The recipe at ``path``, or None when it is gone or no longer valid (a report does not need it)."""
-    from tpp.errors import TPPError
-    from tpp.recipes.schema import load_recipe
+    """The ``model`` and ``dataset`` of the recipe file at ``path`` (``recipe.model``/``recipe.dataset``),
+    or None when it is gone or unreadable (a report does not need it). Read as plain YAML, not
+    validated: the report layer stays below the recipe runner."""
+    from types import SimpleNamespace
+
+    from tpp.util.files import read_bounded
+    from tpp.util.yamlfile import load_yaml
 
     try:
-        return load_recipe(path)
-    except TPPError:
+        data = load_yaml(read_bounded(path, 2**20).decode("utf-8"))
+    except Exception:  # noqa: BLE001 - any unreadable recipe only loses a label
         return None
+    if not isinstance(data, dict):
+        return None
+    return SimpleNamespace(model=data.get("model"), dataset=data.get("dataset"))
 
 
 def _complete_history(folder: Path, report: dict[str, Any]) -> None:
