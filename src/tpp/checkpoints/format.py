@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tpp.checkpoints.reading import check_layout, read_weights_only
+from tpp.data.record import RECORD_KEY
 from tpp.errors import CheckpointError
 from tpp.models.specs import infer_record
 from tpp.models.weights import dtype_mismatch
@@ -28,7 +29,8 @@ FORMAT_VERSION = 1
 
 def make_payload(model: nn.Module, **fields: Any) -> dict[str, Any]:
     """A checkpoint dict: ``format``, ``version``, ``model`` (state_dict), ``tpp_spec``,
-    ``tpp_plan`` (only for pruned models) + ``fields``.
+    ``tpp_plan`` (only for pruned models), ``tpp_data`` (the data the model is trained for, when
+    ``model.tpp_data`` holds it: :func:`tpp.data.record.data_record`) + ``fields``.
 
     Typical ``fields`` of a training run: ``optimizer``, ``epoch`` (completed epochs),
     ``best_top1``, ``rng`` (:func:`tpp.training.seeding.get_rng_state`), ``config``.
@@ -43,6 +45,9 @@ def make_payload(model: nn.Module, **fields: Any) -> dict[str, Any]:
     plan = getattr(bare, "tpp_plan", None)
     if plan:  # a pruned model: the channel plan needed to rebuild its shapes (plain lists)
         payload["tpp_plan"] = plan
+    data = getattr(bare, RECORD_KEY, None)
+    if isinstance(data, dict) and data:  # how its inputs are prepared, so that eval cannot get them wrong
+        payload[RECORD_KEY] = data
     payload.update(fields)
     return payload
 

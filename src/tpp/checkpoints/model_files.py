@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from tpp.checkpoints.format import FORMAT, make_payload, save_checkpoint
 from tpp.checkpoints.reading import check_layout, read_weights_only
+from tpp.data.record import RECORD_KEY
 from tpp.errors import CheckpointError
 from tpp.models.weights import dtype_mismatch
 from tpp.pruning.history import replay_plan
@@ -120,6 +121,8 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module | str | None = No
     replay_plan(module, pending_plan(module, plan, payload["model"]), path)
     if plan and plan.get("history"):
         module.tpp_plan = plan  # the whole record of what was pruned, whatever had to be replayed
+    if isinstance(payload.get(RECORD_KEY), dict):  # its data travels on to the next file it is saved to
+        module.tpp_data = payload[RECORD_KEY]
     wrong = dtype_mismatch(module.state_dict(), payload["model"])
     if wrong:  # load_state_dict would cast them silently
         raise CheckpointError(f"{path} holds weights that are not real floating-point numbers where the model has "

@@ -39,6 +39,18 @@ def model_name(model) -> str:
     return str(spec.get("name") or spec.get("spec") or type(model).__name__)
 
 
+def input_fix(info: Any, alternative: str = "") -> str:
+    """What to change when a model cannot take ``info``'s images: the image size and channels for an
+    image folder (the usual cause), else the dataset; ``alternative`` (e.g. "pick another --model")
+    is offered last."""
+    size = f"{info.in_channels}-channel {info.image_size}x{info.image_size}"
+    if info.name == "imagefolder":
+        fix = f"the images are {size}: pass the --image-size (and --channels) the model takes"
+    else:
+        fix = f"{info.name} gives {size} images: pass the --dataset it was trained on"
+    return f"{fix}{', or ' + alternative if alternative else ''}"
+
+
 def check_model_input(model, shape: Sequence[int], model_name: str, fix: str) -> None:
     """Refuse, with one line, an input ``shape`` (e.g. ``[1, 3, 32, 32]``) that ``model`` cannot
     take or whose forward pass would not fit in memory. ``fix`` tells the user what to change.

@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpp.cli.checks import check_language_model, check_model_input, model_name
+from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
 from tpp.cli.common import (
     TEXT_DATASETS,
     add_command,
     add_data_args,
     add_model_args,
     add_runtime_args,
-    dataset_from_args,
 )
-from tpp.errors import CheckpointError, ConfigError
+from tpp.cli.recorded_data import recorded_dataset
+from tpp.errors import CheckpointError
 
 DESCRIPTION = """\
 Evaluate a checkpoint (from `tpp train`, a pruned model, or a raw state_dict) on a test set and
-print top-1, top-5 and the mean cross-entropy. The model and dataset default to those recorded
-in the checkpoint.
+print top-1, top-5 and the mean cross-entropy. The model and the data (dataset, image size,
+channels, normalisation) default to those recorded in the checkpoint; a flag that contradicts
+them is refused.
 
 examples:
   tpp eval --checkpoint runs/mlp/best.pt --data-dir ../shared/data
@@ -50,15 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
-    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-    dataset = args.dataset or config.get("dataset")
-    if not dataset:
-        raise ConfigError(f"{args.checkpoint or args.weights} does not record its dataset; pass --dataset")
-    record = payload.get("tpp_spec") if isinstance(payload.get("tpp_spec"), dict) else {}
-    recorded_model = record.get("spec") or record.get("name")
-    if recorded_model and "model" not in config:  # a pruned file: its model names the tokenizer of text data
-        config = {**config, "model": recorded_model}
-    info, data = dataset_from_args(args, dataset, config)
+    info, data = recorded_dataset(args, payload, args.checkpoint or args.weights or args.model)
     text = info.name in TEXT_DATASETS
     seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
@@ -70,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             "the run that saved it diverged; evaluate an earlier checkpoint, or train again with a lower --lr")
     if not text:
         check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                          f"it cannot be evaluated on {info.name}; pass the --dataset it was trained on")
+                          input_fix(info))
     model = model.to(device)
     _, test_loader, info = build_loaders(
         info.name, **data, test_batch_size=args.test_batch_size, device=device,

@@ -19,7 +19,7 @@ residual additions) are not counted. Without --model, lists the available models
 examples:
   tpp info --model resnet56 --dataset cifar10
   tpp info --model vgg19_bn --num-classes 100
-  tpp info --checkpoint runs/pruned/best.pt
+  tpp info --checkpoint runs/pruned/best.pt   # input size and classes as the file records
   tpp info --model hf:ResNetForImageClassification --image-size 224 --num-classes 10
 """
 
@@ -73,6 +73,26 @@ def _list_available() -> int:
     return 0
 
 
+def _image_record(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
+    """The image data a checkpoint records (``{}`` for none or text); a flag that contradicts it is refused.
+
+    Raises:
+        DataError: ``--image-size``, ``--in-channels`` or ``--num-classes`` other than the recorded one.
+    """
+    from tpp.data.record import describe_record, recorded_data
+    from tpp.errors import DataError
+
+    record = recorded_data(payload)
+    if not record or "tokenizer" in record:
+        return {}
+    for flag, key in (("image_size", "image_size"), ("in_channels", "channels"), ("num_classes", "num_classes")):
+        given = getattr(args, flag, None)
+        if given is not None and key in record and int(record[key]) != int(given):
+            raise DataError(f"{args.checkpoint} was trained on {describe_record(record)}, not --{flag.replace('_', '-')} "
+                            f"{given}; drop --{flag.replace('_', '-')}")
+    return record
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the layer table and totals. Returns 0."""
     if not args.model and not args.checkpoint:
@@ -83,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
     from tpp.models import build_model, example_inputs, spec_label
     from tpp.checkpoints import load_checkpoint
 
+    payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
+    record = _image_record(args, payload)
     info = dataset_info(args.dataset, args.data_dir) if args.dataset else None
-    num_classes = args.num_classes or (info.num_classes if info else None)
-    in_channels = args.in_channels or (info.in_channels if info else None)
+    num_classes = args.num_classes or (info.num_classes if info else None) or record.get("num_classes")
+    in_channels = args.in_channels or (info.in_channels if info else None) or record.get("channels")
     if args.checkpoint:
-        payload = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(
             args.checkpoint, payload, model_name=args.model, num_classes=num_classes, in_channels=in_channels
         )
@@ -95,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         allow_imports_from_cwd(args.model)
         model = build_model(args.model, num_classes=num_classes or 10, in_channels=in_channels or 3)
     spec = model.tpp_spec
-    size = args.image_size or (info.image_size if info else None) or example_inputs(model).shape[-1]
+    size = args.image_size or (info.image_size if info else None) or record.get("image_size") or example_inputs(model).shape[-1]
     check_model_input(model, (1, int(spec.get("in_channels", 3)), size, size), model_name(model),
                       "pass an --image-size the model takes" if args.image_size else "pass --image-size")
     inputs = example_inputs(model, image_size=size)

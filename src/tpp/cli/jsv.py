@@ -6,25 +6,24 @@ import argparse
 import json
 from typing import Any
 
-from tpp.cli.checks import check_language_model, check_model_input, model_name
+from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
 from tpp.cli.common import (
     TEXT_DATASETS,
     add_command,
     add_data_args,
     add_model_args,
-    dataset_from_args,
     positive_int,
-    require,
 )
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\
 Jacobian singular values (JSV) of the logits with respect to the input, per example, on the first
 --batches batches of the training data (as the paper measures them). Prints mean, std, min, max and
-the mean condition number. Dynamical isometry means JSVs close to 1.
+the mean condition number. Dynamical isometry means JSVs close to 1. The data defaults to what
+the checkpoint records.
 
 examples:
-  tpp jsv --checkpoint runs/job/pruned_model.pt --dataset mnist --data-dir ../shared/data
+  tpp jsv --checkpoint runs/job/pruned_model.pt   # the data the file records
   tpp jsv --checkpoint base.pt --model resnet56 --dataset cifar10 --batches 4 --train-mode
 """
 
@@ -51,7 +50,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print the JSV summary. Returns 0."""
-    require(args, "dataset")
     from tpp.cli.loading import require_trained_model
 
     require_trained_model(args)
@@ -60,18 +58,19 @@ def run(args: argparse.Namespace) -> int:
     from tpp import training
     from tpp.checkpoints import load_checkpoint
     from tpp.cli.loading import model_from_args
+    from tpp.cli.recorded_data import recorded_dataset
     from tpp.data import build_loaders
     from tpp.metrics.jacobian import jacobian_singular_values
 
     device = training.resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
-    info, data = dataset_from_args(args, config=payload.get("config") if isinstance(payload.get("config"), dict) else None)
+    info, data = recorded_dataset(args, payload, args.checkpoint or args.weights or args.model)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
                             image_size=info.image_size, payload=payload or None)
     text = info.name in TEXT_DATASETS
     if not text:
         check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                          f"it cannot be measured on {info.name}; pass the --dataset it was trained on")
+                          input_fix(info))
     model = model.to(device)
     train_loader, test_loader, _ = build_loaders(info.name, **data, batch_size=args.batch_size,
                                                  test_batch_size=args.test_batch_size, device=device,

@@ -40,6 +40,7 @@ def model_from_checkpoint(
             channels or classes than ``in_channels`` / ``num_classes``.
     """
     from tpp.checkpoints import load_model_weights, normalise
+    from tpp.data.record import RECORD_KEY
     from tpp.models import build_model, model_from_record
     from tpp.pruning.history import replay_plan
 
@@ -80,6 +81,9 @@ def model_from_checkpoint(
     if isinstance(plan, dict):
         replay_plan(model, plan, path)
     load_model_weights(model, payload, path)
+    record = payload.get(RECORD_KEY)
+    if isinstance(record, dict):  # its data travels on to the next file it is saved to
+        model.tpp_data = record
     return model
 
 

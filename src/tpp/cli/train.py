@@ -30,7 +30,7 @@ from tpp.cli.common import (
     run_label,
     speed_options,
 )
-from tpp.cli.checks import check_language_model, check_model_input, lr_schedule_option, resume_or_overwrite
+from tpp.cli.checks import check_language_model, check_model_input, input_fix, lr_schedule_option, resume_or_overwrite
 from tpp.cli.text_options import text_settings
 from tpp.errors import ConfigError, ModelError
 
@@ -84,7 +84,8 @@ def _check_input_shape(model: Any, info: Any, model_name: str) -> None:
     except (RuntimeError, ValueError, TypeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(
-            f"model {model_name} cannot take {info.name} images of shape {list(shape[1:])} ({first}); pick another --model"
+            f"model {model_name} cannot take {info.name} images of shape {list(shape[1:])} ({first}); "
+            f"{input_fix(info, 'pick another --model')}"
         ) from None
     finally:
         model.train(training)
@@ -131,6 +132,7 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     from tpp.cli.loading import model_from_args
     from tpp.jobs import JobContext, TrainJobConfig, run_train_job
     from tpp.data import build_loaders
+    from tpp.data.record import data_record
 
     schedule = training.parse_lr_schedule(args.lr)
     device, main = context.device, context.is_main
@@ -145,7 +147,7 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     text = info.name in TEXT_DATASETS
     if not text:
         check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), args.model,
-                          f"pick a --model that takes {info.name} images")
+                          input_fix(info, "pick a --model that takes them"))
     model = model.to(device)
     if not text:
         _check_input_shape(model, info, args.model)
@@ -168,6 +170,7 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     )
     if text:
         check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
+    model.tpp_data = data_record(info, data)  # every checkpoint then says how its inputs are prepared
     model = distributed.prepare(model, context, channels_last=getattr(args, "channels_last", False))
     # the run folder is touched only once model and data are known to be fine, and by rank 0 only
     run_dir = distributed.run_on_main(

@@ -1,0 +1,108 @@
+"""The data a model was trained on, recorded in its files: dataset, input size, channels,
+normalisation, classes (text: tokenizer and window length).
+
+A model is only right on inputs prepared as in training: evaluated on 224-pixel crops, a net
+trained on 32-pixel images reports chance without an error. So every checkpoint tpp writes keeps
+``tpp_data`` (:func:`data_record`), commands that read a model take their data options from it,
+and :func:`record_mismatch` finds an option that would prepare the inputs differently.
+
+The record uses the command-line option names (``image_size``, ``channels``, ``mean``, ...), so a
+command reads it as it reads a run's ``config.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from tpp.data.description import DatasetInfo
+
+RECORD_KEY = "tpp_data"  # the checkpoint entry (tpp.checkpoints.format.make_payload)
+_IMAGE_KEYS = ("image_size", "resize", "channels", "mean", "std")
+_TEXT_KEYS = ("tokenizer", "seq_len", "eval_split")
+
+
+def data_record(info: DatasetInfo, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The plain-data record of ``info`` and the loader arguments ``data`` (``data_dir``,
+    ``image_options`` or the text settings) that :func:`tpp.data.build_loaders` received."""
+    data = data or {}
+    record: dict[str, Any] = {"dataset": info.name, "num_classes": int(info.num_classes)}
+    if data.get("data_dir"):
+        record["data_dir"] = str(data["data_dir"])
+    if info.kind == "text":
+        tokenizer = data.get("tokenizer")
+        return {**record, "tokenizer": getattr(tokenizer, "name", tokenizer) or info.tokenizer,
+                "seq_len": int(data.get("seq_len") or info.image_size), "eval_split": data.get("eval_split", "test")}
+    options = data.get("image_options")
+    resize = getattr(options, "resize", None)
+    record.update(image_size=int(info.image_size), channels=int(info.in_channels),
+                  mean=[float(m) for m in info.mean], std=[float(s) for s in info.std])
+    if resize is not None:
+        record["resize"] = int(resize)
+    if info.classes:
+        record["classes"] = list(info.classes)
+    return record
+
+
+def recorded_data(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The data record of a checkpoint dict: its ``tpp_data``, else what its run's ``config``
+    says (files written before the record existed); ``{}`` when neither names a dataset."""
+    record = payload.get(RECORD_KEY)
+    if isinstance(record, Mapping) and isinstance(record.get("dataset"), str):
+        return dict(record)
+    config = payload.get("config")
+    if not isinstance(config, Mapping) or not isinstance(config.get("dataset"), str):
+        return {}
+    keys = ("dataset", "data_dir", "normalize", *_IMAGE_KEYS, *_TEXT_KEYS)
+    return {k: config[k] for k in keys if config.get(k) is not None}
+
+
+# what each compared entry is, in words
+_WORDS = {"num_classes": "classes", "tokenizer": "tokenizer", "image_size": "input size", "channels": "channels",
+          "resize": "resize", "mean": "normalisation mean", "std": "normalisation std", "classes": "class names"}
+
+
+def record_mismatch(record: Mapping[str, Any], info: DatasetInfo, data: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(key, words)`` of the first entry that would prepare the inputs otherwise than ``record``
+    says (``("image_size", "input size 32 in the record, 224 now")``), or None.
+
+    Compares the resolved ``info``/``data`` of a command with the record: input size, channels,
+    resize, normalisation and classes for images; the tokenizer and vocabulary for text. A window
+    length or split other than the recorded one is a legitimate choice, not a mismatch."""
+    if not record:
+        return None
+    now = data_record(info, data)
+    keys = ["num_classes"] + (["tokenizer"] if info.kind == "text" else
+                              ["image_size", "channels", "resize", "mean", "std", "classes"])
+    for key in keys:
+        if key not in record or key not in now:
+            continue  # e.g. a built-in dataset names no classes (their number was compared), no resize given
+        if not _same(record[key], now[key]):
+            return key, f"{_WORDS[key]} {_show(record[key])} in the record, {_show(now[key])} now"
+    return None
+
+
+def describe_record(record: Mapping[str, Any]) -> str:
+    """``"mnist (1-channel 32x32 images, 10 classes)"``: a record in words, for messages."""
+    name = record.get("dataset", "?")
+    if "tokenizer" in record:
+        return f"{name} (tokenizer {record['tokenizer']}, {record.get('seq_len', '?')}-token windows)"
+    size = record.get("image_size", "?")
+    return f"{name} ({record.get('channels', '?')}-channel {size}x{size} images, {record.get('num_classes', '?')} classes)"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(a)))
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value[:6])
+        return f"[{shown}{',...' if len(value) > 6 else ''}]"
+    return "none" if value is None else str(value)
