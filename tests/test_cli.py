@@ -188,7 +188,10 @@ def test_keyboard_interrupt_exits_130(run_cli, tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(Trainer, "fit", interrupted)
     result = run_cli("train", *QUICK, "--epochs", "1", "--out", tmp_path / "r")
-    assert result.code == 130 and result.err_lines == ["tpp: interrupted"]
+    assert result.code == 130 and result.err_lines == [f"tpp: interrupted; resume with: tpp train --out {tmp_path / 'r'} --resume"]
+    monkeypatch.undo()
+    resumed = run_cli("train", "--out", tmp_path / "r", "--resume")  # the printed command, as it is
+    assert resumed.code == 0 and "after 1 epochs" in resumed.out, resumed.err
 
 
 def test_info_and_eval_of_pruned_checkpoints(run_cli, tmp_path: Path) -> None:

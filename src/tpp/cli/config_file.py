@@ -19,15 +19,7 @@ MAX_CONFIG_BYTES = 2**20
 
 def find_config_path(args_list: Sequence[str]) -> str | None:
     """The value of ``--config`` in ``args_list`` (last one wins, as argparse does), or None."""
-    found = None
-    for i, token in enumerate(args_list):
-        if token == "--":
-            break
-        if token == "--config" and i + 1 < len(args_list):
-            found = args_list[i + 1]
-        elif token.startswith("--config="):
-            found = token.split("=", 1)[1]
-    return found
+    return _option_value(args_list, "--config")
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -86,7 +78,9 @@ def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
         return value
     if value is None:
         return None
-    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int) or isinstance(action, argparse._AppendAction)
+    if isinstance(value, list) and not many and value and all(isinstance(v, (int, float)) for v in value):
+        value = ",".join(str(v) for v in value)  # a list option such as --mean, as a run's config.json holds it
     items = value if many and isinstance(value, list) else [value]
     if isinstance(value, (list, dict)) and not many:
         raise bad("expected a single value")
@@ -108,6 +102,10 @@ def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
 def apply_config_file(parser: argparse.ArgumentParser, args_list: Sequence[str]) -> dict[str, Any]:
     """If ``args_list`` has ``--config FILE``, set ``parser``'s defaults from it.
 
+    ``FILE`` may also be the ``config.json`` a tpp run wrote: its entries that are not options of
+    this command (``command``, ``world_size``, ...) and its unset (null) ones are skipped, as are the
+    per-invocation ones (:data:`NOT_CARRIED`).
+
     Returns the applied ``{dest: value}`` (empty without ``--config``).
 
     Raises:
@@ -117,11 +115,50 @@ def apply_config_file(parser: argparse.ArgumentParser, args_list: Sequence[str])
     path = find_config_path(args_list)
     if path is None:
         return {}
-    data = load_yaml_mapping(path)
+    return _apply(parser, load_yaml_mapping(path), path)
+
+
+# what a run's config.json records but a later invocation decides for itself
+NOT_CARRIED = frozenset({"command", "config", "resume", "overwrite", "dry_run", "device", "world_size"})
+
+
+def apply_saved_run(parser: argparse.ArgumentParser, args_list: Sequence[str]) -> dict[str, Any]:
+    """``--resume --out DIR``: set ``parser``'s defaults from ``DIR/config.json`` (the options the run
+    started with), so that resuming needs no other flag; the command line still wins, and the
+    command's own checks refuse a value that would change the job. Returns the applied values."""
+    if "--resume" not in args_list:
+        return {}
+    out = _option_value(args_list, "--out")
+    saved = Path(out) / "config.json" if out else None
+    if saved is None or not saved.is_file():
+        return {}
+    data = load_yaml_mapping(saved)
+    if data.get("command") != parser.prog.rsplit(" ", 1)[-1]:
+        return {}  # another command's run: the command itself says so
+    return _apply(parser, data, str(saved))
+
+
+def _option_value(args_list: Sequence[str], flag: str) -> str | None:
+    found = None
+    for i, token in enumerate(args_list):
+        if token == "--":
+            break
+        if token == flag and i + 1 < len(args_list):
+            found = args_list[i + 1]
+        elif token.startswith(flag + "="):
+            found = token.split("=", 1)[1]
+    return found
+
+
+def _apply(parser: argparse.ArgumentParser, data: dict[str, Any], path: str) -> dict[str, Any]:
     options = _options(parser)
+    run_record = "command" in data  # a tpp run's config.json: it records more than this command's options
     defaults: dict[str, Any] = {}
     for key, value in data.items():
-        action = options.get(str(key).strip().lstrip("-").replace("-", "_"))
+        name = str(key).strip().lstrip("-").replace("-", "_")
+        if run_record and (name in NOT_CARRIED or name not in options or value is None):
+            continue
+        action = options.get(name)
         if action is None:
             valid = ", ".join(sorted(name.replace("_", "-") for name in options))
             raise ConfigError(f"unknown key {key!r} in config file {path}; valid keys: {valid}")

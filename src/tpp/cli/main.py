@@ -16,10 +16,12 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from types import ModuleType
 from typing import Sequence
 
 from tpp.cli.common import ArgumentParser, HelpFormatter, apply_config_file
+from tpp.cli.config_file import apply_saved_run
 from tpp.errors import TPPError
 
 # order = order in `tpp --help`
@@ -86,15 +88,40 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _resume_hint(args: argparse.Namespace | None) -> str:
+    """``"; resume with: tpp prune --out DIR --resume"`` for an interrupted run that has a folder to resume."""
+    import shlex
+    from pathlib import Path
+
+    out = getattr(args, "out", None)
+    if out is None or not hasattr(args, "resume") or not (Path(out) / "config.json").is_file():
+        return ""
+    return f"; resume with: tpp {args.command} --out {shlex.quote(str(out))} --resume"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as ``tpp: warning: <message>``: what to know, not the source line that raised it."""
+    text = " ".join(str(message).split())
+    text = text[len("tpp: "):] if text.startswith("tpp: ") else text
+    print(f"tpp: warning: {text}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tpp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():  # the library's own warnings keep their form outside the command line
+        warnings.showwarning = _one_line_warning
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(args_list: list[str]) -> int:
+    args = None
     debug = os.environ.get("TPP_DEBUG", "").strip() not in ("", "0")
     try:
         parser, commands = build_parser()
         index = _command_index(args_list, commands)
         if index is not None:
             apply_config_file(commands[args_list[index]], args_list[index + 1 :])
+            apply_saved_run(commands[args_list[index]], args_list[index + 1 :])  # `--out DIR --resume` alone
         args = parser.parse_args(args_list)
         args._argv = ["tpp", *args_list]  # the real invocation, also when main() is called in-process
         if getattr(args, "threads", None):  # --threads of add_runtime_args, for every command
@@ -111,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("tpp: interrupted", file=sys.stderr)
+        print(f"tpp: interrupted{_resume_hint(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (TPPError, OSError) as error:
         if debug:
