@@ -184,8 +184,9 @@ def test_readme_user_model_flow(digit_folder, run_cli, tmp_path, monkeypatch):
     section = text.split("### Your own model and images", 1)[1].split("\n## ", 1)[0]
     python = section.split("```python\n", 1)[1].split("```", 1)[0]
     bash = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
-    commands = [shlex.split(line) for line in bash.splitlines() if line.strip() and not line.startswith("#")]
-    assert [c[:2] for c in commands] == [["tpp", "train"], ["tpp", "prune"], ["tpp", "eval"], ["tpp", "info"]]
+    commands = [shlex.split(line, comments=True) for line in bash.splitlines() if line.strip() and not line.startswith("#")]
+    assert [c[:2] for c in commands] == [["tpp", "train"], ["tpp", "prune"], ["tpp", "prune"], ["tpp", "eval"],
+                                         ["tpp", "info"]]
     (tmp_path / "mymodels.py").write_text(python)
     (tmp_path / "photos").symlink_to(digit_folder)
     monkeypatch.chdir(tmp_path)
@@ -199,6 +200,7 @@ def test_readme_user_model_flow(digit_folder, run_cli, tmp_path, monkeypatch):
     sys.modules.pop("mymodels", None)
     assert top1(outputs[0].replace("best top-1 ", "top-1 ")) > 70  # RGB-converted digits, 6 epochs
     report = json.loads((tmp_path / "runs" / "small" / "report.json").read_text())
-    assert top1(outputs[2]) == pytest.approx(report["finetune"]["last_top1"], abs=0.01)
+    assert "l1 would remove" in outputs[1] and "4 fine-tuning epochs" in outputs[1]  # the dry run
+    assert top1(outputs[3]) == pytest.approx(report["finetune"]["last_top1"], abs=0.01)
     assert report["finetune"]["last_top1"] > 50 and report["counts_after"]["params"] < report["counts_before"]["params"]
-    assert f"params {report['counts_after']['params'] / 1000:.2f}K" in outputs[3]
+    assert f"params {report['counts_after']['params'] / 1000:.2f}K" in outputs[4]

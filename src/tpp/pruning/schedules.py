@@ -192,9 +192,12 @@ def _fit_zero_out_spacing(interval: int, stabilize_iters: int, layers: int) -> i
         return interval
     spacing = stabilize_iters // (layers + 1)
     if stabilize_iters >= 1 and spacing < interval:
+        # ``layers`` counts layer positions up to the deepest pruned unit, not pruned units: say so, as the
+        # dry run counts units
         warn_caller(
-            f"tpp: stabilize_iters={stabilize_iters} is shorter than zero_out_interval x layers "
-            f"({interval} x {layers}); zeroing layers {spacing} iterations apart instead")
+            f"tpp: stabilize_iters={stabilize_iters} is shorter than zero_out_interval x layer positions "
+            f"({interval} x {layers}; pruned units are zeroed one by one in layer order, the deepest at position "
+            f"{layers}); zeroing them {spacing} iterations apart instead")
     return spacing
 
 

@@ -98,7 +98,8 @@ def find_ratio_for_speedup(
     if close(best[1]):
         return best
     raise ConfigError(f"no ratio gives {speedup:g}x within {tolerance:.0%} (closest: ratio {best[0]:g} -> "
-                      f"{best[1]:.2f}x; the model has too few channels for finer steps); widen the tolerance")
+                      f"{best[1]:.2f}x; the model has too few channels for finer steps); ask for {best[1]:.2f}x, or give the "
+                      "ratio itself")
 
 
 def find_ratio_for_flops(
