@@ -169,6 +169,23 @@ def test_compare_pruned_rows(tmp_path):
         compare_pruned(base, pruned, (3, 32, 32), backends=("tensorrt",))
 
 
+def test_latency_table_has_one_row_per_backend_batch_and_model():
+    from tpp.deploy.latency import latency_table
+
+    def stats(median):
+        return {"median_ms": median, "p10_ms": median - 0.1, "p90_ms": median + 0.5, "iqr_ms": 0.25, "repeats": 9}
+
+    rows = [{"backend": "torch", "batch": batch, "base": stats(2.0 * batch), "pruned": stats(1.0 * batch),
+             "measured_speedup": 2.0, "flops_speedup": 1.99} for batch in (1, 64)]
+    header, rule, *lines = latency_table(rows)
+    assert header.split()[:3] == ["backend", "batch", "model"] and set(rule) == {"-", " "}
+    assert [line.split()[:3] for line in lines] == [["torch", "1", "base"], ["torch", "1", "pruned"],
+                                                    ["torch", "64", "base"], ["torch", "64", "pruned"]]
+    # median, IQR, p90, samples per second at the median; speedups on the pruned line only
+    assert lines[2].split()[3:] == ["128.000", "0.250", "128.500", "500.0"]
+    assert lines[3].split()[3:] == ["64.000", "0.250", "64.500", "1,000.0", "2.00x", "1.99x"]
+
+
 def _has(name: str) -> bool:
     try:
         __import__(name)

@@ -9,14 +9,13 @@ Handles tpp checkpoints (:mod:`tpp.checkpoints`: training runs and ``tpp.save_pr
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from tpp.errors import CheckpointError, ConfigError
+from tpp.models.specs import allow_imports_from_cwd  # noqa: F401 - the commands import it from here
 
 
 
@@ -134,12 +133,3 @@ def require_trained_model(args: argparse.Namespace) -> None:
         raise ConfigError("--checkpoint is required (or --model with --weights FILE or --pretrained): the trained model")
     if not args.model:
         raise ConfigError("--weights/--pretrained need --model (the architecture the weights belong to)")
-
-
-def allow_imports_from_cwd(spec: str) -> None:
-    """Make ``module:function`` specs importable from the current folder, as ``python -m`` would
-    (the ``tpp`` script's own folder is on ``sys.path`` instead)."""
-    from tpp.models.specs import parse_spec
-
-    if parse_spec(spec)[0] == "factory" and os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())

@@ -282,3 +282,26 @@ def _backend_runners(
         paths[key] = export_onnx(cpu_model, _input(1, input_shape), folder / f"{key}.onnx", verify=True)
     for batch in batch_sizes:
         yield batch, {k: onnxruntime_runner(p, batch, input_shape, threads, device.type) for k, p in paths.items()}
+
+
+def latency_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The rows of :func:`compare_pruned` as a text table: one line per backend, batch size and
+    model (base, pruned), with median latency, inter-quartile range, 90th percentile, throughput
+    (samples per second at the median) and, on the pruned line, the measured and FLOPs speedups."""
+    header = ("backend", "batch", "model", "median ms", "IQR ms", "p90 ms", "samples/s", "speedup", "FLOPs speedup")
+    lines = []
+    for row in rows:
+        for key in ("base", "pruned"):
+            stats = row[key]
+            pruned = key == "pruned"
+            lines.append((str(row["backend"]), str(row["batch"]), key, f"{stats['median_ms']:.3f}",
+                          f"{stats['iqr_ms']:.3f}", f"{stats['p90_ms']:.3f}",
+                          f"{1e3 * row['batch'] / stats['median_ms']:,.1f}",
+                          f"{row['measured_speedup']:.2f}x" if pruned else "",
+                          f"{row['flops_speedup']:.2f}x" if pruned else ""))
+    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:  # names left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(line).rstrip() for line in lines)]

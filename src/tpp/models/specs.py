@@ -274,3 +274,14 @@ def _check_factory_from_file(factory: Any, module_name: str, params: Mapping[str
             f"{source} names {spec}, which is not a model factory tpp calls on a file's say-so (a Python "
             "function taking num_classes or in_channels, or an nn.Module class); pass --model "
             f"{spec} (or base_model=) if you trust it")
+
+
+def allow_imports_from_cwd(spec: str) -> None:
+    """Make a ``module:function`` spec the user named importable from the current folder, as
+    ``python -m`` would (the ``tpp`` script's own folder is on ``sys.path`` instead). Call it only for
+    a spec the user gave (a flag, a recipe), never for one a file records."""
+    import os
+    import sys
+
+    if parse_spec(spec)[0] == "factory" and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())

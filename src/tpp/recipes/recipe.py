@@ -13,19 +13,26 @@ from typing import Any
 
 @dataclass
 class Recipe:
-    """A validated recipe; ``raw`` keeps the YAML mapping, ``path`` the file it came from."""
+    """A validated recipe; ``raw`` keeps the YAML mapping, ``path`` the file it came from.
+
+    ``model`` is any model spec (:mod:`tpp.models.specs`); ``image`` holds the image-folder
+    options given (``image_size``, ``resize``, ``channels``, ...; see :meth:`image_options`).
+    The descriptive fields (``description``, ``paper``, ``hardware``, ``expected_wall_time``)
+    are empty when the recipe does not state them.
+    """
 
     name: str
-    description: str
-    paper: str
-    hardware: str
-    expected_wall_time: str
     model: str
     dataset: str
     prune: dict[str, Any]
     finetune: dict[str, Any]
+    description: str = ""
+    paper: str = ""
+    hardware: str = ""
+    expected_wall_time: str = ""
     notes: str = ""
     data_dir: str | None = None
+    image: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 128
     test_batch_size: int = 256
     num_workers: int = 4
@@ -39,6 +46,24 @@ class Recipe:
     report: str | None = None
     path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int | None:
+        """The network input side the recipe asks for (None: the dataset's own)."""
+        return self.image.get("image_size")
+
+    def image_options(self) -> Any:
+        """The :class:`tpp.data.imagefolder.ImageFolderOptions` of ``dataset: imagefolder``
+        (unset options at their defaults); None for the other datasets."""
+        from tpp.data.imagefolder import ImageFolderOptions
+        from tpp.data.info import canonical_name
+
+        if canonical_name(self.dataset) != "imagefolder":
+            return None
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.image.items() if k != "stream"}
+        if self.image.get("stream"):
+            values["in_memory"] = False
+        return ImageFolderOptions(**values)
 
     def ratio_spec(self, entry: float | str) -> str:
         """The ratio text given to the pruner for one ``prune.ratios`` entry."""

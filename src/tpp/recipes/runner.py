@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from tpp.errors import CheckpointError, ConfigError
-from tpp.recipes.base import base_model
+from tpp.recipes.base import base_model, data_config
 from tpp.recipes.dryrun import check_inputs, describe_grid
 from tpp.recipes.grid import GridPoint, build_grid, method_options
 from tpp.recipes.schema import Recipe, load_recipe
@@ -70,7 +70,7 @@ def run_recipe(
     out = Path(out_dir)
     grid = build_grid(recipe, seeds=seeds, ratios=ratios, methods=methods, lrs=lrs)
     if dry_run:
-        print_fn(describe_grid(recipe, grid, out, fast))
+        print_fn(describe_grid(recipe, grid, out, fast, data_dir))
         print_fn("\n".join(check_inputs(recipe, checkpoint, data_dir)))
         return [out / p.folder for p in grid]
     if recipe.base is None and not (checkpoint or recipe.checkpoint):
@@ -104,20 +104,21 @@ def _run_grid(recipe: Recipe, grid: list[GridPoint], out: Path, report_path, dat
         train, test, info = build_loaders(recipe.dataset, data_dir, batch_size=recipe.batch_size,
                                           test_batch_size=recipe.test_batch_size, device=device, seed=seed,
                                           num_workers=recipe.num_workers, download=download,
-                                          train_subset=recipe.train_subset)
+                                          train_subset=recipe.train_subset, image_options=recipe.image_options())
         base = base_model(recipe, out, seed, (train, test), checkpoint=checkpoint, device=device, quiet=quiet,
-                          print_fn=print_fn)
+                          print_fn=print_fn, info=info, data_dir=data_dir)
         inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=2,
                                 image_size=info.image_size).to(device)
         for point in points:
-            folders.append(_run_point(recipe, point, out, base, (train, test), inputs, fast, quiet, print_fn))
+            folders.append(_run_point(recipe, point, out, base, (train, test), inputs, fast, quiet, print_fn,
+                                      data_config(recipe, data_dir)))
     if report_path is not None:
         write_recipe_report(recipe, out, report_path, overwrite=overwrite)
         _say(quiet, print_fn, f"report: {report_path}")
     return folders
 
 
-def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast, quiet, print_fn) -> Path:
+def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast, quiet, print_fn, data) -> Path:
     from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning import get_method
     from tpp.training import RunDirectory
@@ -144,8 +145,7 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
     atomic_write_json(folder / RUN_FILE, {"recipe": recipe.name, "recipe_file": str(recipe.path or ""),
                                           "fast": fast, "regularization_shared_from": shared.name if shared else None,
                                           **point.describe()})
-    run_dir.write_config({"recipe": recipe.name, "model": recipe.model, "dataset": recipe.dataset,
-                          "seed": point.seed, "batch_size": recipe.batch_size, **asdict(job)})
+    run_dir.write_config({"recipe": recipe.name, **data, "seed": point.seed, "batch_size": recipe.batch_size, **asdict(job)})
     run_dir.write_meta(command="run", recipe=recipe.name, seed=point.seed)
     seed_everything(point.seed)
     try:
@@ -263,15 +263,18 @@ def write_recipe_report(recipe: Recipe, out: Path, path: str | Path, overwrite: 
         info = _read(out / f"base_s{seed}" / "base.json")
         if info and info.get("last_top1") is not None:
             bases.append(f"seed {seed}: {info['last_top1']:.2f}%")
-    intro = [recipe.description.strip(), "",
-             f"- Reproduces: {recipe.paper}", f"- Model / data: `{recipe.model}` on `{recipe.dataset}`",
-             f"- Hardware: {recipe.hardware}; expected wall time: {recipe.expected_wall_time}",
-             f"- Recipe: `{recipe.path or recipe.name}`; job folders: `{out}`"]
+    intro = [recipe.description.strip(), ""] if recipe.description.strip() else []
+    intro += [f"- Reproduces: {recipe.paper}"] if recipe.paper else []
+    intro.append(f"- Model / data: `{recipe.model}` on `{recipe.dataset}`")
+    facts = [f"Hardware: {recipe.hardware}" if recipe.hardware else "",
+             f"expected wall time: {recipe.expected_wall_time}" if recipe.expected_wall_time else ""]
+    intro += ["- " + "; ".join(f for f in facts if f)] if any(facts) else []
+    intro.append(f"- Recipe: `{recipe.path or recipe.name}`; job folders: `{out}`")
     if bases:
         intro.append("- Unpruned base model, test top-1 after pretraining: " + ", ".join(bases))
     if recipe.expected.get("unpruned_top1") is not None:
         intro.append(f"- Paper's unpruned top-1: {recipe.expected['unpruned_top1']:.2f}%")
     if recipe.notes.strip():
         intro += ["", recipe.notes.strip()]
-    return write_report(runs, path, f"{recipe.name}: {recipe.paper}", paper_rows=rows, paper_speedups=speedups,
+    return write_report(runs, path, f"{recipe.name}: {recipe.paper}" if recipe.paper else recipe.name, paper_rows=rows, paper_speedups=speedups,
                         intro="\n".join(intro), overwrite=overwrite)

@@ -2,15 +2,19 @@
 
 Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the key)::
 
-    name: mnist_mlp7_linear            # required; identifies the runs in reports
-    description: "..."                 # required
-    paper: "Fig. 2 (MLP on MNIST)"     # required: what the recipe reproduces
-    hardware: "2-core CPU"             # required: what the wall time below was estimated on
-    expected_wall_time: "~9 h"         # required: stated honestly (estimate from a timed short run)
+    name: mnist_mlp7_linear            # optional (default: the file's name); names runs/<name>
+    description: "..."                 # optional
+    paper: "Fig. 2 (MLP on MNIST)"     # optional: what the recipe reproduces
+    hardware: "2-core CPU"             # optional: what the wall time below was estimated on
+    expected_wall_time: "~9 h"         # optional: stated honestly (estimate from a timed short run)
     notes: "..."                       # optional free text (deviations, UNCONFIRMED choices)
-    model: mlp7_linear                 # required: a tpp.models name
-    dataset: mnist                     # required: a tpp.data name
+    model: mlp7_linear                 # required: any model spec (a tpp name, timm:NAME, torchvision:NAME,
+                                       #   hf:CLASS_OR_DIR, package.module:function from the current folder)
+    dataset: mnist                     # required: a tpp.data name (imagefolder: your images in data_dir)
     data_dir: null                     # optional; `tpp run --data-dir` overrides
+    image_size: 64                     # optional: network input side (imagefolder; others: their own size)
+    resize: 72                         # optional, dataset: imagefolder only, as `tpp train --resize`; likewise
+                                       #   channels, normalize, mean, std, augment, stream
     batch_size: 128                    # training batch size of every stage (default 128)
     test_batch_size: 256               # optional (default 256)
     num_workers: 4                     # optional, ImageNet loaders only
@@ -29,7 +33,7 @@ Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the 
       tpp: {reg_step: 1e-4, reg_interval: 10, stabilize_iters: 10000}   # a method's own options, keyed
       kernorth+l1: {orth_iters: 10000}   # by its name (the fields of its config: `tpp prune --help`)
       prune_lr: 0.001                  # constant LR of the regularisation phase
-    finetune:
+    finetune:                          # optional (default: `tpp prune`'s, 120 epochs at 0:0.01,60:0.001,90:0.0001)
       epochs: 90
       lrs:                             # one fine-tuning run per schedule; a mapping limits
         - "0:0.01,30:0.001,60:0.0001"    # the schedule to some methods
@@ -65,11 +69,15 @@ from tpp.recipes.expected import validate_expected
 from tpp.recipes.recipe import Recipe
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+# the image-folder options of `tpp train` (tpp.cli.common.add_data_args), as recipe keys
+IMAGE_KEYS = ("image_size", "resize", "channels", "normalize", "mean", "std", "augment", "stream")
 TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
             "data_dir", "batch_size", "test_batch_size", "num_workers", "train_subset", "base", "checkpoint", "prune",
-            "finetune", "seeds", "jsv", "expected", "report"}
-REQUIRED_TOP = ("name", "description", "paper", "hardware", "expected_wall_time", "model", "dataset", "prune",
-                "finetune")
+            "finetune", "seeds", "jsv", "expected", "report", *IMAGE_KEYS}
+REQUIRED_TOP = ("model", "dataset", "prune")
+DESCRIPTIVE = ("description", "paper", "hardware", "expected_wall_time")
+# no finetune section: what `tpp prune` does by default (the paper's CIFAR schedule)
+DEFAULT_FINETUNE = {"epochs": 120, "lrs": ["0:0.01,60:0.001,90:0.0001"]}
 BASE_KEYS = {"epochs", "lr", "weight_decay", "momentum"}
 PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "prune_lr"}
 FINETUNE_KEYS = {"epochs", "lrs", "weight_decay", "momentum"}
@@ -99,26 +107,33 @@ def load_recipe(path: str | Path) -> Recipe:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or type(error).__name__
         raise ConfigError(f"recipe {path} cannot be read as YAML{where}: {problem}") from None
-    recipe = validate_recipe(data if data is not None else {}, where=str(path))
+    recipe = validate_recipe(data if data is not None else {}, where=str(path), default_name=path.stem)
     recipe.path = path
     return recipe
 
 
-def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
-    """Check every key and value of a recipe mapping and return the :class:`Recipe`."""
+def validate_recipe(data: Mapping[str, Any], where: str = "recipe", default_name: str | None = None) -> Recipe:
+    """Check every key and value of a recipe mapping and return the :class:`Recipe`.
+
+    Only ``model``, ``dataset``, ``prune`` and one of ``base``/``checkpoint`` are required; a
+    missing ``name`` is ``default_name`` (a recipe file's name) made a folder name."""
     checks.keys(data, TOP_KEYS, where)
     for key in REQUIRED_TOP:
         if data.get(key) in (None, ""):
             raise ConfigError(f"{where}: required key {key!r} is missing")
-    text = {k: checks.text(data[k], f"{where}: {k}") for k in ("name", "description", "paper", "hardware",
-                                                            "expected_wall_time", "model", "dataset")}
+    text = {k: checks.text(data[k], f"{where}: {k}") for k in ("model", "dataset")}
+    text.update({k: checks.text(data.get(k) or "", f"{where}: {k}", empty=True) for k in DESCRIPTIVE})
+    fallback = re.sub(r"[^A-Za-z0-9._+-]+", "_", default_name or "").lstrip("._+-") or "recipe"
+    text["name"] = checks.text(data["name"], f"{where}: name") if data.get("name") is not None else fallback
     if not _FOLDER_NAME.fullmatch(text["name"]):
         raise ConfigError(f"{where}: name {text['name']!r} must be a plain folder name (letters, digits, '.', '_', "
                           "'+', '-'; no '/' or '..'), because the jobs are written to runs/<name>")
     if ("base" in data) == ("checkpoint" in data):
         raise ConfigError(f"{where}: give exactly one of 'base' (pretrain the model) or 'checkpoint' (pretrained weights)")
     recipe = Recipe(
-        **text, prune=_prune(data["prune"], f"{where}: prune"), finetune=_finetune(data["finetune"], f"{where}: finetune"),
+        **text, prune=_prune(data["prune"], f"{where}: prune"),
+        finetune=_finetune(data.get("finetune") or DEFAULT_FINETUNE, f"{where}: finetune"),
+        image=_image(data, text["dataset"], where),
         notes=checks.text(data.get("notes", ""), f"{where}: notes", empty=True),
         data_dir=checks.opt_text(data.get("data_dir"), f"{where}: data_dir"),
         batch_size=checks.whole(data.get("batch_size", 128), f"{where}: batch_size", 1),
@@ -137,13 +152,18 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
 
 
 def _check_names(recipe: Recipe, where: str) -> None:
-    from tpp.data import dataset_info
+    from tpp.errors import ModelError
     from tpp.models import list_models
+    from tpp.models.specs import SPEC_FORMS, parse_spec
     from tpp.pruning import list_methods
 
-    if recipe.model not in list_models():
-        raise ConfigError(f"{where}: unknown model {recipe.model!r}; choose from {', '.join(list_models())}")
-    dataset_info(recipe.dataset)  # DataError names the valid datasets
+    try:  # the spec's form only: a factory is imported when the model is built, not by validation
+        kind, _ = parse_spec(recipe.model)
+    except ModelError as error:
+        raise ConfigError(f"{where}: model: {error}") from None
+    if kind == "registry" and recipe.model not in list_models():
+        raise ConfigError(f"{where}: unknown model {recipe.model!r}; choose from {', '.join(list_models())} "
+                          f"or {SPEC_FORMS}")
     for methods in recipe.finetune["lr_methods"]:
         for method in methods or ():
             if method not in recipe.prune["methods"]:
@@ -151,6 +171,39 @@ def _check_names(recipe: Recipe, where: str) -> None:
     unknown = [m for m in recipe.prune["methods"] if m not in list_methods()]
     if unknown:
         raise ConfigError(f"{where}: unknown pruning method {unknown[0]!r}; choose from {', '.join(list_methods())}")
+
+
+def _image(data: Mapping[str, Any], dataset: str, where: str) -> dict[str, Any]:
+    """The image options of ``data``, checked as ``tpp train`` checks its flags."""
+    from tpp.data import dataset_info
+    from tpp.data.imagefolder import ImageFolderOptions
+    from tpp.data.info import canonical_name
+    from tpp.errors import DataError
+
+    given = {k: data[k] for k in IMAGE_KEYS if data.get(k) is not None}
+    name = canonical_name(dataset)
+    if name != "imagefolder":
+        size = dataset_info(name).image_size  # DataError names the valid datasets
+        if given.get("image_size") not in (None, size) or any(k != "image_size" for k in given):
+            key = next(k for k in given if k != "image_size" or given[k] != size)
+            raise ConfigError(f"{where}: {key} applies to dataset: imagefolder; {name} has its own {size}x{size} "
+                              "images, drop it")
+        return given
+    for key in ("image_size", "resize"):
+        if key in given:
+            given[key] = checks.whole(given[key], f"{where}: {key}", 1)
+    for key in ("augment", "stream"):
+        if key in given and not isinstance(given[key], bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {given[key]!r}")
+    for key in ("mean", "std"):
+        if key in given and not isinstance(given[key], list):
+            given[key] = [given[key]]
+    try:
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if k != "stream"}
+        ImageFolderOptions(**options)
+    except (DataError, TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: image options: {' '.join(str(error).split())}") from None
+    return given
 
 
 def _base(data: Any, where: str) -> dict[str, Any]:
