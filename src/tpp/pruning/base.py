@@ -42,6 +42,7 @@ from tpp.pruning.state import (FOREIGN, STATE_VERSION, PrunerStateError, check_c
                                check_keys)
 from tpp.pruning.history import record_plan
 from tpp.pruning.units import PruningUnit
+from tpp.pruning.presets import unfinished_message
 from tpp.util.modules import device_of, unwrap, warn_caller
 
 SELECT_AT = ("start", "prune")
@@ -232,7 +233,7 @@ class BasePruner:
             return self.model
         if not self.done and not self._warned_unfinished:
             self._warned_unfinished = True  # once per pruner: a retried prune() has been told already
-            warn_caller(self._unfinished_message())
+            warn_caller(unfinished_message(self, _length(self.schedule)))
         if self.select_at == "prune":
             self._plan_now()
         snapshot = ModelSnapshot(self.module)
@@ -264,23 +265,6 @@ class BasePruner:
             self._undo(snapshot)
             raise
         return rewrap(self.model, self.module)
-
-    def _unfinished_message(self) -> str:
-        """What an early prune() is told: where the schedule is, what remains, what it costs, what to do."""
-        total = _length(self.schedule)
-        bound = "at most " if not self.schedule.fixed_length else ""  # the adaptive schedule: done decides
-        of = "" if total is None else f" of {bound}{total:,}"
-        ceiling = getattr(self.schedule, "reg_ceiling", None)
-        strength = f"lambda {self.reg_value:.4g}" + ("" if ceiling is None else f" of ceiling {ceiling:g}")
-        cost = ("the pruned channels are not yet near zero, so removing them will cost accuracy"
-                if self.select_at == "start" else
-                "the channels are chosen on weights the regularisation has not finished shaping")
-        if self.iteration == 0:
-            cost += " (at iteration 0 this is plain L1 pruning: tpp.pruning.L1Pruner)"
-        remedy = "loop until pruner.done" + (
-            ", or build the pruner with schedule='fast' (10x shorter)" if "fast" in self.schedule_presets else "")
-        return (f"tpp: prune() before pruner.done, at iteration {self.iteration:,}{of}: the regularisation has "
-                f"not finished ({strength}, phase {self.phase!r}); {cost}; {remedy}")
 
     def _remove(self, check_each: bool) -> None:
         self.zero_pruned()

@@ -149,3 +149,21 @@ def describe_schedule(method: str, options: Mapping[str, Any]) -> str:
     if isinstance(schedule, ConstantSchedule):
         return f"{total:,} iterations at strength {schedule.strength:g}"
     return f"{'at most ' if not schedule.fixed_length else ''}{total:,} iterations"
+
+
+def unfinished_message(pruner: Any, total: int | None) -> str:
+    """What an early ``pruner.prune()`` is told: where its schedule is (``total`` iterations, None if it does
+    not say), what remains, what removing now costs and how to finish sooner (a preset it accepts)."""
+    bound = "at most " if not pruner.schedule.fixed_length else ""  # the adaptive schedule: done decides
+    of = "" if total is None else f" of {bound}{total:,}"
+    ceiling = getattr(pruner.schedule, "reg_ceiling", None)
+    strength = f"lambda {pruner.reg_value:.4g}" + ("" if ceiling is None else f" of ceiling {ceiling:g}")
+    cost = ("the pruned channels are not yet near zero, so removing them will cost accuracy"
+            if pruner.select_at == "start" else
+            "the channels are chosen on weights the regularisation has not finished shaping")
+    if pruner.iteration == 0:
+        cost += " (at iteration 0 this is plain L1 pruning: tpp.pruning.L1Pruner)"
+    remedy = "loop until pruner.done" + (
+        ", or build the pruner with schedule='fast' (10x shorter)" if "fast" in pruner.schedule_presets else "")
+    return (f"tpp: prune() before pruner.done, at iteration {pruner.iteration:,}{of}: the regularisation has "
+            f"not finished ({strength}, phase {pruner.phase!r}); {cost}; {remedy}")
