@@ -10,8 +10,11 @@ Folder layout under ``out``::
     prune/last.pt        stage-1 checkpoint (model, optimizer, pruner state, RNG)
     pruned.pt            the model right after removal (tpp.save_pruned format)
     finetune/last.pt     stage-3 checkpoints (best.pt too)
-    pruned_model.pt      the fine-tuned pruned model (tpp.save_pruned format)
-    report.json          sizes, speedup and accuracies before / right after removal / after fine-tuning
+    pruned_model.pt      the fine-tuned pruned model (tpp.save_pruned format): the last fine-tuning epoch
+    report.json          sizes, speedup, accuracies before / right after removal / after fine-tuning, pruned layers
+    curves.png, layers.png, jsv.png, README.txt   plots and a guide to the folder (tpp.jobs.job_outputs)
+
+``wall_seconds`` in the report counts every process of a resumed job (:class:`~tpp.jobs.job_outputs.JobClock`).
 
 Multi-process (torchrun + DDP, see :mod:`tpp.distributed`): pass the DDP-wrapped model, the
 rank and ``JobContext.prepare``. Every rank selects the same filters (the pruner broadcasts rank
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -44,14 +46,15 @@ from tpp.checkpoints import load_checkpoint
 from tpp.util.atomic import atomic_write_json
 from tpp.training import StepHooks, Trainer, build_optimizer, evaluate, get_rng_state, parse_lr_schedule, set_rng_state
 from tpp.jobs.context import JobContext
-from tpp.reporting.plots import plot_jsv_curve
+from tpp.jobs.job_outputs import JobClock, StageLogger, layer_table, stage_history, unit_widths, write_run_outputs
 from tpp.util.atomic import remove_stale_temporaries
-from tpp.util.modules import unwrap
+from tpp.util.modules import unwrap, warn_caller
 
 REPORT = "report.json"
 JSV_MODES = ("eval", "train")
 # the files a job writes under ``out`` (the folder layout above)
-JOB_FILES = ("pruned.pt", "pruned_model.pt", REPORT, "jsv.png")
+JOB_FILES = ("pruned.pt", "pruned_model.pt", REPORT, "jsv.png", "curves.png", "layers.png", "README.txt")
+FACTS = ("pruned_indices", "layers", "regularization")  # what stage 1 knew, kept in pruned.pt for resumes
 
 
 @dataclass
@@ -125,7 +128,7 @@ def run_prune_job(
         return _prepared(load_pruned(out / "pruned_model.pt", base_model=unwrap(model)), context), report
     device = next(model.parameters()).device
     say = context.print_fn if (context.rank == 0 and not context.quiet) else (lambda _: None)
-    started = time.perf_counter()
+    clock = JobClock()  # earlier processes' seconds come with the files a resume loads
     base_counts = count(model, example_inputs)
     accuracy_before = evaluate(unwrap(model), test_loader, device)
     report: dict[str, Any] = {"method": config.method, "config": _plain(asdict(config)),
@@ -137,15 +140,17 @@ def run_prune_job(
         say(f"resuming: loading the pruned model from {pruned_file}")
         # the old DDP wrapper holds buckets of the replaced parameters: re-wrap the bare module
         model = _prepared(load_pruned(pruned_file, base_model=unwrap(model)), context)
-        saved = read_pruned(pruned_file)["extra"]  # what stage 1 knew, kept in the file for resumes
-        report.update({k: saved[k] for k in ("pruned_indices", "regularization") if k in saved})
+        saved = read_pruned(pruned_file)["extra"]
+        report.update({k: saved[k] for k in FACTS if k in saved})
+        clock.load_state_dict(saved)
         if isinstance(saved.get("rng"), dict):  # fine-tuning then draws what it would have uninterrupted
             set_rng_state(saved["rng"])
     elif _dense_control(config):  # nothing to remove: fine-tuning alone, the baseline every pruned model is held to
         say("ratio 0: nothing is removed; the unpruned model is fine-tuned with the same budget (a dense control)")
-        report["pruned_indices"] = {}
+        report["pruned_indices"], report["layers"] = {}, []
         if pruned_file is not None and context.rank == 0:
-            save_pruned(unwrap(model), pruned_file, extra={"pruned_indices": {}, "rng": get_rng_state()})
+            save_pruned(unwrap(model), pruned_file, extra={"pruned_indices": {}, "layers": [], "rng": get_rng_state(),
+                                                           **clock.state_dict()})
     else:
         importance = calibrated_importance(model, train_loader, config)
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
@@ -153,16 +158,21 @@ def run_prune_job(
                                     **_pruner_options(config, method))
         report["pruned_indices"] = pruner.pruned_indices
         if method.regularized:
-            report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out, say)
+            report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out,
+                                                   say, clock)
         say(f"removing channels ({config.method}, {_describe(pruner)})")
+        widths = unit_widths(pruner)  # the widths before removal
         model = pruner.prune()  # a DDP model comes back re-wrapped around the smaller module
+        # what was removed: a method that chooses at removal (select_at="prune") chose only now
+        report["pruned_indices"] = pruner.pruned_indices
+        report["layers"] = layer_table(widths, report["pruned_indices"])
         if method.after_prune is not None:
             method.after_prune(unwrap(model))
             broadcast_parameters(unwrap(model))  # a random re-init must be the same on every rank
         model = _prepared(model, context)  # re-applies channels_last, which removal loses
         if pruned_file is not None and context.rank == 0:
-            facts = _plain({k: report[k] for k in ("pruned_indices", "regularization") if k in report})
-            save_pruned(model, pruned_file, extra={**facts, "rng": get_rng_state()})
+            facts = _plain({k: report[k] for k in FACTS if k in report})
+            save_pruned(model, pruned_file, extra={**facts, "rng": get_rng_state(), **clock.state_dict()})
     report["accuracy_after_removal"] = evaluate(unwrap(model), test_loader, device)
     if config.jsv_batches > 0:
         # the batches of the last regularisation epoch (epoch 0 without one), resumed or not
@@ -180,13 +190,13 @@ def run_prune_job(
     say(f"after removal: {quality}  params {base_counts.params} -> {pruned_counts.params}  "
         f"FLOPs speedup {report['speedup']:.2f}x")
 
-    model, finetune = _finetune(model, train_loader, test_loader, config, method, context, out)
+    model, finetune = _finetune(model, train_loader, test_loader, config, method, context, out, clock)
     report["finetune"] = finetune
     report["train_steps"] = train_steps(report, train_loader)
-    report["wall_seconds"] = time.perf_counter() - started
+    report["wall_seconds"] = clock.seconds()
     if out is not None and context.rank == 0:
         save_pruned(model, out / "pruned_model.pt", extra={"report": _plain(report)})
-        plot_jsv_curve(report, out / "jsv.png")
+        write_run_outputs(out, _plain(report), context.print_fn)  # plots and README.txt; never fails the job
         atomic_write_json(out / REPORT, _plain(report))  # last: a report.json means the job is finished
     return model, report
 
@@ -246,7 +256,7 @@ def _pruner_options(config: PruneJobConfig, method: Any, hooks_only: bool = Fals
     return {k: v for k, v in config.pruner_options.items() if k in names and v is not None}
 
 
-def _regularize(model, pruner, train_loader, test_loader, config, context, out, say) -> dict[str, Any]:
+def _regularize(model, pruner, train_loader, test_loader, config, context, out, say, clock) -> dict[str, Any]:
     """Stage 1: train with the pruner's hooks at a constant LR until it is done."""
     iterations = pruner.total_iterations
     epochs = math.ceil(iterations / max(len(train_loader), 1)) + 1
@@ -261,19 +271,23 @@ def _regularize(model, pruner, train_loader, test_loader, config, context, out, 
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, epochs=epochs, schedule=parse_lr_schedule(f"0:{config.prune_lr}"),
         hooks=hooks, checkpoint_dir=out / "prune" if out is not None else None,
-        extra_state={"pruner": pruner}, quiet=context.quiet, rank=context.rank, print_fn=context.print_fn,
-        loggers=[_StageLogger(logger, "regularize") for logger in context.loggers], speed=context.speed,
+        extra_state={"pruner": pruner, "clock": clock}, quiet=context.quiet, rank=context.rank,
+        print_fn=context.print_fn, loggers=[StageLogger(logger, "regularize") for logger in context.loggers],
+        speed=context.speed,
     )
     last = out / "prune" / "last.pt" if out is not None else None
     if context.resume and _exists(last):
-        trainer.resume(last, load_checkpoint(last))
+        done = trainer.resume(last, load_checkpoint(last))
+        say(f"resuming the regularisation from epoch {done + 1} (iteration {pruner.iteration:,} of {bound}{iterations:,})")
     result = trainer.fit()
+    _warn_if_cut_short(pruner.schedule.summary())
     return {"iterations": pruner.iteration, "epochs": result.epochs_completed, "final_lambda": pruner.reg_value,
             "schedule": pruner.schedule.summary(),
-            "best_top1": result.best_top1, "last_top1": result.last_top1}
+            "best_top1": result.best_top1, "last_top1": result.last_top1,
+            "history": stage_history(context.loggers, "regularize", result.history)}
 
 
-def _finetune(model, train_loader, test_loader, config, method, context, out) -> tuple[nn.Module, dict[str, Any]]:
+def _finetune(model, train_loader, test_loader, config, method, context, out, clock) -> tuple[nn.Module, dict]:
     """Stage 3: a fresh SGD optimizer (the old one points at replaced tensors) and the LR schedule."""
     if config.ft_epochs == 0:
         return model, {"epochs": 0, "best_top1": None, "last_top1": None, "history": []}
@@ -288,15 +302,16 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, epochs=config.ft_epochs, schedule=schedule, hooks=hooks,
         checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,
-        print_fn=context.print_fn, loggers=[_StageLogger(logger, "finetune") for logger in context.loggers],
-        speed=context.speed,
+        print_fn=context.print_fn, loggers=[StageLogger(logger, "finetune") for logger in context.loggers],
+        speed=context.speed, extra_state={"clock": clock},
     )
     last = out / "finetune" / "last.pt" if out is not None else None
     if context.resume and _exists(last):
-        trainer.resume(last, load_checkpoint(last))
+        done = trainer.resume(last, load_checkpoint(last))
+        if context.rank == 0 and not context.quiet:
+            context.print_fn(f"resuming the fine-tuning from epoch {done + 1} of {config.ft_epochs}")
     result = trainer.fit()
-    keys = ("epoch", "lr", "train_loss", "test_top1", "test_loss", "test_perplexity", "best_top1", "jsv_mean")
-    history = [{k: r[k] for k in keys if k in r} for r in _finetune_records(context, result.history)]
+    history = stage_history(context.loggers, "finetune", result.history)
     summary = {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
                "last_top5": result.last_top5, "history": history}
     if history and "test_perplexity" in history[-1]:
@@ -304,35 +319,22 @@ def _finetune(model, train_loader, test_loader, config, method, context, out) ->
     return model, summary
 
 
+def _warn_if_cut_short(summary: dict[str, Any]) -> None:
+    """An adaptive regularisation that hit ``max_iterations`` removes channels that are not yet small:
+    said as a warning (also under --quiet), since the report alone would hide it."""
+    if summary.get("reason") != "max_iterations":
+        return
+    ratio = summary.get("final_ratio")
+    size = "" if ratio is None else f" (pruned/kept magnitude {ratio:.3g})"
+    warn_caller(f"tpp: the adaptive regularisation stopped at max_iterations={summary.get('iterations')} before "
+                f"every pruned unit was small{size}; removal will cost accuracy: raise --max-iterations or --reg-step",
+                package="tpp.jobs")
+
+
 def _dense_control(config: PruneJobConfig) -> bool:
     """A job with ratio 0 everywhere removes nothing: it trains the dense model with the job's budget."""
     ratios = config.ratio.values() if isinstance(config.ratio, dict) else [config.ratio]
     return config.global_ratio in (None, 0) and all(isinstance(r, (int, float)) and r == 0 for r in ratios)
-
-
-def _finetune_records(context: JobContext, fallback: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every fine-tuning epoch of the job, earlier processes' too when it was resumed."""
-    for logger in context.loggers:
-        records = getattr(logger, "records", None)
-        if records:
-            by_epoch = {r["epoch"]: r for r in records if r.get("stage") == "finetune"}
-            if by_epoch:
-                return [by_epoch[e] for e in sorted(by_epoch)]
-    return fallback
-
-
-class _StageLogger:
-    """Tags each epoch record with the stage it belongs to."""
-
-    def __init__(self, logger, stage: str):
-        self.logger, self.stage = logger, stage
-
-    def log_epoch(self, record) -> None:
-        self.logger.log_epoch({**record, "stage": self.stage})
-
-    def recover_epoch(self, record) -> None:
-        if hasattr(self.logger, "recover_epoch"):
-            self.logger.recover_epoch({**record, "stage": self.stage})
 
 
 def _describe(pruner) -> str:

@@ -5,6 +5,8 @@
   paper's MLP figure. Epoch 0 is the model right after removal.
 * :func:`plot_accuracy_vs_speedup`: best fine-tuned top-1 (mean ± std over seeds) against the
   FLOPs speedup, one line per method, one panel per fine-tuning LR.
+* :func:`plot_job_curves` and :func:`plot_pruned_layers`: one prune job's epochs through its three
+  phases, and its kept / pruned channels per layer (``curves.png`` and ``layers.png`` of its folder).
 """
 
 from __future__ import annotations
@@ -131,3 +133,84 @@ def plot_accuracy_vs_speedup(runs: Sequence[Mapping[str, Any]], path: str | Path
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     return save_png(figure, path)
+
+
+def plot_job_curves(report: Mapping[str, Any], path: str | Path) -> Path | None:
+    """Test top-1 (perplexity for a language model) and train loss of one prune job per epoch, through
+    its phases: the base model at epoch 0, the regularisation epochs, the model right after removal
+    (drawn at the last regularisation epoch: removal takes no epoch) and the fine-tuning epochs.
+    None if the job has no epoch to draw."""
+    from matplotlib.ticker import MaxNLocator
+
+    regularization = report.get("regularization") or {}
+    regularized = [r for r in regularization.get("history") or [] if isinstance(r.get("epoch"), int)]
+    tuned = [r for r in (report.get("finetune") or {}).get("history") or [] if isinstance(r.get("epoch"), int)]
+    if not regularized and not tuned:
+        return None
+    lm = "perplexity" in (report.get("accuracy_after_removal") or {})
+    key, start = ("test_perplexity", "perplexity") if lm else ("test_top1", "top1")
+    removal = int(regularization.get("epochs") or len(regularized))  # x of the removal point
+    end = removal + len(tuned)
+    figure, axes = new_figure(2, 1, 6.4, 2.8)
+    quality, loss = axes[0][0], axes[1][0]
+    before = (report.get("accuracy_before") or {}).get(start)
+    after = (report.get("accuracy_after_removal") or {}).get(start)
+    # regularisation starts from the base model; a one-shot removal jumps from it (no line then)
+    xs = ([0] if removal > 0 else []) + [r["epoch"] + 1 for r in regularized] + [removal]
+    ys = ([before] if removal > 0 else []) + [r.get(key) for r in regularized] + [after]
+    xs += [removal + r["epoch"] + 1 for r in tuned]
+    ys += [r.get(key) for r in tuned]
+    points = [(x, y) for x, y in zip(xs, ys) if isinstance(y, (int, float))]
+    if points:
+        quality.plot(*zip(*points), marker="." if len(points) < 40 else None, color="C0",
+                     label="test perplexity" if lm else "test top-1")
+    if isinstance(before, (int, float)):
+        quality.plot([0], [before], "s", color="0.4", label="base model")
+    if isinstance(after, (int, float)):
+        quality.plot([removal], [after], "X", color="C3", markersize=8, label="right after removal")
+    if lm and points and max(y for _, y in points) > 10 * min(y for _, y in points):
+        quality.set_yscale("log")  # a perplexity right after removal can be orders above the rest
+    for stage, offset, colour in ((regularized, 1, "C1"), (tuned, removal + 1, "C2")):
+        segment = [(r["epoch"] + offset, r["train_loss"]) for r in stage
+                   if isinstance(r.get("train_loss"), (int, float))]
+        if segment:
+            loss.plot(*zip(*segment), marker="." if len(segment) < 40 else None, color=colour)
+    quality.set_ylabel("test perplexity" if lm else "test top-1 (%)")
+    loss.set_ylabel("train loss")
+    loss.set_xlabel("epoch of the job (0 = base model)")
+    for axis in (quality, loss):
+        for low, high, colour, name in ((0, removal, "C1", "regularise"), (removal, end, "C2", "fine-tune")):
+            if high > low:
+                axis.axvspan(low, high, color=colour, alpha=0.08)
+                axis.text((low + high) / 2, 0.97, name, transform=axis.get_xaxis_transform(), ha="center", va="top",
+                          bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none"})
+        axis.axvline(removal, color="C3", linestyle="--", linewidth=1)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    quality.legend(fontsize="small")
+    phases = ["regularise"] * (removal > 0) + ["remove (dashed line)"] + ["fine-tune"] * bool(tuned)
+    quality.set_title(f"{report.get('method', 'prune job')}: {', '.join(phases)}")
+    return save_png(figure, path, "tpp prune", dpi=100)
+
+
+def plot_pruned_layers(report: Mapping[str, Any], path: str | Path) -> Path | None:
+    """Kept and pruned channels of each prunable layer (``report["layers"]``) as stacked bars, first
+    layer on top; None if the report lists no layer with a known width."""
+    layers = [r for r in report.get("layers") or [] if isinstance(r.get("channels"), int) and r["channels"] > 0]
+    if not layers:
+        return None
+    figure, axes = new_figure(1, 1, 6.4, 1.2 + 0.24 * len(layers))
+    axis = axes[0][0]
+    rows = range(len(layers))
+    pruned = [int(r.get("pruned") or 0) for r in layers]
+    kept = [r["channels"] - p for r, p in zip(layers, pruned)]
+    axis.barh(rows, kept, color="C0", label="kept")
+    axis.barh(rows, pruned, left=kept, color="C3", alpha=0.6, label="pruned")
+    axis.set_yticks(list(rows), [r["name"] for r in layers], fontsize="small" if len(layers) < 40 else "x-small")
+    axis.invert_yaxis()  # the first layer on top, as in the model
+    axis.set_xlabel("channels (attention: key/value heads)" if any(r.get("heads") for r in layers) else "channels")
+    axis.set_title(f"{report.get('method', 'prune job')}: {sum(pruned)} of {sum(r['channels'] for r in layers)} "
+                   f"channels pruned in {sum(1 for p in pruned if p)} of {len(layers)} layers")
+    axis.grid(alpha=0.3, axis="x")
+    axis.legend(fontsize="small", loc="lower right")
+    return save_png(figure, path, "tpp prune", dpi=100)

@@ -110,7 +110,8 @@ class RunDirectory:
     BEST = "best.pt"
     # everything tpp writes in a run folder (training runs and pruning jobs); other files are the user's
     OWN_FILES = frozenset({CONFIG, META, METRICS, LAST, BEST, "tb", "prune", "finetune", "pruned.pt",
-                           "pruned_model.pt", "report.json", "jsv.png", "run.json", MARK, LOCK_FILE})
+                           "pruned_model.pt", "report.json", "jsv.png", "curves.png", "layers.png", "README.txt",
+                           "run.json", MARK, LOCK_FILE})
 
     def __init__(self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> None:
         """With ``resume`` the earlier metric records are kept; whether there is a checkpoint to
