@@ -170,7 +170,7 @@ def test_recipe_dry_run_reports_its_inputs(run_cli, tmp_path):
 def test_model_and_input_mismatches_are_one_line(run_cli, pruned_job):
     out, _ = pruned_job
     line = _one_line(run_cli, "eval", "--checkpoint", out / "pruned_model.pt", "--dataset", "cifar10")
-    assert "holds a mlp7_linear with in_channels 1, not the 3" in line
+    assert "trained on mnist_subset (1-channel 32x32 images, 10 classes), and --dataset gives other inputs" in line
     line = _one_line(run_cli, "info", "--model", "mlp7_linear", "--image-size", "7")
     assert "mlp7_linear cannot take an input of shape [1, 3, 7, 7]" in line
     line = _one_line(run_cli, "info", "--model", "resnet20", "--image-size", "100000")

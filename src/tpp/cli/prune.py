@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tpp.cli.checks import check_language_model, check_model_input, lr_schedule_option, model_name, resume_or_overwrite
+from tpp.cli.checks import (
+    check_language_model,
+    check_model_input,
+    input_fix,
+    lr_schedule_option,
+    model_name,
+    resume_or_overwrite,
+)
 from tpp.cli.common import (
     TEXT_DATASETS,
     launch,
@@ -39,6 +46,8 @@ from tpp.cli.common import (
 )
 from tpp.cli.method_options import add_method_options, method_options
 from tpp.cli.option_types import epoch_count_or_zero
+from tpp.cli.prune_resume import finished_job
+from tpp.cli.prune_summary import dry_run_text, summary_line
 from tpp.cli.text_options import text_settings
 from tpp.errors import ConfigError
 from tpp.pruning.calibration import IMPORTANCES
@@ -49,8 +58,11 @@ gram + L2 penalties at a constant LR until lambda reaches its ceiling, then stab
 layer-wise zero-out), (2) physical removal of the pruned channels, (3) fine-tuning with a fresh
 SGD optimizer. Writes report.json and the pruned model (pruned_model.pt) to --out.
 
-Defaults are the official code's CIFAR settings (110k regularisation iterations); shorten the
-schedule with --reg-step/--reg-interval/--stabilize-iters.
+Defaults are the official code's CIFAR settings (110k regularisation iterations, 120 fine-tuning
+epochs): see what they cost here with --dry-run, and shorten them with --fast (10x) or
+--reg-step/--reg-interval/--stabilize-iters and --ft-epochs. With --checkpoint of a tpp run, the
+model and the data (dataset, image size, normalisation) default to what the file records. An
+interrupted job continues with `tpp prune --out DIR --resume`.
 
 examples:
   tpp prune --method tpp --model resnet56 --dataset cifar10 --checkpoint base.pt \\
@@ -96,6 +108,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_method_options(parser)
     group = parser.add_argument_group("regularisation phase (methods that regularise before removal)")
     group.add_argument("--prune-lr", type=positive_float, default=1e-3, help="constant LR of the regularisation phase")
+    group.add_argument("--fast", action="store_true",
+                       help="10x shorter regularisation (lambda grows 10x faster, 10x shorter stabilisation): a first "
+                       "try on a CPU; deviates from the paper")
     group = parser.add_argument_group("fine-tuning")
     group.add_argument("--ft-epochs", type=epoch_count_or_zero, default=120, help="fine-tuning epochs (0: none)")
     group.add_argument("--ft-lr", default="0:0.01,60:0.001,90:0.0001", help="fine-tuning LR schedule (paper notation)")
@@ -118,20 +133,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-# options that define a job: resuming it with other values would mix two experiments (--ft-epochs
-# may grow, as --epochs of `tpp train`, to fine-tune a finished job for longer); every method option
-# (tpp.cli.method_options) is compared as well
-RESUME_MUST_MATCH = ("model", "dataset", "method", "ratio", "global_ratio", "speedup", "target_flops", "scope",
-                     "ignore", "prune_lr", "ft_lr", "momentum", "weight_decay", "batch_size", "train_subset", "seed",
-                     "jsv_batches", "jsv_every_epoch", "jsv_mode", "importance", "calibration_batches", "heads", "seq_len",
-                     "windows_per_epoch")
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the three stages and print a summary (rank 0). Returns 0."""
     check_options(args)
     if args.resume and args.out:
-        finished = _finished_job(args)
+        finished = finished_job(args)
         if finished is not None:
             from tpp.util.lock import FolderLock
 
@@ -152,7 +158,12 @@ def check_options(args: argparse.Namespace) -> None:
     from tpp.cli.loading import require_trained_model
     from tpp.pruning.selection import parse_ratio
 
-    require(args, "model", "dataset")
+    nothing_saved = not (Path(args.out) / "config.json").is_file() if args.out else True
+    if args.resume and args.out and not (args.checkpoint or args.model) and nothing_saved:
+        raise ConfigError(f"--resume: {args.out} holds no job to continue (no config.json); start the job without "
+                          "--resume, with its options")
+    if not args.checkpoint:  # a tpp checkpoint records both
+        require(args, "model", "dataset")
     require_trained_model(args)
     method_options(args, args.method)  # an option of another method is an error now, not after training
     amounts = [flag for flag, dest in (("--ratio", "ratio"), ("--global-ratio", "global_ratio"),
@@ -182,42 +193,6 @@ def check_options(args: argparse.Namespace) -> None:
     resume_or_overwrite(args, "job")
 
 
-def _finished_job(args: argparse.Namespace) -> str | None:
-    """The summary of the finished job in ``--out`` if resuming it has nothing to do, else None.
-
-    Raises:
-        ConfigError: the job in ``--out`` was run with other values of an option that defines it.
-    """
-    import json
-
-    from tpp.jobs.prune_job import read_report
-
-    out = Path(args.out)
-    try:
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        saved = None
-    if isinstance(saved, dict) and saved.get("command") not in (None, "prune"):
-        raise ConfigError(f"--resume given but {out} holds a `tpp {saved['command']}` run, not a pruning job; "
-                          "pass the --out of a tpp prune job")
-    if isinstance(saved, dict):
-        from tpp.cli.method_options import option_names
-
-        method_keys = option_names()  # absent when not given: the method's default applied
-        for key in (*RESUME_MUST_MATCH, *method_keys):
-            ours = getattr(args, key, None)
-            theirs = saved.get(key) if key in method_keys else saved.get(key, ours)
-            if theirs != ours and not (key == "ignore" and not theirs and not ours):
-                flag = "--" + key.replace("_", "-")
-                then = f"without {flag} (its default)" if theirs is None else f"with {flag} {theirs}"
-                now = "" if ours is None and theirs is None else f", not {'without it' if ours is None else ours}"
-                raise ConfigError(f"the job in {out} was run {then}{now}; resume it the same way, or pass another --out")
-    report = read_report(out)
-    if report is None or saved is None or saved.get("ft_epochs") != args.ft_epochs:
-        return None  # unfinished, or to be fine-tuned for longer
-    return f"{out} is a finished job; nothing to redo. " + summary_line(args.method, report, out)
-
-
 def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     from functools import partial
 
@@ -227,22 +202,29 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     from tpp.models import example_inputs
     from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning.selection import parse_ratio
+    from tpp.checkpoints import load_checkpoint
+    from tpp.cli.recorded_data import recorded_dataset
+    from tpp.data.record import data_record
 
     searching = args.speedup is not None or args.target_flops is not None
     ratio = parse_ratio(args.ratio) if args.ratio is not None and not searching else None
     device, main = dist_context.device, dist_context.is_main
-    info, data = dataset_from_args(args)
+    payload = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    info, data = recorded_dataset(args, payload, args.checkpoint) if payload is not None else dataset_from_args(args)
+    args.dataset = info.name
     batch_size = per_rank_batch_size(args.batch_size, dist_context.world_size)
-    out = Path(args.out) if args.out else Path("runs") / f"prune-{args.method}-{run_label(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
 
     training.seed_everything(args.seed)
     model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size, need_weights=True)
+                            image_size=info.image_size, payload=payload, need_weights=True)
+    args.model = args.model or model_name(model)  # recorded in config.json, so that a resume needs no --model
+    out = Path(args.out) if args.out else Path("runs") / f"prune-{args.method}-{run_label(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
+    args.out = str(out)  # an interruption names the folder to resume
     text = info.name in TEXT_DATASETS
     if not text:
         check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                          f"pick a --model that takes {info.name} images")
+                          input_fix(info, "pick a --model that takes them"))
     model = model.to(device)
     train_loader, test_loader, info = build_loaders(
         info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size, device=device,
@@ -252,11 +234,12 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
         inputs = check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
     else:
         inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
+    model.tpp_data = data_record(info, data)  # every file the job writes says how its inputs are prepared
     if searching:
         ratio = _search_ratio(args, model, inputs, dist_context.is_main and not args.quiet)
     job = PruneJobConfig(
         method=args.method, ratio=ratio, global_ratio=args.global_ratio, scope=args.scope,
-        pruner_options={**method_options(args, args.method), "ignored_layers": args.ignore or None},
+        pruner_options={**_method_options(args), "ignored_layers": args.ignore or None},
         prune_lr=args.prune_lr, ft_epochs=args.ft_epochs, ft_lr=args.ft_lr,
         weight_decay=args.weight_decay, momentum=args.momentum,
         jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch, jsv_mode=args.jsv_mode,
@@ -289,20 +272,29 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     return 0
 
 
+def _method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method's options given on the command line, with ``--fast``'s shorter schedule applied."""
+    options = method_options(args, args.method)
+    if not args.fast:
+        return options
+    from tpp.pruning.presets import fast_options
+
+    return fast_options(args.method, options)
+
+
 def _dry_run(args: argparse.Namespace, model: Any, inputs: Any, job: Any, loaders: tuple, out: Path, main: bool) -> int:
-    """Everything up to the first training step, then a one-line plan; nothing is written."""
+    """Everything up to the first training step, then the plan and what it would cost; nothing is written."""
     from tpp.jobs import preview_prune_job
+    from tpp.jobs.preview import measure_step_seconds
     from tpp.training import RunDirectory
 
     for loader in loaders:  # the data can be read: one batch of each split
         next(iter(loader))
     RunDirectory.check(out, resume=args.resume, overwrite=args.overwrite)
     plan = preview_prune_job(model, inputs, job)
+    step = measure_step_seconds(model, loaders[0])
     if main:
-        print(f"dry run: {args.checkpoint} loads as {args.model} and the {args.dataset} data can be read; "
-              f"{args.method} would remove {plan['removes']} (params {plan['counts_before']['params']} -> "
-              f"{plan['counts_after']['params']}, FLOPs speedup {plan['speedup']:.2f}x) and write to {out}; "
-              "nothing was trained or written")
+        print(dry_run_text(args, plan, len(loaders[0]), step, out))
     return 0
 
 
@@ -322,22 +314,3 @@ def _search_ratio(args: argparse.Namespace, model: Any, inputs: Any, verbose: bo
     if verbose:
         print(f"ratio {found:.4g} gives {what}")
     return parse_ratio(pattern.replace("{ratio}", f"{found:g}")) if pattern else found
-
-
-def summary_line(method: str, report: dict[str, Any], out: Path) -> str:
-    """One line: accuracy before / after removal / after fine-tuning, size and speedup."""
-    ft = report["finetune"]
-    jsv = f"mean JSV {report['jsv_after_prune']['mean']:.4g} after removal; " if "jsv_after_prune" in report else ""
-    best = "n/a" if ft["best_top1"] is None else f"{ft['best_top1']:.2f}"
-    if "perplexity" in report["accuracy_before"]:
-        last = ft.get("last_perplexity")
-        after = "n/a" if last is None else f"{last:.3f}"
-        return (f"{method}: perplexity {report['accuracy_before']['perplexity']:.3f} before, "
-                f"{report['accuracy_after_removal']['perplexity']:.3f} after removal, {after} after fine-tuning "
-                f"({report['train_steps']['total']} training steps); {jsv}"
-                f"params {report['counts_before']['params']} -> {report['counts_after']['params']}; "
-                f"report {out / 'report.json'}")
-    return (f"{method}: top-1 {report['accuracy_before']['top1']:.2f} before, "
-            f"{report['accuracy_after_removal']['top1']:.2f} after removal, {best} best after fine-tuning; {jsv}"
-            f"params {report['counts_before']['params']} -> {report['counts_after']['params']}, "
-            f"FLOPs speedup {report['speedup']:.2f}x; report {out / 'report.json'}")
