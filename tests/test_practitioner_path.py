@@ -83,8 +83,12 @@ def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_fold
                    "--normalize", "normalisation mean [0.1307] in the record")
     one_line_error(run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--dataset", "cifar10"),
                    "trained on imagefolder (1-channel 32x32 images, 10 classes)", "--dataset")
-    one_line_error(run_cli("info", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--image-size", "64"),
-                   "--image-size")
+    for command in (("info",), ("export", "--out", "m.onnx"), ("bench", "latency")):
+        one_line_error(run_cli(*command, "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--image-size", "64"),
+                       "trained on imagefolder (1-channel 32x32 images, 10 classes), not --image-size 64")
+    timed = run_cli("bench", "latency", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--batch-sizes", "1",
+                    "--repeats", "2", "--backends", "torch")
+    assert timed.code == 0 and "input 1x32x32" in timed.out, timed.err  # the recorded size, not a guess
 
     # tpp's own config.json is a valid --config file (null entries and run records are skipped)
     planned = run_cli("prune", "--config", "job/config.json", "--out", "other", "--dry-run")

@@ -153,6 +153,8 @@ def test_a_minimal_recipe_with_a_factory_and_an_image_folder_dry_runs_and_runs(w
     report = json.loads((job / "report.json").read_text())
     assert report["counts_after"]["params"] < report["counts_before"]["params"]
     assert report["speedup"] == pytest.approx(counted, abs=0.005) and counted > 2  # the dry run counted it right
+    evaluated = run_cli("eval", "--checkpoint", job / "pruned_model.pt", "--model", MODEL)  # its data is recorded
+    assert evaluated.code == 0 and f"top-1 {report['finetune']['last_top1']:.2f}%" in evaluated.out, evaluated.err
     sys.modules.pop("mymodels", None)
     result = run_cli("export", "--checkpoint", job / "pruned_model.pt", "--model", MODEL, "--out", "mine.onnx")
     assert result.code == 0 and Path("mine.onnx").is_file(), result.err

@@ -78,6 +78,7 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any, Any, str | None]:
 
     from tpp.cli.export import model_of
     from tpp.cli.loading import allow_imports_from_cwd
+    from tpp.cli.recorded_data import recorded_image
     from tpp.errors import ConfigError
     from tpp.models import build_model, example_inputs, model_from_record
     from tpp.pruning.methods.tpp import TPPPruner
@@ -94,7 +95,8 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any, Any, str | None]:
             raise ConfigError(f"{args.checkpoint} does not record its unpruned architecture; pass --model SPEC")
         # the architecture before pruning: the record without the plan (its factory, if any, is imported by now)
         base = model_from_record(record)
-        inputs = example_inputs(pruned, batch_size=2, image_size=args.image_size)
+        recorded = recorded_image(args, getattr(pruned, "tpp_data", None), args.checkpoint)
+        inputs = example_inputs(pruned, batch_size=2, image_size=args.image_size or recorded.get("image_size"))
         return base.eval(), pruned.eval(), inputs, None
     spec = args.model or DEFAULT_MODEL
     allow_imports_from_cwd(spec)

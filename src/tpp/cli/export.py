@@ -86,6 +86,7 @@ def _export_hf(args: argparse.Namespace) -> Any:
 
 
 def _export_onnx(args: argparse.Namespace) -> Any:
+    from tpp.cli.recorded_data import recorded_image
     from tpp.deploy.export import ExportError, check_opset, export_onnx, onnx_is_ours
     from tpp.errors import CheckpointError
     from tpp.models import example_inputs
@@ -98,7 +99,9 @@ def _export_onnx(args: argparse.Namespace) -> Any:
     except CheckpointError as error:
         raise ExportError(str(error)) from None
     model = model_of(args)
-    inputs = example_inputs(model, batch_size=1, image_size=args.image_size)
+    recorded = recorded_image(args, getattr(model, "tpp_data", None), args.checkpoint)  # refuses another size
+    size = args.image_size or recorded.get("image_size")
+    inputs = example_inputs(model, batch_size=1, image_size=size)
     return export_onnx(model, inputs, args.out, opset=opset, dynamic_batch=not args.static_batch,
                        overwrite=args.overwrite)
 

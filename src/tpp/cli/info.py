@@ -73,38 +73,20 @@ def _list_available() -> int:
     return 0
 
 
-def _image_record(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
-    """The image data a checkpoint records (``{}`` for none or text); a flag that contradicts it is refused.
-
-    Raises:
-        DataError: ``--image-size``, ``--in-channels`` or ``--num-classes`` other than the recorded one.
-    """
-    from tpp.data.record import describe_record, recorded_data
-    from tpp.errors import DataError
-
-    record = recorded_data(payload)
-    if not record or "tokenizer" in record:
-        return {}
-    for flag, key in (("image_size", "image_size"), ("in_channels", "channels"), ("num_classes", "num_classes")):
-        given = getattr(args, flag, None)
-        if given is not None and key in record and int(record[key]) != int(given):
-            raise DataError(f"{args.checkpoint} was trained on {describe_record(record)}, not --{flag.replace('_', '-')} "
-                            f"{given}; drop --{flag.replace('_', '-')}")
-    return record
-
-
 def run(args: argparse.Namespace) -> int:
     """Print the layer table and totals. Returns 0."""
     if not args.model and not args.checkpoint:
         return _list_available()
     from tpp.cli.loading import allow_imports_from_cwd, model_from_checkpoint
+    from tpp.cli.recorded_data import recorded_image
+    from tpp.data.record import recorded_data
     from tpp.data import dataset_info
     from tpp.metrics.counting import count, human, layer_table
     from tpp.models import build_model, example_inputs, spec_label
     from tpp.checkpoints import load_checkpoint
 
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
-    record = _image_record(args, payload)
+    record = recorded_image(args, recorded_data(payload), args.checkpoint)
     info = dataset_info(args.dataset, args.data_dir) if args.dataset else None
     num_classes = args.num_classes or (info.num_classes if info else None) or record.get("num_classes")
     in_channels = args.in_channels or (info.in_channels if info else None) or record.get("channels")

@@ -53,3 +53,22 @@ def recorded_dataset(args: argparse.Namespace, payload: Mapping[str, Any], sourc
         raise DataError(f"{source} was trained on {describe_record(record)}, and {flag} gives other inputs "
                         f"({problem[1]}); drop or fix {flag}")
     return info, data
+
+
+def recorded_image(args: argparse.Namespace, record: Mapping[str, Any] | None, source: str) -> dict[str, Any]:
+    """The image part of a data ``record`` (``{}`` for none, or for text): what shapes a model's example
+    input (``image_size``, ``channels``, ``num_classes``) when the command has no data to read.
+
+    Raises:
+        DataError: ``--image-size``, ``--in-channels`` or ``--num-classes`` other than the recorded one.
+    """
+    from tpp.data.record import describe_record
+
+    if not record or "tokenizer" in record:
+        return {}
+    for flag, key in (("image_size", "image_size"), ("in_channels", "channels"), ("num_classes", "num_classes")):
+        given = getattr(args, flag, None)
+        if given is not None and key in record and int(record[key]) != int(given):
+            option = "--" + flag.replace("_", "-")
+            raise DataError(f"{source} was trained on {describe_record(record)}, not {option} {given}; drop {option}")
+    return dict(record)

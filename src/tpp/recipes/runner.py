@@ -91,6 +91,7 @@ def run_recipe(
 def _run_grid(recipe: Recipe, grid: list[GridPoint], out: Path, report_path, data_dir, download, checkpoint, device,
               quiet, fast, overwrite, print_fn) -> list[Path]:
     from tpp.data import build_loaders
+    from tpp.data.record import data_record
     from tpp.models import example_inputs
 
     data_dir = data_dir if data_dir is not None else recipe.data_dir
@@ -109,6 +110,8 @@ def _run_grid(recipe: Recipe, grid: list[GridPoint], out: Path, report_path, dat
                           print_fn=print_fn, info=info, data_dir=data_dir)
         inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=2,
                                 image_size=info.image_size).to(device)
+        # every file of the jobs then says how its inputs are prepared (tpp eval needs no data flag)
+        base.tpp_data = data_record(info, {"data_dir": data_dir, "image_options": recipe.image_options()})
         for point in points:
             folders.append(_run_point(recipe, point, out, base, (train, test), inputs, fast, quiet, print_fn,
                                       data_config(recipe, data_dir)))
