@@ -123,6 +123,17 @@ def test_a_model_that_needs_another_image_size_is_told_so(user_folder, digit_fol
     data = [a for a in data_args(digit_folder) if a not in ("--image-size", "32")]
     result = run_cli("train", "--model", f"hf:{folder}", *data, "--epochs", "1", "--out", "vit-run", "--quiet")
     one_line_error(result, "the images are 1-channel 224x224: pass the --image-size (and --channels) the model takes")
+    trained = run_cli("train", "--model", f"hf:{folder}", *data, "--image-size", "32", "--epochs", "1",
+                      "--train-subset", "300", "--batch-size", "32", "--out", "vit-run", "--quiet")
+    assert trained.code == 0, trained.err
+    # from here on the files say everything: no --model, no data flag
+    pruned = run_cli("prune", "--checkpoint", "vit-run/best.pt", "--method", "l1", "--ratio", "0.5", "--ft-epochs", "1",
+                     "--train-subset", "300", "--batch-size", "32", "--jsv-batches", "0", "--out", "vit-job", "--quiet")
+    assert pruned.code == 0, pruned.err
+    report = json.loads(Path("vit-job/report.json").read_text())
+    assert report["counts_after"]["params"] < report["counts_before"]["params"]
+    evaluated = run_cli("eval", "--checkpoint", "vit-job/pruned_model.pt")
+    assert evaluated.code == 0 and top1(evaluated.out) == pytest.approx(report["finetune"]["last_top1"], abs=0.01)
 
 
 def test_an_adaptive_schedule_cut_short_says_so_on_the_console(user_folder, digit_folder, run_cli):
