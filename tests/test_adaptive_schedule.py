@@ -176,7 +176,7 @@ def test_tpp_prune_with_the_adaptive_method_reports_where_it_stopped(run_cli, tm
                      "--checkpoint", str(base / "best.pt"), "--ratio", "0.5", "--check-interval", "10",
                      "--halving-iters", "500", "--ft-epochs", "1", "--out", str(out))
     assert result.code == 0, result.err
-    assert "regularising: at most 110000 iterations" in result.out
+    assert "regularising: at most 110,000 iterations" in result.out
     report = json.loads((out / "report.json").read_text())
     schedule = report["regularization"]["schedule"]
     assert schedule["reason"] == "converged" and schedule["stopped_at"] == report["regularization"]["iterations"]

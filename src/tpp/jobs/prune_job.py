@@ -261,7 +261,7 @@ def _regularize(model, pruner, train_loader, test_loader, config, context, out, 
     iterations = pruner.total_iterations
     epochs = math.ceil(iterations / max(len(train_loader), 1)) + 1
     bound = "" if getattr(pruner.schedule, "fixed_length", True) else "at most "  # adaptive: ends when converged
-    say(f"regularising: {bound}{iterations} iterations (~{epochs - 1} epochs) at lr {config.prune_lr:g}")
+    say(f"regularising: {bound}{iterations:,} iterations (~{epochs - 1:,} epochs) at lr {config.prune_lr:g}")
     optimizer = build_optimizer(model, config.prune_lr, config.momentum, config.weight_decay)
     hooks = StepHooks(
         penalty=pruner.penalty, after_backward=pruner.regularize, after_step=pruner.step,

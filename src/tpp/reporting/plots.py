@@ -182,7 +182,9 @@ def plot_job_curves(report: Mapping[str, Any], path: str | Path) -> Path | None:
         for low, high, colour, name in ((0, removal, "C1", "regularise"), (removal, end, "C2", "fine-tune")):
             if high > low:
                 axis.axvspan(low, high, color=colour, alpha=0.08)
-                axis.text((low + high) / 2, 0.97, name, transform=axis.get_xaxis_transform(), ha="center", va="top",
+                # accuracy lives near the top of its panel: its labels go to the bottom
+                y, align = (0.03, "bottom") if axis is quality and not lm else (0.97, "top")
+                axis.text((low + high) / 2, y, name, transform=axis.get_xaxis_transform(), ha="center", va=align,
                           bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none"})
         axis.axvline(removal, color="C3", linestyle="--", linewidth=1)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
