@@ -3,7 +3,8 @@ current folder, their images as PNGs (real MNIST digits, ``digit_folder``), and 
 
 Train -> prune -> eval / jsv / info with no data flag (the files record their data) -> a flag that
 contradicts the record refused in one line -> Ctrl-C naming the exact resume command -> resume
-with ``--out DIR --resume`` alone -> a run folder that explains itself."""
+with ``--out DIR --resume`` (and ``--model`` for a factory, which a file may not name) -> a run folder
+that explains itself."""
 
 from __future__ import annotations
 
@@ -55,16 +56,19 @@ def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_fold
     monkeypatch.setattr(prune_job, "_finetune", interrupted_once)
     stopped = run_cli("prune", "--checkpoint", "base/best.pt", "--model", SPEC, "--method", "l1", "--ratio", "0.5",
                       "--ft-epochs", "2", "--ft-lr", "0.01", "--batch-size", "32", "--out", "job", "--quiet")
-    assert stopped.code == 130 and stopped.err_lines == ["tpp: interrupted; resume with: tpp prune --out job --resume"]
+    hint = f"tpp prune --out job --resume --model {SPEC}"  # a file may not make tpp import the factory
+    assert stopped.code == 130 and stopped.err_lines == [f"tpp: interrupted; resume with: {hint}"]
     assert Path("job/pruned.pt").is_file() and not Path("job/report.json").exists()
-    resumed = run_cli("prune", "--out", "job", "--resume")  # every other option comes from job/config.json
+    one_line_error(run_cli("prune", "--out", "job", "--resume"), f"may not make tpp import code: resume with {hint}")
+    resumed = run_cli(*hint.split()[1:])  # the printed command; every other option comes from job/config.json
     assert resumed.code == 0, resumed.err
     report = json.loads(Path("job/report.json").read_text())
     assert report["finetune"]["epochs"] == 2 and report["config"]["ratio"] == 0.5
     assert "2 fine-tuning epochs" in resumed.out and "final model job/pruned_model.pt (last epoch)" in resumed.out
     for name in ("pruned_model.pt", "README.txt", "curves.png", "layers.png"):
         assert Path("job", name).is_file(), name
-    assert "pruned_model.pt" in Path("job/README.txt").read_text()
+    guide = Path("job/README.txt").read_text()
+    assert f"tpp eval --checkpoint job/pruned_model.pt --model {SPEC}" in guide and f"resume:    {hint}" in guide
 
     # eval, jsv and info of the pruned file with no data flag: the 32x32 grayscale inputs it was trained on
     evaluated = run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC)

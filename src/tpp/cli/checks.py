@@ -39,6 +39,25 @@ def model_name(model) -> str:
     return str(spec.get("name") or spec.get("spec") or type(model).__name__)
 
 
+def refuse_saved_factory(args: Any) -> None:
+    """Refuse a ``module:function`` model that only a run's ``config.json`` names (``--out DIR --resume``
+    alone): a file may not make tpp import code, so the user names it, in the command printed.
+
+    Raises:
+        ConfigError: the saved model is a factory and ``--model`` is not on the command line.
+    """
+    saved = (getattr(args, "_saved_run", None) or {}).get("model")
+    argv = getattr(args, "_argv", None) or []
+    given = any(token == "--model" or token.startswith("--model=") for token in argv)
+    if saved is None or given:
+        return
+    from tpp.models.specs import is_factory_spec
+
+    if is_factory_spec(saved):
+        raise ConfigError(f"{args.out}/config.json names the model factory {saved}, and a file may not make tpp "
+                          f"import code: resume with tpp {args.command} --out {args.out} --resume --model {saved}")
+
+
 def input_fix(info: Any, alternative: str = "") -> str:
     """What to change when a model cannot take ``info``'s images: the image size and channels for an
     image folder (the usual cause), else the dataset; ``alternative`` (e.g. "pick another --model")

@@ -96,7 +96,11 @@ def _resume_hint(args: argparse.Namespace | None) -> str:
     out = getattr(args, "out", None)
     if out is None or not hasattr(args, "resume") or not (Path(out) / "config.json").is_file():
         return ""
-    return f"; resume with: tpp {args.command} --out {shlex.quote(str(out))} --resume"
+    from tpp.models.specs import is_factory_spec
+
+    model = getattr(args, "model", None)
+    factory = f" --model {shlex.quote(model)}" if is_factory_spec(model) else ""  # a file may not name code to run
+    return f"; resume with: tpp {args.command} --out {shlex.quote(str(out))} --resume{factory}"
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -121,8 +125,9 @@ def _main(args_list: list[str]) -> int:
         index = _command_index(args_list, commands)
         if index is not None:
             apply_config_file(commands[args_list[index]], args_list[index + 1 :])
-            apply_saved_run(commands[args_list[index]], args_list[index + 1 :])  # `--out DIR --resume` alone
+            saved = apply_saved_run(commands[args_list[index]], args_list[index + 1 :])  # `--out DIR --resume` alone
         args = parser.parse_args(args_list)
+        args._saved_run = saved if index is not None else {}  # the values a run's config.json gave
         args._argv = ["tpp", *args_list]  # the real invocation, also when main() is called in-process
         if getattr(args, "threads", None):  # --threads of add_runtime_args, for every command
             import torch

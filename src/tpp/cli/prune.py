@@ -22,6 +22,7 @@ from tpp.cli.checks import (
     input_fix,
     lr_schedule_option,
     model_name,
+    refuse_saved_factory,
     resume_or_overwrite,
 )
 from tpp.cli.common import (
@@ -158,6 +159,7 @@ def check_options(args: argparse.Namespace) -> None:
     from tpp.cli.loading import require_trained_model
     from tpp.pruning.selection import parse_ratio
 
+    refuse_saved_factory(args)
     nothing_saved = not (Path(args.out) / "config.json").is_file() if args.out else True
     if args.resume and args.out and not (args.checkpoint or args.model) and nothing_saved:
         raise ConfigError(f"--resume: {args.out} holds no job to continue (no config.json); start the job without "

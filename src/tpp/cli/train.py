@@ -30,7 +30,14 @@ from tpp.cli.common import (
     run_label,
     speed_options,
 )
-from tpp.cli.checks import check_language_model, check_model_input, input_fix, lr_schedule_option, resume_or_overwrite
+from tpp.cli.checks import (
+    check_language_model,
+    check_model_input,
+    input_fix,
+    lr_schedule_option,
+    refuse_saved_factory,
+    resume_or_overwrite,
+)
 from tpp.cli.text_options import text_settings
 from tpp.errors import ConfigError, ModelError
 
@@ -120,6 +127,7 @@ def _check_is_training_run(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; prints a final one-line summary (rank 0). Returns 0."""
+    refuse_saved_factory(args)
     require(args, "model", "dataset")
     lr_schedule_option(args.lr, "--lr")
     resume_or_overwrite(args, "run")

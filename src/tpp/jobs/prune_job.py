@@ -133,7 +133,8 @@ def run_prune_job(
     accuracy_before = evaluate(unwrap(model), test_loader, device)
     report: dict[str, Any] = {"method": config.method, "config": _plain(asdict(config)),
                               "method_options": _plain(method_settings(method, config)),
-                              "accuracy_before": accuracy_before, "counts_before": base_counts.as_dict()}
+                              "accuracy_before": accuracy_before, "counts_before": base_counts.as_dict(),
+                              "model": _spec_of(model)}
 
     pruned_file = out / "pruned.pt" if out is not None else None
     if context.resume and _exists(pruned_file):
@@ -335,6 +336,12 @@ def _dense_control(config: PruneJobConfig) -> bool:
     """A job with ratio 0 everywhere removes nothing: it trains the dense model with the job's budget."""
     ratios = config.ratio.values() if isinstance(config.ratio, dict) else [config.ratio]
     return config.global_ratio in (None, 0) and all(isinstance(r, (int, float)) and r == 0 for r in ratios)
+
+
+def _spec_of(model: nn.Module) -> str | None:
+    """The spec the model was built from (``resnet56``, ``hf:...``, ``mymodels:res_cnn``), if it records one."""
+    record = getattr(unwrap(model), "tpp_spec", None) or {}
+    return record.get("spec") or record.get("name")
 
 
 def _describe(pruner) -> str:

@@ -126,12 +126,16 @@ def _describe_files(report: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _commands(out: Path, report: Mapping[str, Any]) -> list[str]:
+    from tpp.models.specs import is_factory_spec
+
     folder = shlex.quote(str(out))
     model = shlex.quote(str(out / "pruned_model.pt"))
     language = "perplexity" in (report.get("accuracy_after_removal") or {})
     export = (f"tpp export --format hf --checkpoint {model} --out {shlex.quote(str(out / 'hf'))}" if language else
               f"tpp export --format onnx --checkpoint {model} --out {shlex.quote(str(out / 'pruned_model.onnx'))}")
-    return [f"evaluate:  tpp eval --checkpoint {model}",
-            f"export:    {export}",
-            f"resume:    tpp prune --out {folder} --resume   (its options come from config.json)",
+    # a file may name a module:function factory but not make tpp import it: the commands name it
+    factory = f" --model {shlex.quote(report['model'])}" if is_factory_spec(report.get("model")) else ""
+    return [f"evaluate:  tpp eval --checkpoint {model}{factory}",
+            f"export:    {export}{factory}",
+            f"resume:    tpp prune --out {folder} --resume{factory}   (the other options come from config.json)",
             "           (continues a killed job; with a larger --ft-epochs it fine-tunes further)"]

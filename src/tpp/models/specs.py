@@ -58,6 +58,15 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return "factory", text
 
 
+def is_factory_spec(spec: Any) -> bool:
+    """Whether ``spec`` is a ``module:function`` factory: code that only a spec the user gives may run
+    (a spec a file records is not the user's word)."""
+    try:
+        return isinstance(spec, str) and parse_spec(spec)[0] == "factory"
+    except ModelError:
+        return False
+
+
 def build_model(
     spec: str,
     num_classes: int = 10,
