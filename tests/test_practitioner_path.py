@@ -154,3 +154,21 @@ def test_an_adaptive_schedule_cut_short_says_so_on_the_console(user_folder, digi
     assert warning == [warning[0]] and warning[0].startswith("tpp: warning: the adaptive regularisation stopped at "
                                                               "max_iterations=3 before every pruned unit was small")
     assert "raise --max-iterations" in warning[0] and ".py:" not in result.err  # one line, no source path
+
+
+@pytest.mark.parametrize("record, entry", [
+    ({"dataset": "imagefolder", "image_size": "abc"}, "image_size=abc"),
+    ({"dataset": "imagefolder", "mean": "x"}, "mean=x"),
+    ({"dataset": "imagefolder", "classes": 5}, "classes=5"),
+    ({"dataset": "imagefolder", "data_dir": ["a"]}, "data_dir=[a]"),
+    ({"dataset": "text_tiny", "seq_len": -1}, "seq_len=-1"),
+    ({"dataset": "mnist", "channels": True}, "channels=True"),
+])
+def test_a_malformed_data_record_is_one_line(record, entry, run_cli, tmp_path):
+    from tpp.checkpoints import make_payload, save_checkpoint
+    from tpp.models import create_model
+
+    model = create_model("mlp7_linear", in_channels=1)
+    save_checkpoint(tmp_path / "f.pt", {**make_payload(model), "tpp_data": record})
+    for command in ("eval", "jsv", "info"):
+        one_line_error(run_cli(command, "--checkpoint", tmp_path / "f.pt"), f"malformed data entry {entry}")

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from tpp.checkpoints import load_checkpoint
 
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
-    record = recorded_image(args, recorded_data(payload), args.checkpoint)
+    record = recorded_image(args, recorded_data(payload, args.checkpoint), args.checkpoint)
     info = dataset_info(args.dataset, args.data_dir) if args.dataset else None
     num_classes = args.num_classes or (info.num_classes if info else None) or record.get("num_classes")
     in_channels = args.in_channels or (info.in_channels if info else None) or record.get("channels")

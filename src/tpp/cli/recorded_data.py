@@ -28,7 +28,7 @@ def recorded_dataset(args: argparse.Namespace, payload: Mapping[str, Any], sourc
     from tpp.data.info import canonical_name
     from tpp.data.record import describe_record, record_mismatch, recorded_data
 
-    record = recorded_data(payload)
+    record = recorded_data(payload, source)
     asked = getattr(args, "dataset", None)
     if not asked and not record:
         raise ConfigError(f"{source} does not record the data it was trained on; pass --dataset (and its options)")

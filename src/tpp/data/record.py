@@ -12,9 +12,11 @@ command reads it as it reads a run's ``config.json``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from tpp.data.description import DatasetInfo
+from tpp.errors import DataError
 
 RECORD_KEY = "tpp_data"  # the checkpoint entry (tpp.checkpoints.format.make_payload)
 _IMAGE_KEYS = ("image_size", "resize", "channels", "mean", "std")
@@ -43,17 +45,49 @@ def data_record(info: DatasetInfo, data: Mapping[str, Any] | None = None) -> dic
     return record
 
 
-def recorded_data(payload: Mapping[str, Any]) -> dict[str, Any]:
+def recorded_data(payload: Mapping[str, Any], source: str = "the checkpoint") -> dict[str, Any]:
     """The data record of a checkpoint dict: its ``tpp_data``, else what its run's ``config``
-    says (files written before the record existed); ``{}`` when neither names a dataset."""
+    says (files written before the record existed); ``{}`` when neither names a dataset.
+
+    Raises:
+        DataError: a record whose entries are not what tpp writes (a damaged or hand-made file),
+            naming ``source`` and the entry.
+    """
     record = payload.get(RECORD_KEY)
     if isinstance(record, Mapping) and isinstance(record.get("dataset"), str):
-        return dict(record)
-    config = payload.get("config")
-    if not isinstance(config, Mapping) or not isinstance(config.get("dataset"), str):
-        return {}
-    keys = ("dataset", "data_dir", "normalize", *_IMAGE_KEYS, *_TEXT_KEYS)
-    return {k: config[k] for k in keys if config.get(k) is not None}
+        record = dict(record)
+    else:
+        config = payload.get("config")
+        if not isinstance(config, Mapping) or not isinstance(config.get("dataset"), str):
+            return {}
+        keys = ("dataset", "data_dir", "normalize", *_IMAGE_KEYS, *_TEXT_KEYS)
+        record = {k: config[k] for k in keys if config.get(k) is not None}
+    for key, value in record.items():
+        check = _CHECKS.get(key)
+        if check is not None and not check(value):
+            raise DataError(f"{source} records a malformed data entry {key}={_show(value)[:80]}, so it is damaged "
+                            "or was not written by tpp; re-create it with tpp train or tpp prune")
+    return record
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1 << 20
+
+
+def _numbers(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and 1 <= len(value) <= 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+# what each entry of a record may hold (a file is not trusted to be one tpp wrote)
+_CHECKS = {"num_classes": _count, "image_size": _count, "channels": lambda v: v in (1, 3) and not isinstance(v, bool),
+           "resize": _count, "mean": _numbers, "std": _numbers, "classes": _texts, "seq_len": _count,
+           "data_dir": lambda v: isinstance(v, str), "normalize": lambda v: isinstance(v, str),
+           "tokenizer": lambda v: isinstance(v, str), "eval_split": lambda v: v in ("valid", "test")}
 
 
 # what each compared entry is, in words
