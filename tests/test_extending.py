@@ -182,7 +182,7 @@ def test_the_cli_example_runs_as_written(trained, run_cli, tmp_path):
     out = tmp_path / "job"
     result = run_cli(*_with(prune, checkpoint=str(trained), out=str(out)), "--quiet")
     assert result.code == 0, result.err
-    assert result.out.strip().startswith(f"{METHOD}: top-1") and "params 154010 -> 64510" in result.out
+    assert result.out.strip().startswith(f"{METHOD}: top-1") and "params 154,010 -> 64,510" in result.out
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == METHOD and report["config"]["pruner_options"]["l1_weight"] == 0.1
     assert report["regularization"]["iterations"] == 44 and report["regularization"]["final_lambda"] == 1.0

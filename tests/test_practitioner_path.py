@@ -172,3 +172,19 @@ def test_a_malformed_data_record_is_one_line(record, entry, run_cli, tmp_path):
     save_checkpoint(tmp_path / "f.pt", {**make_payload(model), "tpp_data": record})
     for command in ("eval", "jsv", "info"):
         one_line_error(run_cli(command, "--checkpoint", tmp_path / "f.pt"), f"malformed data entry {entry}")
+
+
+def test_a_job_that_failed_before_its_first_result_can_be_rerun_in_its_folder(user_folder, digit_folder, run_cli):
+    import torch
+
+    from tpp.models import build_model
+
+    torch.save(build_model(SPEC, num_classes=10, in_channels=1).state_dict(), "w.pt")
+    args = ("prune", "--model", SPEC, "--weights", "w.pt", *data_args(digit_folder), "--method", "l1",
+            "--ft-epochs", "0", "--jsv-batches", "0", "--train-subset", "100", "--out", "job", "--quiet")
+    one_line_error(run_cli(*args, "--ratio", "nothing*:0.5"), "matches no prunable layer")
+    assert sorted(p.name for p in Path("job").iterdir()) == [".tpp-run", "config.json", "meta.json"]
+    fixed = run_cli(*args, "--ratio", "0.5")  # no --overwrite needed: nothing was computed there
+    assert fixed.code == 0 and Path("job/report.json").is_file(), fixed.err
+    assert json.loads(Path("job/config.json").read_text())["ratio"] == "0.5"
+    one_line_error(run_cli(*args, "--ratio", "0.25"), "already exists and is not empty")  # a result is kept

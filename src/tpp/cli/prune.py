@@ -252,6 +252,7 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     prepare = partial(distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False)))
     model = prepare(model)
     config = resolved_config(args, command="prune", dataset=info.name, device=str(device), out=str(out),
+                             data_dir=data.get("data_dir"),  # also when the checkpoint's record gave it
                              world_size=dist_context.world_size, **(text_settings(data) if text else {}))
 
     def create_run_dir() -> Any:

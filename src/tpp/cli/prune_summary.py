@@ -67,7 +67,7 @@ def summary_line(method: str, report: dict[str, Any], out: Path) -> str:
         return (f"{method}: perplexity {report['accuracy_before']['perplexity']:.3f} before, "
                 f"{report['accuracy_after_removal']['perplexity']:.3f} after removal, {after} after fine-tuning "
                 f"({report['train_steps']['total']} training steps); {jsv}"
-                f"params {report['counts_before']['params']} -> {report['counts_after']['params']}{pruned}; "
+                f"params {report['counts_before']['params']:,} -> {report['counts_after']['params']:,}{pruned}; "
                 f"final model {final}; guide {out / 'README.txt'}")
     history = ft.get("history") or []
     if ft["last_top1"] is None:
@@ -78,6 +78,6 @@ def summary_line(method: str, report: dict[str, Any], out: Path) -> str:
         tuned = f"{ft['last_top1']:.2f} after {ft['epochs']} fine-tuning epochs (best {ft['best_top1']:.2f}{at})"
     return (f"{method}: top-1 {report['accuracy_before']['top1']:.2f} before, "
             f"{report['accuracy_after_removal']['top1']:.2f} after removal, {tuned}; {jsv}"
-            f"params {report['counts_before']['params']} -> {report['counts_after']['params']}, "
+            f"params {report['counts_before']['params']:,} -> {report['counts_after']['params']:,}, "
             f"FLOPs speedup {report['speedup']:.2f}x{pruned}; final model {final} (last epoch); "
             f"guide {out / 'README.txt'}")

@@ -43,7 +43,7 @@ def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: Pr
             "iterations": iterations, "iterations_are_bound": bounded}
 
 
-def measure_step_seconds(model: nn.Module, loader: Any, steps: int = 3) -> float:
+def measure_step_seconds(model: nn.Module, loader: Any, steps: int = 5) -> float:
     """Median seconds of one training step (forward, cross-entropy, backward) on ``loader``'s
     batches, timed on a copy of ``model`` after one warm-up step, so that the model itself (weights
     and BatchNorm statistics) is untouched. The regularisers' extra work is not included."""

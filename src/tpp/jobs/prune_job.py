@@ -188,7 +188,7 @@ def run_prune_job(
     report["params_reduction"] = pruned_counts.params_reduction(base_counts)
     after = report["accuracy_after_removal"]
     quality = f"perplexity {after['perplexity']:.3f}" if "perplexity" in after else f"top1 {after['top1']:.2f}"
-    say(f"after removal: {quality}  params {base_counts.params} -> {pruned_counts.params}  "
+    say(f"after removal: {quality}  params {base_counts.params:,} -> {pruned_counts.params:,}  "
         f"FLOPs speedup {report['speedup']:.2f}x")
 
     model, finetune = _finetune(model, train_loader, test_loader, config, method, context, out, clock)

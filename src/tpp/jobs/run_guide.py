@@ -84,7 +84,7 @@ def _results(report: Mapping[str, Any]) -> list[str]:
              f"{_quality(report.get('accuracy_after_removal'), 'perplexity', 'top1')}"]
     if "params" in before and "params" in after:
         speedup = report.get("speedup")
-        lines.append(f"params {before['params']} -> {after['params']}"
+        lines.append(f"params {before['params']:,} -> {after['params']:,}"
                      + (f", FLOPs speedup {speedup:.2f}x" if isinstance(speedup, (int, float)) else ""))
     layers = [r for r in report.get("layers") or [] if r.get("pruned")]
     if not layers:

@@ -113,6 +113,9 @@ class RunDirectory:
                            "pruned_model.pt", "report.json", "jsv.png", "curves.png", "layers.png", "README.txt",
                            "run.json", MARK, LOCK_FILE})
 
+    # what a run folder holds before any result: its mark, options and provenance
+    START_FILES = frozenset({MARK, CONFIG, META})
+
     def __init__(self, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> None:
         """With ``resume`` the earlier metric records are kept; whether there is a checkpoint to
         continue from is for the caller to find out (``last.pt`` here, or in a job's sub-folders)."""
@@ -160,10 +163,14 @@ class RunDirectory:
     def _check_policy(cls, path: Path, resume: bool, overwrite: bool) -> bool:
         if path.exists() and not path.is_dir():
             raise CheckpointError(f"run directory {path} exists and is a file; pass another --out")
-        non_empty = path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir())
+        names = [p.name for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+        non_empty = bool(names)
         if resume:
             cls._check_resumable(path)
-        if non_empty and not (resume or overwrite):
+        # a run that failed before its first result (a bad option found once the model was built) left
+        # only tpp's start files: no work is lost by starting there again, and the retry needs no flag
+        started = not is_marked(path) or any(n not in cls.START_FILES and not _TEMPORARY.fullmatch(n) for n in names)
+        if non_empty and started and not (resume or overwrite):
             raise CheckpointError(
                 f"run directory {path} already exists and is not empty; "
                 "pass --resume to continue it, --overwrite to reuse it, or another --out"
