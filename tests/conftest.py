@@ -104,3 +104,14 @@ def digit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_png_folder(root, arrays["x_train"], arrays["y_train"], "train", 100)
     write_png_folder(root, arrays["x_test"], arrays["y_test"], "val", 30)
     return root
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An mlp7_linear trained 2 epochs on the embedded MNIST subset (its best.pt), once per test module."""
+    from tpp.cli.main import main
+
+    out = tmp_path_factory.mktemp("base") / "run"
+    assert main(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "2", "--lr", "0.01",
+                 "--out", str(out), "--quiet"]) == 0
+    return out / "best.pt"

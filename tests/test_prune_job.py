@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tpp
+from tests.prune_helpers import own_flags
 from tpp.cli.main import main
 from tpp.jobs.job_outputs import JobClock
 from tpp.jobs.run_guide import run_guide
@@ -17,25 +18,10 @@ from tpp.util.owned import png_is_ours
 SHORT = ["--reg-step", "0.05", "--reg-interval", "1", "--stabilize-iters", "20", "--zero-out-interval", "2"]
 
 
-def _own_flags(method: str, flags: list[str]) -> list[str]:
-    """The ``--flag value`` pairs of ``flags`` that ``method`` takes (other methods' options are errors)."""
-    own = {o.flag for o in tpp.pruning.get_method(method).options}
-    pairs = zip(flags[::2], flags[1::2])
-    return [item for flag, value in pairs if flag in own for item in (flag, value)]
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base") / "run"
-    assert main(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "2", "--lr", "0.01",
-                 "--out", str(out), "--quiet"]) == 0
-    return out / "best.pt"
-
-
 def _prune(pretrained, out, *extra):
     method = extra[extra.index("--method") + 1] if "--method" in extra else "tpp"
     return main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
-                 "--ratio", "0.5", *_own_flags(method, SHORT), "--ft-epochs", "1", "--ft-lr", "0.001", "--out", str(out),
+                 "--ratio", "0.5", *own_flags(method, SHORT), "--ft-epochs", "1", "--ft-lr", "0.001", "--out", str(out),
                  "--quiet", *extra])
 
 
@@ -150,30 +136,6 @@ def test_speedup_target_picks_the_ratio(pretrained, tmp_path):
                  "--speedup", "2.0", *SHORT, "--ft-epochs", "0", "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert abs(report["speedup"] / 2.0 - 1) <= 0.02
-
-
-@pytest.fixture(scope="module")
-def resnet20_base(tmp_path_factory):
-    path = tmp_path_factory.mktemp("r20") / "base.pt"
-    torch.manual_seed(0)
-    torch.save(tpp.create_model("resnet20", num_classes=10, in_channels=1).state_dict(), path)
-    return path
-
-
-@pytest.mark.parametrize("method", tpp.pruning.list_methods())
-@pytest.mark.parametrize("model", ["mlp7_linear", "resnet20"])
-def test_every_method_runs_from_the_cli_on_both_paper_models(pretrained, resnet20_base, tmp_path, method, model):
-    checkpoint = pretrained if model == "mlp7_linear" else resnet20_base
-    out = tmp_path / "job"
-    code = main(["prune", "--method", method, "--model", model, "--dataset", "mnist_subset", "--checkpoint", str(checkpoint),
-                 "--ratio", "0.5", "--train-subset", "64", "--batch-size", "32", "--test-batch-size", "500",
-                 *_own_flags(method, ["--reg-step", "0.5", "--reg-interval", "1", "--stabilize-iters", "2",
-                                      "--zero-out-interval", "1", "--orth-iters", "2", "--max-iterations", "4",
-                                      "--check-interval", "1"]),
-                 "--ft-epochs", "1", "--ft-lr", "0.001", "--jsv-batches", "0", "--out", str(out), "--quiet"])
-    assert code == 0
-    report = json.loads((out / "report.json").read_text())
-    assert report["method"] == method and report["speedup"] > 1.2
 
 
 def test_orthconv_geometry_and_jsv_protocol_are_reachable_and_reported(pretrained, tmp_path):
