@@ -125,6 +125,11 @@ def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> Non
         "text (your text: DIR/train.txt, valid.txt, test.txt) or text_tiny (a built-in 24 KB English corpus)")
     group.add_argument("--data-dir", metavar="DIR", help="dataset root (default: $TPP_DATA, else ~/.cache/tpp/data)")
     group.add_argument("--download", action="store_true", help="download missing dataset files from the official URLs")
+    group.add_argument("--val-split", type=fraction, metavar="F",
+                       help="built-in image datasets: hold out this fraction of every class of the training set "
+                       "(the same images for every seed and method); training never sees it")
+    group.add_argument("--eval-split", choices=TEXT_EVAL_SPLITS, metavar="SPLIT",
+                       help="valid (choose settings: the --val-split images, or valid.txt) or test (report; the default)")
     if train:
         group.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="training batch size")
         group.add_argument("--train-subset", type=positive_int, metavar="N", help="train on N class-balanced images only")
@@ -156,8 +161,6 @@ def add_data_args(parser: argparse.ArgumentParser, *, train: bool = True) -> Non
     group.add_argument("--tokenizer", metavar="SOURCE",
                        help="hf:DIR, hf:FILE.gguf or bytes (default: the --model's own when it is an hf: folder or "
                        "GGUF file, else bytes)")
-    group.add_argument("--eval-split", choices=TEXT_EVAL_SPLITS, metavar="SPLIT",
-                       help="valid (to choose settings) or test (to report; the default)")
     if train:
         group.add_argument("--windows-per-epoch", type=positive_int, metavar="N",
                            help="an epoch draws N training windows at random (default: every window once)")
@@ -285,7 +288,11 @@ def dataset_from_args(
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise ConfigError(f"{flag} applies to --dataset imagefolder only; drop it for {name}")
-        return dataset_info(name), {"data_dir": getattr(args, "data_dir", None), "image_options": None}
+        split = {k: v for k in ("val_split", "eval_split") if (v := _given(args, config, k)) is not None}
+        return dataset_info(name), {"data_dir": getattr(args, "data_dir", None), "image_options": None, **split}
+    if getattr(args, "val_split", None) is not None or getattr(args, "eval_split", None) == "valid":
+        raise ConfigError("--val-split/--eval-split valid carve validation images from a built-in dataset; an image "
+                          "folder's own DIR/val is its evaluation split: drop them")
     config = config if config and config.get("dataset") == "imagefolder" else None
     data_dir = getattr(args, "data_dir", None) or (config or {}).get("data_dir")
     options = image_options(args, config)
@@ -295,7 +302,13 @@ def dataset_from_args(
 # tpp.data.info.TEXT_DATASETS, restated: importing tpp.data would load torch before `tpp --help` prints
 TEXT_DATASETS = ("text", "text_tiny")
 TEXT_EVAL_SPLITS = ("valid", "test")
-_TEXT_OPTIONS = ("seq_len", "tokenizer", "eval_split", "windows_per_epoch")
+_TEXT_OPTIONS = ("seq_len", "tokenizer", "windows_per_epoch")
+
+
+def _given(args: argparse.Namespace, config: dict[str, Any] | None, key: str) -> Any:
+    """``args.key``, else (``val_split`` only: the carve is part of the data) what ``config`` recorded."""
+    value = getattr(args, key, None)
+    return value if value is not None or key != "val_split" else (config or {}).get(key)
 
 
 def run_label(spec: str) -> str:

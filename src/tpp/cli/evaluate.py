@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{args.checkpoint or args.weights or args.model}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-        f"loss {result['loss']:.4f}  ({result['samples']} {info.name} test images)"
+        f"loss {result['loss']:.4f}  ({result['samples']} {info.name} "
+        f"{'validation' if data.get('eval_split') == 'valid' else 'test'} images)"
     )
     return 0

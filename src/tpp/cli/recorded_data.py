@@ -12,7 +12,7 @@ from tpp.errors import ConfigError, DataError
 # the options that set each compared entry of the record, for the refusal to name
 _FLAGS = {"image_size": ("image_size",), "channels": ("channels",), "resize": ("resize",),
           "mean": ("normalize", "mean"), "std": ("normalize", "std"), "classes": ("data_dir",),
-          "tokenizer": ("tokenizer",), "num_classes": ("dataset",)}
+          "tokenizer": ("tokenizer",), "num_classes": ("dataset",), "val_split": ("val_split",)}
 _IMAGE_FOLDER_KEYS = ("image_size", "resize", "channels", "mean", "std")
 
 

@@ -56,7 +56,7 @@ examples:
 """
 
 # options whose change would make a resumed run differ from the original one
-_RESUME_MUST_MATCH = ("model", "dataset", "seed", "batch_size", "train_subset", "image_size", "channels")
+_RESUME_MUST_MATCH = ("model", "dataset", "seed", "batch_size", "train_subset", "image_size", "channels", "val_split")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -51,6 +51,35 @@ def subset_indices(labels: torch.Tensor, train_subset: int, name: str, num_class
     return stratified_first(labels, n)
 
 
+# the validation carve is the same for every seed and method of a comparison: its own fixed seed
+VALIDATION_SEED = 20230101
+
+
+def validation_indices(labels: torch.Tensor, fraction: float, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, validation)`` indices: ``fraction`` of every class, drawn with a fixed generator
+    (:data:`VALIDATION_SEED`, the same on every machine and for every run), carved from the training set.
+
+    Raises:
+        DataError: ``fraction`` outside (0, 0.5], or a class too small to give both sides an example.
+    """
+    if not 0 < float(fraction) <= 0.5:
+        raise DataError(f"val_split={fraction} is outside (0, 0.5]; pass e.g. --val-split 0.1 (10% of the training set)")
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    labels = labels.cpu()
+    held: list[torch.Tensor] = []
+    for label in torch.unique(labels):
+        members = torch.nonzero(labels == label).flatten()
+        count = round(len(members) * float(fraction))
+        if not 0 < count < len(members):
+            raise DataError(f"class {int(label)} of {name} has {len(members)} training images: too few to carve "
+                            f"--val-split {fraction} from; pass a larger fraction or omit it")
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    validation = torch.sort(torch.cat(held)).values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[validation] = False
+    return torch.nonzero(keep).flatten(), validation
+
+
 def build_loaders(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
@@ -69,6 +98,7 @@ def build_loaders(
     tokenizer: Any = None,
     eval_split: str = "test",
     windows_per_epoch: int | None = None,
+    val_split: float | None = None,
 ) -> tuple[Any, Any, DatasetInfo]:
     """Build ``(train_loader, test_loader, info)`` for a dataset.
 
@@ -99,13 +129,26 @@ def build_loaders(
         seq_len: text only: tokens per window.
         tokenizer: text only: a tokenizer or its source (``bytes``, ``hf:DIR``, ``hf:FILE.gguf``);
             None: bytes.
-        eval_split: text only: ``test`` or ``valid``, the split of the evaluation loader.
+        eval_split: ``test`` or ``valid``, the split of the evaluation loader: for text, ``valid.txt``;
+            for the built-in image datasets, the ``val_split`` carve (so that settings are chosen on
+            data the reported test numbers never saw).
         windows_per_epoch: text only: windows drawn at random per training epoch (None: all).
+        val_split: built-in image datasets: carve this fraction of every class from the training set
+            (:func:`validation_indices`, the same for every seed); training never sees it, whichever
+            split is evaluated, so a run evaluated on ``valid`` and one on ``test`` train alike.
 
     Raises:
         DataError: unknown dataset, missing/corrupt data, or a bad ``train_subset``.
     """
     key = canonical_name(name)
+    if val_split is not None and (key in TEXT_DATASETS or key in ("imagefolder", "imagenet")):
+        where = "valid.txt" if key in TEXT_DATASETS else "a folder of its own"
+        raise DataError(f"--val-split carves validation images from a built-in dataset; {key} has {where}: drop it")
+    if eval_split not in ("valid", "test"):
+        raise DataError(f"eval_split must be valid or test, got {eval_split!r}")
+    if key not in TEXT_DATASETS and eval_split == "valid" and val_split is None:
+        raise DataError("--eval-split valid needs --val-split F for image data (the validation carve of the training "
+                        "set), e.g. --val-split 0.1")
     if key in TEXT_DATASETS:
         from tpp.data.text import build_text_loaders
 
@@ -138,6 +181,11 @@ def build_loaders(
 
     x_train, y_train = load_arrays(info.name, "train", data_dir, download)
     x_test, y_test = load_arrays(info.name, "test", data_dir, download)
+    if val_split is not None:
+        kept, held = validation_indices(y_train, val_split, info.name)
+        if eval_split == "valid":
+            x_test, y_test = x_train[held], y_train[held]
+        x_train, y_train = x_train[kept], y_train[kept]
     if train_subset is not None:
         keep = subset_indices(y_train, train_subset, info.name, info.num_classes)
         x_train, y_train = x_train[keep], y_train[keep]

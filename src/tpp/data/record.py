@@ -34,6 +34,8 @@ def data_record(info: DatasetInfo, data: Mapping[str, Any] | None = None) -> dic
         tokenizer = data.get("tokenizer")
         return {**record, "tokenizer": getattr(tokenizer, "name", tokenizer) or info.tokenizer,
                 "seq_len": int(data.get("seq_len") or info.image_size), "eval_split": data.get("eval_split", "test")}
+    if data.get("val_split") is not None:  # the carve its training never saw (tpp.data.builders.validation_indices)
+        record["val_split"] = float(data["val_split"])
     options = data.get("image_options")
     resize = getattr(options, "resize", None)
     record.update(image_size=int(info.image_size), channels=int(info.in_channels),
@@ -60,7 +62,7 @@ def recorded_data(payload: Mapping[str, Any], source: str = "the checkpoint") ->
         config = payload.get("config")
         if not isinstance(config, Mapping) or not isinstance(config.get("dataset"), str):
             return {}
-        keys = ("dataset", "data_dir", "normalize", *_IMAGE_KEYS, *_TEXT_KEYS)
+        keys = ("dataset", "data_dir", "normalize", "val_split", *_IMAGE_KEYS, *_TEXT_KEYS)
         record = {k: config[k] for k in keys if config.get(k) is not None}
     for key, value in record.items():
         check = _CHECKS.get(key)
@@ -87,11 +89,12 @@ def _texts(value: Any) -> bool:
 _CHECKS = {"num_classes": _count, "image_size": _count, "channels": lambda v: v in (1, 3) and not isinstance(v, bool),
            "resize": _count, "mean": _numbers, "std": _numbers, "classes": _texts, "seq_len": _count,
            "data_dir": lambda v: isinstance(v, str), "normalize": lambda v: isinstance(v, str),
-           "tokenizer": lambda v: isinstance(v, str), "eval_split": lambda v: v in ("valid", "test")}
+           "tokenizer": lambda v: isinstance(v, str), "eval_split": lambda v: v in ("valid", "test"),
+           "val_split": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 0.5}
 
 
 # what each compared entry is, in words
-_WORDS = {"num_classes": "classes", "tokenizer": "tokenizer", "image_size": "input size", "channels": "channels",
+_WORDS = {"val_split": "validation carve", "num_classes": "classes", "tokenizer": "tokenizer", "image_size": "input size", "channels": "channels",
           "resize": "resize", "mean": "normalisation mean", "std": "normalisation std", "classes": "class names"}
 
 
@@ -107,6 +110,11 @@ def record_mismatch(record: Mapping[str, Any], info: DatasetInfo, data: Mapping[
     now = data_record(info, data)
     keys = ["num_classes"] + (["tokenizer"] if info.kind == "text" else
                               ["image_size", "channels", "resize", "mean", "std", "classes"])
+    if info.kind != "text" and "val_split" in now and record.get("val_split") != now["val_split"]:
+        # another carve (or one of a model trained on every image) holds images its training saw
+        if record.get("val_split") is None:
+            return "val_split", "it was trained on every training image, so a validation carve holds images it has seen"
+        return "val_split", f"validation carve {_show(record.get('val_split'))} in the record, {now['val_split']:g} now"
     for key in keys:
         if key not in record or key not in now:
             continue  # e.g. a built-in dataset names no classes (their number was compared), no resize given
