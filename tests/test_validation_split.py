@@ -49,9 +49,10 @@ def test_loaders_train_without_the_carve_and_evaluate_on_it_only_when_asked():
 
 def test_the_cli_chooses_on_validation_and_reports_on_test(run_cli, tmp_path):
     quick = ["--model", "mlp7_linear", "--dataset", "mnist_subset", "--batch-size", "100", "--quiet"]
-    trained = run_cli("train", *quick, "--val-split", "0.1", "--eval-split", "valid", "--epochs", "1",
+    trained = run_cli("train", *quick[:-1], "--val-split", "0.1", "--eval-split", "valid", "--epochs", "1",
                       "--out", tmp_path / "base")
     assert trained.code == 0, trained.err
+    assert "valid top1" in trained.out and "test top1" not in trained.out  # the epoch line names its split
     best = tmp_path / "base" / "best.pt"
     on_test = run_cli("eval", "--checkpoint", best)  # the file records the carve; the default split is test
     on_valid = run_cli("eval", "--checkpoint", best, "--eval-split", "valid")
@@ -70,3 +71,23 @@ def test_the_cli_chooses_on_validation_and_reports_on_test(run_cli, tmp_path):
     run_cli("train", *quick, "--epochs", "1", "--out", tmp_path / "whole")
     one_line_error(run_cli("eval", "--checkpoint", tmp_path / "whole" / "best.pt", "--val-split", "0.1",
                            "--eval-split", "valid"), "trained on every training image")
+
+
+def test_a_recipe_chooses_on_its_validation_carve(run_cli, tmp_path):
+    recipe = tmp_path / "val.yaml"
+    recipe.write_text("model: mlp7_linear\ndataset: mnist_subset\nval_split: 0.1\neval_split: valid\nbatch_size: 200\n"
+                      "base: {epochs: 1, lr: '0.05'}\nprune: {methods: [l1], ratios: [0.5]}\n"
+                      "finetune: {epochs: 1, lrs: ['0.01']}\njsv: {batches: 0}\n")
+    result = run_cli("run", recipe, "--out", tmp_path / "runs", "--quiet")
+    assert result.code == 0, result.err
+    job = next((tmp_path / "runs").glob("l1__*"))
+    report = json.loads((job / "report.json").read_text())
+    assert report["accuracy_before"]["samples"] == 600  # the held-out images, not the 1000 test images
+    summary = run_cli("report", tmp_path / "runs")
+    assert summary.code == 0 and "mnist_subset [validation]" in summary.out, summary.err
+    on_test = run_cli("eval", "--checkpoint", job / "pruned_model.pt")  # reporting: the recorded carve, test split
+    assert on_test.code == 0 and "1000 mnist_subset test images" in on_test.out, on_test.err
+    for text, message in (("val_split: 0.7\n", "must be in (0, 0.5]"), ("eval_split: valid\n", "needs val_split")):
+        recipe.write_text("model: mlp7_linear\ndataset: mnist_subset\ncheckpoint: x.pt\nprune: {methods: [l1], "
+                          "ratios: [0.5]}\n" + text)
+        one_line_error(run_cli("run", recipe, "--dry-run"), message)

@@ -155,18 +155,18 @@ def build_loaders(
         if train_subset is not None:
             raise DataError("train_subset is not supported for text; use windows_per_epoch (or omit it).")
         # text_tiny is always the embedded corpus; text without a folder falls back to it too
-        return build_text_loaders(
+        return _labelled(build_text_loaders(
             data_dir if key == "text" else None, tokenizer, seq_len=seq_len, batch_size=batch_size,
             test_batch_size=test_batch_size, eval_split=eval_split, device=device, seed=seed, rank=rank,
-            world_size=world_size, windows_per_epoch=windows_per_epoch)
+            world_size=world_size, windows_per_epoch=windows_per_epoch), eval_split)
     if key == "imagefolder":
         from tpp.data.imagefolder import build_imagefolder_loaders
 
         subset = None if train_subset is None else (lambda labels: subset_indices(labels, train_subset, "imagefolder",
                                                                                   int(labels.max()) + 1))
-        return build_imagefolder_loaders(
+        return _labelled(build_imagefolder_loaders(
             data_dir, image_options, batch_size=batch_size, test_batch_size=test_batch_size, device=device,
-            seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, subset=subset)
+            seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, subset=subset), eval_split)
     info = dataset_info(name)
     if info.name == "imagenet":
         if train_subset is not None:
@@ -177,7 +177,7 @@ def build_loaders(
             resolve_data_dir(data_dir), info, batch_size=batch_size, test_batch_size=test_batch_size,
             num_workers=num_workers, seed=seed, rank=rank, world_size=world_size,
         )
-        return train, test, info
+        return _labelled((train, test, info), eval_split)
 
     x_train, y_train = load_arrays(info.name, "train", data_dir, download)
     x_test, y_test = load_arrays(info.name, "test", data_dir, download)
@@ -196,4 +196,11 @@ def build_loaders(
     test = TensorLoader(
         x_test, y_test, batch_size=test_batch_size, mean=info.mean, std=info.std, device=device,
     )
-    return train, test, info
+    return _labelled((train, test, info), eval_split)
+
+
+def _labelled(loaders: tuple[Any, Any, DatasetInfo], eval_split: str) -> tuple[Any, Any, DatasetInfo]:
+    """``loaders`` with the evaluation loader's ``split`` set: what the evaluation numbers are on
+    (``valid`` or ``test``), for the lines that print them."""
+    loaders[1].split = eval_split
+    return loaders

@@ -79,7 +79,8 @@ def data_config(recipe: Recipe, data_dir: str | None = None) -> dict[str, Any]:
     ``tpp eval --checkpoint`` finds the same data as the recipe did."""
     from tpp.data.info import canonical_name
 
-    config: dict[str, Any] = {"model": recipe.model, "dataset": canonical_name(recipe.dataset)}
+    config: dict[str, Any] = {"model": recipe.model, "dataset": canonical_name(recipe.dataset),
+                              "val_split": recipe.val_split, "eval_split": recipe.eval_split}
     if recipe.image_options() is not None:
         config["data_dir"] = data_dir if data_dir is not None else recipe.data_dir
         config.update(recipe.image)

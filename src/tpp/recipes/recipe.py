@@ -37,6 +37,8 @@ class Recipe:
     test_batch_size: int = 256
     num_workers: int = 4
     train_subset: int | None = None
+    val_split: float | None = None  # held out of the training set (tpp.data.builders.validation_indices)
+    eval_split: str = "test"  # valid: every number of the grid is on the held-out images
     base: dict[str, Any] | None = None
     checkpoint: str | None = None
     has_checkpoint_key: bool = False

@@ -105,13 +105,15 @@ def _run_grid(recipe: Recipe, grid: list[GridPoint], out: Path, report_path, dat
         train, test, info = build_loaders(recipe.dataset, data_dir, batch_size=recipe.batch_size,
                                           test_batch_size=recipe.test_batch_size, device=device, seed=seed,
                                           num_workers=recipe.num_workers, download=download,
-                                          train_subset=recipe.train_subset, image_options=recipe.image_options())
+                                          train_subset=recipe.train_subset, image_options=recipe.image_options(),
+                                          val_split=recipe.val_split, eval_split=recipe.eval_split)
         base = base_model(recipe, out, seed, (train, test), checkpoint=checkpoint, device=device, quiet=quiet,
                           print_fn=print_fn, info=info, data_dir=data_dir)
         inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=2,
                                 image_size=info.image_size).to(device)
         # every file of the jobs then says how its inputs are prepared (tpp eval needs no data flag)
-        base.tpp_data = data_record(info, {"data_dir": data_dir, "image_options": recipe.image_options()})
+        base.tpp_data = data_record(info, {"data_dir": data_dir, "image_options": recipe.image_options(),
+                                           "val_split": recipe.val_split})
         for point in points:
             folders.append(_run_point(recipe, point, out, base, (train, test), inputs, fast, quiet, print_fn,
                                       data_config(recipe, data_dir)))

@@ -19,6 +19,8 @@ Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the 
     test_batch_size: 256               # optional (default 256)
     num_workers: 4                     # optional, ImageNet loaders only
     train_subset: 6000                 # optional: train on this many class-balanced images (CPU-sized runs)
+    val_split: 0.1                     # optional, built-in datasets: hold out 10% of the training set (never
+    eval_split: valid                  #   trained on); valid: every number is on it (choose), test: report
     base:                              # EITHER pretrain the base model once per seed ...
       epochs: 30
       lr: "0:0.01,15:0.001"            # LR schedule in the paper's notation
@@ -72,7 +74,7 @@ _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # the image-folder options of `tpp train` (tpp.cli.common.add_data_args), as recipe keys
 IMAGE_KEYS = ("image_size", "resize", "channels", "normalize", "mean", "std", "augment", "stream")
 TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
-            "data_dir", "batch_size", "test_batch_size", "num_workers", "train_subset", "base", "checkpoint", "prune",
+            "data_dir", "batch_size", "test_batch_size", "num_workers", "train_subset", "val_split", "eval_split", "base", "checkpoint", "prune",
             "finetune", "seeds", "jsv", "expected", "report", *IMAGE_KEYS}
 REQUIRED_TOP = ("model", "dataset", "prune")
 DESCRIPTIVE = ("description", "paper", "hardware", "expected_wall_time")
@@ -141,6 +143,8 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe", default_name
         num_workers=checks.whole(data.get("num_workers", 4), f"{where}: num_workers", 0),
         train_subset=(checks.whole(data["train_subset"], f"{where}: train_subset", 1)
                       if data.get("train_subset") is not None else None),
+        val_split=_val_split(data.get("val_split"), text["dataset"], f"{where}: val_split"),
+        eval_split=_eval_split(data.get("eval_split", "test"), data.get("val_split"), f"{where}: eval_split"),
         base=_base(data["base"], f"{where}: base") if "base" in data else None,
         checkpoint=checks.opt_text(data.get("checkpoint"), f"{where}: checkpoint"), has_checkpoint_key="checkpoint" in data,
         seeds=_seeds(data.get("seeds", [0]), f"{where}: seeds"), jsv=_jsv(data.get("jsv") or {}, f"{where}: jsv"),
@@ -149,6 +153,29 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe", default_name
     _check_names(recipe, where)  # before `expected`, whose keys name methods
     recipe.expected = validate_expected(data.get("expected") or {}, f"{where}: expected", recipe)
     return recipe
+
+
+def _val_split(value: Any, dataset: str, where: str) -> float | None:
+    """The fraction of the training set held out (tpp.data.builders.validation_indices), or None."""
+    from tpp.data.info import TEXT_DATASETS, canonical_name
+
+    if value is None:
+        return None
+    if canonical_name(dataset) in (*TEXT_DATASETS, "imagefolder", "imagenet"):
+        raise ConfigError(f"{where}: a validation carve is for the built-in image datasets; {dataset} has its own "
+                          "validation data: drop it")
+    fraction = checks.number(value, where)
+    if not 0 < fraction <= 0.5:
+        raise ConfigError(f"{where} must be in (0, 0.5], got {value!r} (e.g. 0.1: 10% of the training set)")
+    return fraction
+
+
+def _eval_split(value: Any, val_split: Any, where: str) -> str:
+    if value not in ("valid", "test"):
+        raise ConfigError(f"{where} must be valid or test, got {value!r}")
+    if value == "valid" and val_split is None:
+        raise ConfigError(f"{where}: valid needs val_split (the held-out fraction of the training set), e.g. 0.1")
+    return value
 
 
 def _check_names(recipe: Recipe, where: str) -> None:

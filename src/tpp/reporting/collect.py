@@ -107,6 +107,8 @@ def _model_and_data(settings: dict[str, Any], run: dict[str, Any]) -> tuple[str,
     dataset_text = UNKNOWN if dataset is None else str(dataset)
     if dataset_text in FOLDER_DATASETS and settings.get("data_dir"):
         dataset_text = f"{dataset_text} ({settings['data_dir']})"
+    if settings.get("eval_split") == "valid":  # numbers on held-out training data: never averaged with test ones
+        dataset_text += " [validation]"
     return (UNKNOWN if model is None else str(model)), dataset_text
 
 

@@ -349,12 +349,12 @@ class Trainer:
             save_checkpoint(self.checkpoint_dir / "best.pt", payload)
 
     def _summary(self, r: Mapping[str, Any]) -> str:
-        text = f"epoch {r['epoch'] + 1}/{self.epochs}  lr {r['lr']:g}  train loss {r['train_loss']:.4f}"
-        text += f" top1 {r['train_top1']:.2f}"
+        text = f"epoch {r['epoch'] + 1}/{self.epochs}  lr {r['lr']:g}  train loss {r['train_loss']:.4f} top1 {r['train_top1']:.2f}"
         if "train_penalty" in r:
             text += f" penalty {r['train_penalty']:.4g}"
+        split = getattr(self.test_loader, "split", "test")  # "valid": the held-out data settings are chosen on
         if "test_perplexity" in r:
-            text += f"  test perplexity {r['test_perplexity']:.3f} (next-token top1 {r['test_top1']:.2f})"
+            text += f"  {split} perplexity {r['test_perplexity']:.3f} (next-token top1 {r['test_top1']:.2f})"
         elif "test_top1" in r:
-            text += f"  test top1 {r['test_top1']:.2f} top5 {r['test_top5']:.2f}  best {r['best_top1']:.2f}"
+            text += f"  {split} top1 {r['test_top1']:.2f} top5 {r['test_top5']:.2f}  best {r['best_top1']:.2f}"
         return text + f"  ({r['time']:.1f}s)"
