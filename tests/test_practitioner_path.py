@@ -42,10 +42,10 @@ def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_fold
                       "--batch-size", "32", "--out", "base", "--quiet")
     assert trained.code == 0, trained.err
     # prune from the checkpoint alone: the model and the data (32x32 grayscale, mnist normalisation) are recorded
-    import tpp.jobs.prune_job as prune_job
+    import tpp.jobs.stages as stages
 
     calls = {"n": 0}
-    real_finetune = prune_job._finetune
+    real_finetune = stages.finetune
 
     def interrupted_once(*args, **kwargs):
         calls["n"] += 1
@@ -53,7 +53,7 @@ def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_fold
             raise KeyboardInterrupt
         return real_finetune(*args, **kwargs)
 
-    monkeypatch.setattr(prune_job, "_finetune", interrupted_once)
+    monkeypatch.setattr(stages, "finetune", interrupted_once)
     stopped = run_cli("prune", "--checkpoint", "base/best.pt", "--model", SPEC, "--method", "l1", "--ratio", "0.5",
                       "--ft-epochs", "2", "--ft-lr", "0.01", "--batch-size", "32", "--out", "job", "--quiet")
     hint = f"tpp prune --out job --resume --model {SPEC}"  # a file may not make tpp import the factory

@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from tpp.metrics.counting import count
-from tpp.jobs.prune_job import PruneJobConfig, _choice_options, _describe, _pruner_options
+from tpp.jobs.prune_job import PruneJobConfig, _choice_options, _describe
+from tpp.jobs.stages import pruner_options
 from tpp.pruning.base import UNFINISHED_PRUNE_WARNING
 from tpp.pruning.registry import get_method
 from tpp.util.modules import unwrap
@@ -30,7 +31,7 @@ def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: Pr
     probe = copy.deepcopy(unwrap(model))
     pruner = method.make_pruner(probe, example_inputs, ratio=config.ratio, scope=config.scope,
                                 global_ratio=config.global_ratio, **_choice_options(None, config),
-                                **_pruner_options(config, method))
+                                **pruner_options(config, method))
     removes = _describe(pruner)
     iterations = int(pruner.total_iterations) if method.regularized else 0
     bounded = method.regularized and not getattr(pruner.schedule, "fixed_length", True)

@@ -35,20 +35,21 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-from tpp.distributed import broadcast_object, broadcast_parameters
+from tpp.distributed import broadcast_parameters
 from tpp.errors import CheckpointError, ConfigError
 from tpp.metrics.counting import count
 from tpp.jobs.measures import calibrated_importance, measure_jsv, train_steps
 from tpp.pruning.calibration import IMPORTANCES
 from tpp.pruning.registry import get_method
 from tpp.checkpoints import load_pruned, read_pruned, save_pruned
-from tpp.checkpoints import load_checkpoint
 from tpp.util.atomic import atomic_write_json
-from tpp.training import StepHooks, Trainer, build_optimizer, evaluate, get_rng_state, parse_lr_schedule, set_rng_state
+from tpp.training import evaluate, get_rng_state, parse_lr_schedule, set_rng_state
 from tpp.jobs.context import JobContext
-from tpp.jobs.job_outputs import JobClock, StageLogger, layer_table, stage_history, unit_widths, write_run_outputs
+from tpp.jobs import stages
+from tpp.jobs.stages import exists, pruner_options
+from tpp.jobs.job_outputs import JobClock, layer_table, unit_widths, write_run_outputs
 from tpp.util.atomic import remove_stale_temporaries
-from tpp.util.modules import unwrap, warn_caller
+from tpp.util.modules import unwrap
 
 REPORT = "report.json"
 JSV_MODES = ("eval", "train")
@@ -121,7 +122,7 @@ def run_prune_job(
     out = Path(context.out) if context.out is not None else None
     if out is not None and context.rank == 0:
         remove_stale_temporaries(out, JOB_FILES)
-    if context.resume and out is not None and _exists(out / REPORT) and _finished(out, config):
+    if context.resume and out is not None and exists(out / REPORT) and _finished(out, config):
         if context.rank == 0 and not context.quiet:
             context.print_fn(f"{out} is a finished job (it has {REPORT}); nothing to redo")
         report = read_report(out)
@@ -137,7 +138,7 @@ def run_prune_job(
                               "model": _spec_of(model)}
 
     pruned_file = out / "pruned.pt" if out is not None else None
-    if context.resume and _exists(pruned_file):
+    if context.resume and exists(pruned_file):
         say(f"resuming: loading the pruned model from {pruned_file}")
         # the old DDP wrapper holds buckets of the replaced parameters: re-wrap the bare module
         model = _prepared(load_pruned(pruned_file, base_model=unwrap(model)), context)
@@ -156,10 +157,10 @@ def run_prune_job(
         importance = calibrated_importance(model, train_loader, config)
         pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
                                     global_ratio=config.global_ratio, **_choice_options(importance, config),
-                                    **_pruner_options(config, method))
+                                    **pruner_options(config, method))
         report["pruned_indices"] = pruner.pruned_indices
         if method.regularized:
-            report["regularization"] = _regularize(model, pruner, train_loader, test_loader, config, context, out,
+            report["regularization"] = stages.regularize(model, pruner, train_loader, test_loader, config, context, out,
                                                    say, clock)
         say(f"removing channels ({config.method}, {_describe(pruner)})")
         widths = unit_widths(pruner)  # the widths before removal
@@ -191,8 +192,7 @@ def run_prune_job(
     say(f"after removal: {quality}  params {base_counts.params:,} -> {pruned_counts.params:,}  "
         f"FLOPs speedup {report['speedup']:.2f}x")
 
-    model, finetune = _finetune(model, train_loader, test_loader, config, method, context, out, clock)
-    report["finetune"] = finetune
+    model, report["finetune"] = stages.finetune(model, train_loader, test_loader, config, method, context, out, clock)
     report["train_steps"] = train_steps(report, train_loader)
     report["wall_seconds"] = clock.seconds()
     if out is not None and context.rank == 0:
@@ -234,14 +234,9 @@ def _prepared(model: nn.Module, context: JobContext) -> nn.Module:
     return context.prepare(model) if context.prepare is not None else model
 
 
-def _exists(path: Path | None) -> bool:
-    """Whether ``path`` is a file, as rank 0 sees it (all ranks then take the same branch)."""
-    return bool(broadcast_object(path is not None and path.is_file()))
-
-
 def method_settings(method: Any, config: PruneJobConfig) -> dict[str, Any]:
     """Every option of the method as this job runs it: the given ones, the method's defaults otherwise."""
-    given = {k: v for k, v in _pruner_options(config, method).items() if k != "ignored_layers"}
+    given = {k: v for k, v in pruner_options(config, method).items() if k != "ignored_layers"}
     return {**{o.name: o.default for o in method.options}, **given}
 
 
@@ -250,86 +245,6 @@ def _choice_options(importance: Any, config: PruneJobConfig) -> dict[str, Any]:
     registered pruner that takes neither still runs the default job."""
     return {**({"importance": importance} if importance is not None else {}),
             **({"heads": True} if config.heads else {})}
-
-
-def _pruner_options(config: PruneJobConfig, method: Any, hooks_only: bool = False) -> dict[str, Any]:
-    names = set(method.hook_options) if hooks_only else {o.name for o in method.options} | {"ignored_layers"}
-    return {k: v for k, v in config.pruner_options.items() if k in names and v is not None}
-
-
-def _regularize(model, pruner, train_loader, test_loader, config, context, out, say, clock) -> dict[str, Any]:
-    """Stage 1: train with the pruner's hooks at a constant LR until it is done."""
-    iterations = pruner.total_iterations
-    epochs = math.ceil(iterations / max(len(train_loader), 1)) + 1
-    bound = "" if getattr(pruner.schedule, "fixed_length", True) else "at most "  # adaptive: ends when converged
-    say(f"regularising: {bound}{iterations:,} iterations (~{epochs - 1:,} epochs) at lr {config.prune_lr:g}")
-    optimizer = build_optimizer(model, config.prune_lr, config.momentum, config.weight_decay)
-    hooks = StepHooks(
-        penalty=pruner.penalty, after_backward=pruner.regularize, after_step=pruner.step,
-        should_stop=lambda: pruner.done,
-        postfix=lambda: {"phase": pruner.phase, "lambda": f"{pruner.reg_value:.4g}"},
-    )
-    trainer = Trainer(
-        model, optimizer, train_loader, test_loader, epochs=epochs, schedule=parse_lr_schedule(f"0:{config.prune_lr}"),
-        hooks=hooks, checkpoint_dir=out / "prune" if out is not None else None,
-        extra_state={"pruner": pruner, "clock": clock}, quiet=context.quiet, rank=context.rank,
-        print_fn=context.print_fn, loggers=[StageLogger(logger, "regularize") for logger in context.loggers],
-        speed=context.speed,
-    )
-    last = out / "prune" / "last.pt" if out is not None else None
-    if context.resume and _exists(last):
-        done = trainer.resume(last, load_checkpoint(last))
-        say(f"resuming the regularisation from epoch {done + 1} (iteration {pruner.iteration:,} of {bound}{iterations:,})")
-    result = trainer.fit()
-    _warn_if_cut_short(pruner.schedule.summary())
-    return {"iterations": pruner.iteration, "epochs": result.epochs_completed, "final_lambda": pruner.reg_value,
-            "schedule": pruner.schedule.summary(),
-            "best_top1": result.best_top1, "last_top1": result.last_top1,
-            "history": stage_history(context.loggers, "regularize", result.history)}
-
-
-def _finetune(model, train_loader, test_loader, config, method, context, out, clock) -> tuple[nn.Module, dict]:
-    """Stage 3: a fresh SGD optimizer (the old one points at replaced tensors) and the LR schedule."""
-    if config.ft_epochs == 0:
-        return model, {"epochs": 0, "best_top1": None, "last_top1": None, "history": []}
-    schedule = parse_lr_schedule(config.ft_lr)
-    optimizer = build_optimizer(model, schedule.lr_at(0, config.ft_epochs), config.momentum, config.weight_decay)
-    hooks = StepHooks()
-    if config.jsv_every_epoch and config.jsv_batches > 0:
-        hooks.epoch_end = lambda epoch: {"jsv_mean": measure_jsv(unwrap(model), train_loader, config)["mean"]}
-    penalty = method.make_finetune_penalty(unwrap(model), **_pruner_options(config, method, hooks_only=True))
-    if penalty is not None:
-        hooks.penalty = penalty
-    trainer = Trainer(
-        model, optimizer, train_loader, test_loader, epochs=config.ft_epochs, schedule=schedule, hooks=hooks,
-        checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,
-        print_fn=context.print_fn, loggers=[StageLogger(logger, "finetune") for logger in context.loggers],
-        speed=context.speed, extra_state={"clock": clock},
-    )
-    last = out / "finetune" / "last.pt" if out is not None else None
-    if context.resume and _exists(last):
-        done = trainer.resume(last, load_checkpoint(last))
-        if context.rank == 0 and not context.quiet:
-            context.print_fn(f"resuming the fine-tuning from epoch {done + 1} of {config.ft_epochs}")
-    result = trainer.fit()
-    history = stage_history(context.loggers, "finetune", result.history)
-    summary = {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
-               "last_top5": result.last_top5, "history": history}
-    if history and "test_perplexity" in history[-1]:
-        summary["last_perplexity"] = history[-1]["test_perplexity"]
-    return model, summary
-
-
-def _warn_if_cut_short(summary: dict[str, Any]) -> None:
-    """An adaptive regularisation that hit ``max_iterations`` removes channels that are not yet small:
-    said as a warning (also under --quiet), since the report alone would hide it."""
-    if summary.get("reason") != "max_iterations":
-        return
-    ratio = summary.get("final_ratio")
-    size = "" if ratio is None else f" (pruned/kept magnitude {ratio:.3g})"
-    warn_caller(f"tpp: the adaptive regularisation stopped at max_iterations={summary.get('iterations')} before "
-                f"every pruned unit was small{size}; removal will cost accuracy: raise --max-iterations or --reg-step",
-                package="tpp.jobs")
 
 
 def _dense_control(config: PruneJobConfig) -> bool:
