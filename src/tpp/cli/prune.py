@@ -115,6 +115,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group = parser.add_argument_group("fine-tuning")
     group.add_argument("--ft-epochs", type=epoch_count_or_zero, default=120, help="fine-tuning epochs (0: none)")
     group.add_argument("--ft-lr", default="0:0.01,60:0.001,90:0.0001", help="fine-tuning LR schedule (paper notation)")
+    group.add_argument("--budget-steps", type=positive_int, metavar="N",
+                       help="equal budgets: N optimizer steps after the base model, regularisation and fine-tuning "
+                       "together; fine-tuning gets what the regularisation leaves, in as many epochs as that takes "
+                       "(instead of --ft-epochs; a relative --ft-lr such as step:0.01 scales with them)")
     group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
     group.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay")
     group = parser.add_argument_group("trainability (Jacobian singular values)")
@@ -192,6 +196,9 @@ def check_options(args: argparse.Namespace) -> None:
     if args.speedup is not None and args.speedup < 1:
         raise ConfigError(f"--speedup {args.speedup:g} is below 1x; pass the FLOPs speedup to reach, e.g. 2.0")
     lr_schedule_option(args.ft_lr, "--ft-lr")
+    if args.budget_steps is not None and "--ft-epochs" in (getattr(args, "_argv", None) or []):
+        raise ConfigError("--budget-steps sets the fine-tuning length (what the regularisation leaves of it); "
+                          "drop --ft-epochs")
     resume_or_overwrite(args, "job")
 
 
@@ -246,6 +253,7 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
         weight_decay=args.weight_decay, momentum=args.momentum,
         jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch, jsv_mode=args.jsv_mode,
         importance=args.importance, calibration_batches=args.calibration_batches, heads=args.heads,
+        budget_steps=args.budget_steps,
     )
     if args.dry_run:
         return _dry_run(args, model, inputs, job, (train_loader, test_loader), out, main)

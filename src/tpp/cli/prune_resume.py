@@ -14,7 +14,7 @@ from tpp.errors import ConfigError
 RESUME_MUST_MATCH = ("model", "dataset", "method", "ratio", "global_ratio", "speedup", "target_flops", "scope",
                      "ignore", "prune_lr", "ft_lr", "momentum", "weight_decay", "batch_size", "train_subset", "seed",
                      "jsv_batches", "jsv_every_epoch", "jsv_mode", "importance", "calibration_batches", "heads", "seq_len",
-                     "windows_per_epoch", "fast", "val_split", "eval_split")
+                     "windows_per_epoch", "fast", "val_split", "eval_split", "budget_steps")
 
 
 def finished_job(args: argparse.Namespace) -> str | None:

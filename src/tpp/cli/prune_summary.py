@@ -30,14 +30,19 @@ def pruned_units(pruned: Mapping[str, int], limit: int = LISTED_UNITS) -> str:
 def dry_run_text(args: Any, plan: Mapping[str, Any], batches_per_epoch: int, step_seconds: float, out: Path) -> str:
     """The dry run's report: what loads, what would be removed, how long the three stages would take."""
     iterations, ft_epochs = int(plan["iterations"]), int(args.ft_epochs)
-    steps = iterations + ft_epochs * batches_per_epoch
+    budget = getattr(args, "budget_steps", None)
+    if budget is not None:  # fine-tuning gets what the regularisation leaves
+        ft_epochs = -(-max(budget - iterations, 0) // max(batches_per_epoch, 1))
+    steps = iterations + ft_epochs * batches_per_epoch if budget is None else budget
     stages = []
     if iterations:
         bound = "at most " if plan.get("iterations_are_bound") else ""
         epochs = iterations / max(batches_per_epoch, 1)
         stages.append(f"{bound}{iterations:,} regularisation iterations (~{epochs:,.0f} epochs of "
                       f"{batches_per_epoch:,} batches here)")
-    stages.append(f"{ft_epochs} fine-tuning epochs ({ft_epochs * batches_per_epoch:,} steps)")
+    tuning = ft_epochs * batches_per_epoch if budget is None else max(budget - iterations, 0)
+    stages.append(f"{ft_epochs} fine-tuning epochs ({tuning:,} steps"
+                  + (f"; --budget-steps {budget:,} in all)" if budget is not None else ")"))
     estimate = (f"; {duration(steps * step_seconds)} at the measured {step_seconds * 1000:.0f} ms per training step "
                 "(evaluation and the regularisers' own work not included)") if step_seconds > 0 else ""
     fast = (" (--fast: 10x shorter than the paper's)" if getattr(args, "fast", False) else

@@ -48,5 +48,6 @@ def train_steps(report: dict[str, Any], loader: Iterable) -> dict[str, int]:
     """Optimizer steps after the base model, per stage: what an equal-budget comparison equalises."""
     regularize = int((report.get("regularization") or {}).get("iterations") or 0)
     per_epoch = len(loader) if hasattr(loader, "__len__") else 0
-    finetune = int(report["finetune"]["epochs"]) * per_epoch
+    finetune = report["finetune"].get("steps")  # counted by the trainer; jobs from before it: whole epochs
+    finetune = int(finetune) if isinstance(finetune, int) else int(report["finetune"]["epochs"]) * per_epoch
     return {"regularize": regularize, "finetune": finetune, "total": regularize + finetune}

@@ -78,6 +78,10 @@ class PruneJobConfig:
     importance: str = "l1"  # how channels are chosen: l1 (the paper), activation (Wanda-sp) or taylor
     calibration_batches: int = 8  # training batches that activation / taylor importance read
     heads: bool = False  # also whole attention heads (whole key/value groups) as units (tpp.pruning.heads)
+    # equal budgets: optimizer steps after the base model, regularisation and fine-tuning together; the
+    # fine-tuning gets what the regularisation leaves (so a one-shot method fine-tunes longer), in as many
+    # epochs as that takes, the last one cut at the step: ft_epochs is then not used
+    budget_steps: int | None = None
 
     def check(self) -> None:
         """Refuse values that would fail (or be ignored) only after hours of regularisation.
@@ -101,6 +105,9 @@ class PruneJobConfig:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or value == low:
                 bound = "> 0" if low is not None else ">= 0"
                 raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+        if self.budget_steps is not None and (not isinstance(self.budget_steps, int) or isinstance(self.budget_steps, bool)
+                                              or self.budget_steps < 1):
+            raise ConfigError(f"budget_steps must be a whole number >= 1 (or None), got {self.budget_steps!r}")
         parse_lr_schedule(self.ft_lr)
 
 
@@ -159,6 +166,7 @@ def run_prune_job(
                                     global_ratio=config.global_ratio, **_choice_options(importance, config),
                                     **pruner_options(config, method))
         report["pruned_indices"] = pruner.pruned_indices
+        _check_budget(config, method, pruner)
         if method.regularized:
             report["regularization"] = stages.regularize(model, pruner, train_loader, test_loader, config, context, out,
                                                    say, clock)
@@ -167,6 +175,7 @@ def run_prune_job(
         model = pruner.prune()  # a DDP model comes back re-wrapped around the smaller module
         # what was removed: a method that chooses at removal (select_at="prune") chose only now
         report["pruned_indices"] = pruner.pruned_indices
+        _check_budget(config, method, pruner)
         report["layers"] = layer_table(widths, report["pruned_indices"])
         if method.after_prune is not None:
             method.after_prune(unwrap(model))
@@ -192,7 +201,10 @@ def run_prune_job(
     say(f"after removal: {quality}  params {base_counts.params:,} -> {pruned_counts.params:,}  "
         f"FLOPs speedup {report['speedup']:.2f}x")
 
-    model, report["finetune"] = stages.finetune(model, train_loader, test_loader, config, method, context, out, clock)
+    steps = None if config.budget_steps is None else config.budget_steps - int(
+        (report.get("regularization") or {}).get("iterations") or 0)  # what the regularisation left
+    model, report["finetune"] = stages.finetune(model, train_loader, test_loader, config, method, context, out, clock,
+                                                steps=steps)
     report["train_steps"] = train_steps(report, train_loader)
     report["wall_seconds"] = clock.seconds()
     if out is not None and context.rank == 0:
@@ -245,6 +257,16 @@ def _choice_options(importance: Any, config: PruneJobConfig) -> dict[str, Any]:
     registered pruner that takes neither still runs the default job."""
     return {**({"importance": importance} if importance is not None else {}),
             **({"heads": True} if config.heads else {})}
+
+
+def _check_budget(config: PruneJobConfig, method: Any, pruner: Any) -> None:
+    """Refuse, before any regularisation, a budget the regularisation alone would exceed."""
+    if config.budget_steps is None or not method.regularized:
+        return
+    needed = int(pruner.total_iterations)  # the adaptive schedule's bound: it may run that long
+    if needed > config.budget_steps:
+        raise ConfigError(f"budget_steps {config.budget_steps:,} is less than the {needed:,} regularisation "
+                          f"iterations of {config.method}; raise the budget or shorten the schedule")
 
 
 def _dense_control(config: PruneJobConfig) -> bool:

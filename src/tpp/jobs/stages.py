@@ -59,20 +59,26 @@ def regularize(model, pruner, train_loader, test_loader, config, context, out, s
             "history": stage_history(context.loggers, "regularize", result.history)}
 
 
-def finetune(model, train_loader, test_loader, config, method, context, out, clock) -> tuple[nn.Module, dict]:
-    """Stage 3: a fresh SGD optimizer (the old one points at replaced tensors) and the LR schedule."""
-    if config.ft_epochs == 0:
-        return model, {"epochs": 0, "best_top1": None, "last_top1": None, "history": []}
+def finetune(model, train_loader, test_loader, config, method, context, out, clock,
+             steps: int | None = None) -> tuple[nn.Module, dict]:
+    """Stage 3: a fresh SGD optimizer (the old one points at replaced tensors) and the LR schedule, for
+    ``config.ft_epochs`` epochs, or (an equal budget) for ``steps`` optimizer steps: as many epochs as
+    they take, the LR schedule spread over those, the last epoch cut at the step."""
+    epochs = config.ft_epochs if steps is None else math.ceil(max(steps, 0) / max(len(train_loader), 1))
+    if epochs == 0:
+        return model, {"epochs": 0, "steps": 0, "best_top1": None, "last_top1": None, "history": []}
     schedule = parse_lr_schedule(config.ft_lr)
-    optimizer = build_optimizer(model, schedule.lr_at(0, config.ft_epochs), config.momentum, config.weight_decay)
+    optimizer = build_optimizer(model, schedule.lr_at(0, epochs), config.momentum, config.weight_decay)
     hooks = StepHooks()
+    if steps is not None:
+        hooks.should_stop = lambda: trainer.global_step >= steps
     if config.jsv_every_epoch and config.jsv_batches > 0:
         hooks.epoch_end = lambda epoch: {"jsv_mean": measure_jsv(unwrap(model), train_loader, config)["mean"]}
     penalty = method.make_finetune_penalty(unwrap(model), **pruner_options(config, method, hooks_only=True))
     if penalty is not None:
         hooks.penalty = penalty
     trainer = Trainer(
-        model, optimizer, train_loader, test_loader, epochs=config.ft_epochs, schedule=schedule, hooks=hooks,
+        model, optimizer, train_loader, test_loader, epochs=epochs, schedule=schedule, hooks=hooks,
         checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,
         print_fn=context.print_fn, loggers=[StageLogger(logger, "finetune") for logger in context.loggers],
         speed=context.speed, extra_state={"clock": clock},
@@ -81,10 +87,11 @@ def finetune(model, train_loader, test_loader, config, method, context, out, clo
     if context.resume and exists(last):
         done = trainer.resume(last, load_checkpoint(last))
         if context.rank == 0 and not context.quiet:
-            context.print_fn(f"resuming the fine-tuning from epoch {done + 1} of {config.ft_epochs}")
+            context.print_fn(f"resuming the fine-tuning from epoch {done + 1} of {epochs}")
     result = trainer.fit()
     history = stage_history(context.loggers, "finetune", result.history)
-    summary = {"epochs": result.epochs_completed, "best_top1": result.best_top1, "last_top1": result.last_top1,
+    summary = {"epochs": result.epochs_completed, "steps": trainer.global_step, "best_top1": result.best_top1,
+               "last_top1": result.last_top1,
                "last_top5": result.last_top5, "history": history}
     if history and "test_perplexity" in history[-1]:
         summary["last_perplexity"] = history[-1]["test_perplexity"]

@@ -140,6 +140,7 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
         method=point.method, ratio=point.ratio, scope=recipe.prune["scope"],
         pruner_options={**method_options(recipe, point.method, fast), "ignored_layers": recipe.prune["ignore"] or None},
         prune_lr=recipe.prune["prune_lr"], ft_epochs=recipe.finetune["epochs"], ft_lr=point.lr,
+        budget_steps=recipe.finetune.get("budget_steps"),
         weight_decay=recipe.finetune["weight_decay"], momentum=recipe.finetune["momentum"],
         jsv_batches=recipe.jsv["batches"], jsv_every_epoch=recipe.jsv["every_epoch"], jsv_mode=recipe.jsv["mode"],
     )

@@ -36,7 +36,7 @@ Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the 
       kernorth+l1: {orth_iters: 10000}   # by its name (the fields of its config: `tpp prune --help`)
       prune_lr: 0.001                  # constant LR of the regularisation phase
     finetune:                          # optional (default: `tpp prune`'s, 120 epochs at 0:0.01,60:0.001,90:0.0001)
-      epochs: 90
+      epochs: 90                       # or budget_steps: N (steps after the base, regularisation included)
       lrs:                             # one fine-tuning run per schedule; a mapping limits
         - "0:0.01,30:0.001,60:0.0001"    # the schedule to some methods
         - {schedule: "0:0.001,30:0.0001,60:0.00001", methods: [l1, tpp]}
@@ -82,7 +82,7 @@ DESCRIPTIVE = ("description", "paper", "hardware", "expected_wall_time")
 DEFAULT_FINETUNE = {"epochs": 120, "lrs": ["0:0.01,60:0.001,90:0.0001"]}
 BASE_KEYS = {"epochs", "lr", "weight_decay", "momentum"}
 PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "prune_lr"}
-FINETUNE_KEYS = {"epochs", "lrs", "weight_decay", "momentum"}
+FINETUNE_KEYS = {"epochs", "budget_steps", "lrs", "weight_decay", "momentum"}
 JSV_KEYS = {"batches", "every_epoch", "mode"}
 
 
@@ -301,8 +301,9 @@ def _method_options(name: str, block: Any, methods: list[str], where: str) -> di
     return dict(block)
 def _finetune(data: Any, where: str) -> dict[str, Any]:
     checks.keys(data, FINETUNE_KEYS, where)
-    if "epochs" not in data or "lrs" not in data:
-        raise ConfigError(f"{where} needs 'epochs' and 'lrs' (a list of LR schedules)")
+    if ("epochs" in data) == ("budget_steps" in data) or "lrs" not in data:
+        raise ConfigError(f"{where} needs 'lrs' (a list of LR schedules) and one of 'epochs' or 'budget_steps' "
+                          "(equal budgets: steps after the base model, regularisation included)")
     lrs, lr_methods = [], []
     for entry in checks.non_empty_list(data["lrs"], f"{where}: lrs"):
         if isinstance(entry, Mapping):  # {schedule: ..., methods: [...]}: only these methods use it
@@ -315,7 +316,9 @@ def _finetune(data: Any, where: str) -> dict[str, Any]:
         else:
             lrs.append(checks.schedule(entry, f"{where}: lrs"))
             lr_methods.append(None)
-    return {"epochs": checks.whole(data["epochs"], f"{where}: epochs", 0), "lrs": lrs, "lr_methods": lr_methods,
+    budget = checks.whole(data["budget_steps"], f"{where}: budget_steps", 1) if "budget_steps" in data else None
+    return {"epochs": checks.whole(data.get("epochs", 0), f"{where}: epochs", 0), "budget_steps": budget,
+            "lrs": lrs, "lr_methods": lr_methods,
             "weight_decay": checks.number(data.get("weight_decay", 5e-4), f"{where}: weight_decay"),
             "momentum": checks.number(data.get("momentum", 0.9), f"{where}: momentum")}
 
