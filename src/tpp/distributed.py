@@ -183,12 +183,25 @@ def run_on_main(context: DistributedContext, fn: Callable[[], T]) -> T | None:
             message = (type(error).__name__, " ".join(str(error).split()))
     message = broadcast_object(message)
     if failure is not None:
+        failure.collective = True  # every rank reports it: see report_together
         raise failure
     if message is not None:
         kind = getattr(errors, message[0], None)
         error_class = kind if isinstance(kind, type) and issubclass(kind, TPPError) else TPPError
-        raise error_class(f"rank 0: {message[1]}")
+        error = error_class(f"rank 0: {message[1]}")
+        error.collective = True
+        raise error
     return result
+
+
+def report_together(error: BaseException) -> None:
+    """After a rank printed an error that every rank raised together (:func:`run_on_main`), wait for
+    the others to print theirs: a rank that exits first makes torchrun stop the rest mid-sentence."""
+    if getattr(error, "collective", False) and dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer already gone: nothing left to wait for
+            pass
 
 
 def shutdown(context: DistributedContext) -> None:

@@ -148,7 +148,11 @@ def _main(args_list: list[str]) -> int:
     except (TPPError, OSError) as error:
         if debug:
             raise
-        print(f"tpp: error: {_one_line(error)}", file=sys.stderr)
+        print(f"tpp: error: {_one_line(error)}", file=sys.stderr, flush=True)
+        if getattr(error, "collective", False):  # only then is torch.distributed loaded and in use
+            from tpp.distributed import report_together
+
+            report_together(error)
         return EXIT_ERROR
 
 
