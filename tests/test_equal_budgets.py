@@ -62,3 +62,29 @@ def test_a_recipe_gives_every_method_its_budget(run_cli, tmp_path, base):
     totals = {job.name.split("__")[0]: _steps(job) for job in (tmp_path / "runs").glob("*__*")}
     assert totals == {"l1": {"regularize": 0, "finetune": 12, "total": 12},
                       "tpp": {"regularize": 10, "finetune": 2, "total": 12}}
+
+
+def test_a_recipe_runs_ablations_of_one_method_as_named_variants(run_cli, tmp_path, base):
+    recipe = tmp_path / "ablation.yaml"
+    body = (f"model: mlp7_linear\ndataset: mnist_subset\ncheckpoint: {base}\ntrain_subset: 300\nbatch_size: 100\n"
+            "prune:\n  methods: [tpp, tpp-nogram]\n  ratios: [0.5]\n"
+            "  variants: {tpp-nogram: {method: tpp, options: {gram_weight: 0}}}\n"
+            "  tpp: {reg_step: 0.25, reg_interval: 1, stabilize_iters: 6, zero_out_interval: 1}\n"
+            "finetune: {budget_steps: 12, lrs: ['step:0.01']}\njsv: {batches: 0}\n")
+    recipe.write_text(body)
+    dry = run_cli("run", recipe, "--dry-run")
+    assert dry.code == 0 and "tpp-nogram {'reg_step': 0.25" in dry.out and "'gram_weight': 0}" in dry.out, dry.err
+    result = run_cli("run", recipe, "--out", tmp_path / "runs", "--quiet")
+    assert result.code == 0, result.err
+    variant = next((tmp_path / "runs").glob("tpp-nogram__*"))
+    report = json.loads((variant / "report.json").read_text())
+    assert report["method"] == "tpp" and report["method_options"]["gram_weight"] == 0
+    assert report["method_options"]["stabilize_iters"] == 6  # the method's block, under the variant's own options
+    assert report["train_steps"] == {"regularize": 10, "finetune": 2, "total": 12}
+    table = run_cli("report", tmp_path / "runs")
+    assert "| tpp-nogram |" in table.out and "| tpp |" in table.out, table.out
+    for variants, message in (("{tpp: {method: l1}}", "not a registered method's"),
+                              ("{mine: {method: nothing}}", "needs 'method'"),
+                              ("{other: {method: tpp}}", "which 'methods' does not run")):
+        recipe.write_text(body.replace("{tpp-nogram: {method: tpp, options: {gram_weight: 0}}}", variants))
+        one_line_error(run_cli("run", recipe, "--dry-run"), message)

@@ -77,8 +77,9 @@ def lr_labels(lrs: Sequence[str]) -> list[str]:
 def method_options(recipe: Recipe, method: str, fast: bool = False) -> dict[str, Any]:
     """The recipe's options for ``method``; ``fast`` shortens its regularisation tenfold (lambda grows 10x
     faster, stabilisation and orthogonality phases are 10x shorter: :func:`tpp.pruning.presets.fast_options`)."""
-    options = dict(recipe.prune["options"].get(method, {}))
-    return fast_options(method, options) if fast else options
+    base = recipe.base_method(method)  # a variant: the method's options, then its own over them
+    options = {**recipe.prune["options"].get(base, {}), **recipe.prune.get("variants", {}).get(method, {}).get("options", {})}
+    return fast_options(base, options) if fast else options
 
 
 def build_grid(

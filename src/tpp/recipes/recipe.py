@@ -67,6 +67,10 @@ class Recipe:
             values["in_memory"] = False
         return ImageFolderOptions(**values)
 
+    def base_method(self, name: str) -> str:
+        """The registered method that ``name`` (a method, or a variant of one in ``prune.variants``) runs."""
+        return self.prune.get("variants", {}).get(name, {}).get("method", name)
+
     def ratio_spec(self, entry: float | str) -> str:
         """The ratio text given to the pruner for one ``prune.ratios`` entry."""
         pattern = self.prune.get("ratio_pattern")

@@ -132,12 +132,13 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
     if (folder / "report.json").is_file():
         _say(quiet, print_fn, f"skip {point.folder} (finished)")
         return folder
-    shared = _shared_regularisation(point, folder, out) if get_method(point.method).regularized else None
+    method = recipe.base_method(point.method)  # the registered method a variant runs
+    shared = _shared_regularisation(point, folder, out) if get_method(method).regularized else None
     resume = folder.is_dir() and any(folder.iterdir())
     _say(quiet, print_fn, f"{'resume' if resume else 'run'} {point.folder}"
          + (f" (regularised model from {shared.name})" if shared else ""))
     job = PruneJobConfig(
-        method=point.method, ratio=point.ratio, scope=recipe.prune["scope"],
+        method=method, ratio=point.ratio, scope=recipe.prune["scope"],
         pruner_options={**method_options(recipe, point.method, fast), "ignored_layers": recipe.prune["ignore"] or None},
         prune_lr=recipe.prune["prune_lr"], ft_epochs=recipe.finetune["epochs"], ft_lr=point.lr,
         budget_steps=recipe.finetune.get("budget_steps"),

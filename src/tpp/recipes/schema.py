@@ -32,6 +32,8 @@ Schema (unknown keys anywhere are a :class:`~tpp.errors.ConfigError` naming the 
       ratio_pattern: null              # e.g. "*layer*.conv1:{ratio}": numbers are substituted into it
       scope: internal                  # internal | all
       ignore: []                       # module names/patterns never pruned (pruner ignored_layers)
+      variants:                        # optional: a method under a name of its own with other options (an
+        tpp-nogram: {method: tpp, options: {gram_weight: 0}}   #   ablation); list the name in methods
       tpp: {reg_step: 1e-4, reg_interval: 10, stabilize_iters: 10000}   # a method's own options, keyed
       kernorth+l1: {orth_iters: 10000}   # by its name (the fields of its config: `tpp prune --help`)
       prune_lr: 0.001                  # constant LR of the regularisation phase
@@ -68,6 +70,7 @@ from typing import Any, Mapping
 from tpp.errors import ConfigError
 from tpp.recipes import checks
 from tpp.recipes.expected import validate_expected
+from tpp.recipes.prune_section import prune_section
 from tpp.recipes.recipe import Recipe
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -81,7 +84,6 @@ DESCRIPTIVE = ("description", "paper", "hardware", "expected_wall_time")
 # no finetune section: what `tpp prune` does by default (the paper's CIFAR schedule)
 DEFAULT_FINETUNE = {"epochs": 120, "lrs": ["0:0.01,60:0.001,90:0.0001"]}
 BASE_KEYS = {"epochs", "lr", "weight_decay", "momentum"}
-PRUNE_KEYS = {"methods", "ratios", "ratio_pattern", "scope", "ignore", "prune_lr"}
 FINETUNE_KEYS = {"epochs", "budget_steps", "lrs", "weight_decay", "momentum"}
 JSV_KEYS = {"batches", "every_epoch", "mode"}
 
@@ -133,7 +135,7 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe", default_name
     if ("base" in data) == ("checkpoint" in data):
         raise ConfigError(f"{where}: give exactly one of 'base' (pretrain the model) or 'checkpoint' (pretrained weights)")
     recipe = Recipe(
-        **text, prune=_prune(data["prune"], f"{where}: prune"),
+        **text, prune=prune_section(data["prune"], f"{where}: prune"),
         finetune=_finetune(data.get("finetune") or DEFAULT_FINETUNE, f"{where}: finetune"),
         image=_image(data, text["dataset"], where),
         notes=checks.text(data.get("notes", ""), f"{where}: notes", empty=True),
@@ -195,7 +197,7 @@ def _check_names(recipe: Recipe, where: str) -> None:
         for method in methods or ():
             if method not in recipe.prune["methods"]:
                 raise ConfigError(f"{where}: finetune: lrs: method {method!r} is not in prune.methods")
-    unknown = [m for m in recipe.prune["methods"] if m not in list_methods()]
+    unknown = [m for m in recipe.prune["methods"] if m not in list_methods() and m not in recipe.prune["variants"]]
     if unknown:
         raise ConfigError(f"{where}: unknown pruning method {unknown[0]!r}; choose from {', '.join(list_methods())}")
 
@@ -242,63 +244,6 @@ def _base(data: Any, where: str) -> dict[str, Any]:
             "momentum": checks.number(data.get("momentum", 0.9), f"{where}: momentum")}
 
 
-def _prune(data: Any, where: str) -> dict[str, Any]:
-    from tpp.pruning import parse_ratio
-
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, not {type(data).__name__}")
-    methods = [checks.text(m, f"{where}: methods") for m in checks.non_empty_list(data.get("methods"), f"{where}: methods")]
-    from tpp.pruning.registry import list_methods
-
-    unknown = [m for m in methods if m not in list_methods()]
-    if unknown:  # named before any option block of the methods
-        raise ConfigError(f"{where}: unknown pruning method {unknown[0]!r}; choose from {', '.join(list_methods())}")
-    pattern = checks.opt_text(data.get("ratio_pattern"), f"{where}: ratio_pattern")
-    if pattern is not None and "{ratio}" not in pattern:
-        raise ConfigError(f"{where}: ratio_pattern {pattern!r} must contain '{{ratio}}', e.g. '*layer*.conv1:{{ratio}}'")
-    ratios: list[float | str] = []
-    for entry in checks.non_empty_list(data.get("ratios"), f"{where}: ratios"):
-        if isinstance(entry, (int, float)) and not isinstance(entry, bool):
-            parse_ratio(float(entry))  # range check
-            ratios.append(float(entry))
-            if pattern is not None:
-                parse_ratio(pattern.replace("{ratio}", f"{entry:g}"))
-        elif isinstance(entry, str):
-            parse_ratio(entry)
-            ratios.append(entry)
-        else:
-            raise ConfigError(f"{where}: ratio {entry!r} must be a number in [0, 1) or a 'pattern:ratio,...' string")
-    if len(set(map(str, ratios))) != len(ratios):
-        raise ConfigError(f"{where}: ratios contain a duplicate")
-    scope = data.get("scope", "internal")
-    if scope not in ("internal", "all"):
-        raise ConfigError(f"{where}: scope must be 'internal' or 'all', got {scope!r}")
-    ignore = data.get("ignore") or []
-    if not isinstance(ignore, list) or not all(isinstance(i, str) for i in ignore):
-        raise ConfigError(f"{where}: ignore must be a list of module names or patterns, got {ignore!r}")
-    options = {name: _method_options(name, data[name], methods, f"{where}: {name}")
-               for name in data if name not in PRUNE_KEYS}
-    return {"methods": methods, "ratios": ratios, "ratio_pattern": pattern, "scope": scope, "ignore": list(ignore),
-            "options": options, "prune_lr": checks.number(data.get("prune_lr", 1e-3), f"{where}: prune_lr")}
-
-
-def _method_options(name: str, block: Any, methods: list[str], where: str) -> dict[str, Any]:
-    """A method's options block, checked against the method's option dataclass."""
-    from tpp.pruning.options import check_options
-    from tpp.pruning.registry import get_method, list_methods
-
-    if name not in list_methods():
-        raise ConfigError(f"{where}: unknown key {name!r}; allowed keys: {', '.join(sorted(PRUNE_KEYS))} "
-                          f"or a method's name with its options")
-    method = get_method(name)
-    if not isinstance(block, dict):
-        raise ConfigError(f"{where} must be a mapping of {name}'s options, got {block!r}")
-    checks.keys(block, {o.name for o in method.options}, where)
-    if name not in methods:
-        raise ConfigError(f"{where}: options for {name}, which 'methods' does not run")
-    if method.config is not None:
-        check_options(method.config(**block))
-    return dict(block)
 def _finetune(data: Any, where: str) -> dict[str, Any]:
     checks.keys(data, FINETUNE_KEYS, where)
     if ("epochs" in data) == ("budget_steps" in data) or "lrs" not in data:
