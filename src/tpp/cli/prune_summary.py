@@ -74,12 +74,13 @@ def summary_line(method: str, report: dict[str, Any], out: Path) -> str:
                 f"({report['train_steps']['total']} training steps); {jsv}"
                 f"params {report['counts_before']['params']:,} -> {report['counts_after']['params']:,}{pruned}; "
                 f"final model {final}; guide {out / 'README.txt'}")
-    history = ft.get("history") or []
     if ft["last_top1"] is None:
         tuned = "no fine-tuning"
     else:
-        best = max(history, key=lambda r: r.get("test_top1", float("-inf")), default=None)
-        at = f" at epoch {int(best['epoch']) + 1}" if best and "epoch" in best else ""  # records count from 0
+        from tpp.jobs.run_guide import best_epoch
+
+        best = best_epoch(report)  # the epoch finetune/best.pt holds, as the run folder's guide names it
+        at = f" at epoch {int(best['epoch']) + 1}" if best is not None else ""  # records count from 0
         tuned = f"{ft['last_top1']:.2f} after {ft['epochs']} fine-tuning epochs (best {ft['best_top1']:.2f}{at})"
     return (f"{method}: top-1 {report['accuracy_before']['top1']:.2f} before, "
             f"{report['accuracy_after_removal']['top1']:.2f} after removal, {tuned}; {jsv}"

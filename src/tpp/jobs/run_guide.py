@@ -25,7 +25,7 @@ def run_guide(out: Path, report: Mapping[str, Any], present: Iterable[str] | Non
     present = set(present)
     lines = [f"tpp prune job: method {report.get('method')}, {_stages(report)}.", "",
              "THE FINAL MODEL", f"  pruned_model.pt  {_final(report)}"]
-    best = _best(report)
+    best = best_epoch(report)
     if best is not None:
         same = " (the last epoch is the best)" if best is _history(report)[-1] else ""
         lines.append(f"  The best fine-tuning epoch was {best['epoch'] + 1}, {_quality(best)}{same}; "
@@ -72,7 +72,7 @@ def _final(report: Mapping[str, Any]) -> str:
             f"{_quality(history[-1])}")
 
 
-def _best(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def best_epoch(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The record of the epoch finetune/best.pt holds: the first with the highest test top-1 (as the trainer)."""
     scored = [r for r in _history(report) if isinstance(r.get("test_top1"), (int, float))]
     return max(scored, key=lambda r: r["test_top1"]) if scored else None  # max keeps the first of equals
@@ -105,7 +105,7 @@ def _describe_files(report: Mapping[str, Any]) -> dict[str, str]:
     """Every file a prune job may write, in the order the guide lists them."""
     history = _history(report)
     last = f"fine-tuning epoch {history[-1]['epoch'] + 1}" if history else "the last fine-tuning epoch"
-    best = _best(report)
+    best = best_epoch(report)
     return {
         "pruned_model.pt": "THE FINAL MODEL (above); tpp.load_pruned() loads it with its pruned widths",
         "pruned.pt": "the pruned model right after removal, before fine-tuning (tpp.save_pruned format)",
