@@ -227,6 +227,28 @@ def test_a_taken_method_name_is_a_config_error(example):
     registry.register_method(registry.get_method(METHOD))  # the same method again (a re-import) is fine
 
 
+def test_the_decorator_registers_at_the_definition_and_fields_are_keyword_only():
+    registry.list_methods()  # the built-ins first, so the cleanup below removes only this test's method
+
+    def build(model, example_inputs, **options):
+        return None
+
+    try:
+        @tpp.pruning.pruning_method("_test-decorated", regularized=True, description="d")
+        def decorated(model, example_inputs, **options):
+            return None
+
+        method = tpp.pruning.get_method("_test-decorated")
+        assert method.pruner is decorated and callable(decorated)  # the decorator hands back the pruner unchanged
+        assert (method.regularized, method.description, method.config, method.after_prune,
+                method.finetune_penalty, method.hook_options) == (True, "d", None, None, None, ())
+    finally:
+        registry._METHODS.pop("_test-decorated", None)
+    assert "_test-decorated" not in registry.list_methods()
+    with pytest.raises(TypeError):
+        registry.Method("x", build, True, "d")  # a bare positional bool is refused
+
+
 def test_a_method_option_of_an_unparseable_type_is_refused():
     from dataclasses import dataclass, field
 

@@ -10,8 +10,8 @@ from tpp.pruning.methods.greg import GReg1Pruner
 from tpp.pruning.methods.l1 import L1Pruner
 from tpp.pruning.methods.orth_then_l1 import OrthRegThenL1Pruner
 from tpp.pruning.methods.tpp import TPPPruner
-from tpp.pruning.registry import Method, get_method, list_methods, register_method
+from tpp.pruning.registry import Method, get_method, list_methods, pruning_method, register_method
 from tpp.pruning.selection import parse_ratio
 
 __all__ = ["BasePruner", "GReg1Pruner", "L1Pruner", "Method", "OrthRegThenL1Pruner", "TPPPruner", "get_method",
-           "list_methods", "parse_ratio", "register_layer", "register_method"]
+           "list_methods", "parse_ratio", "pruning_method", "register_layer", "register_method"]

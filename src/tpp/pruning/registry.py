@@ -7,6 +7,12 @@ hooks around the common pipeline (pretrained model -> [regularise] -> remove -> 
 (:mod:`tpp.pruning.options`): an option a method does not declare is an error, not ignored. The
 options named in ``hook_options`` go to the fine-tuning hook, all others to the pruner.
 
+A method registers itself where it is defined, with the :func:`pruning_method` decorator (as
+timm's ``@register_model``)::
+
+    @pruning_method("tpp", regularized=True, description="Trainability Preserving Pruning", config=TPPConfig)
+    class TPPPruner(BasePruner): ...
+
 The built-in methods live one per file in :mod:`tpp.pruning.methods`; every module there is imported
 (and so registers itself) the first time the registry is asked for a method. Methods written outside
 the package are made visible to the CLI and recipes by naming their modules in the ``TPP_PLUGINS``
@@ -19,8 +25,8 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.nn as nn
@@ -36,10 +42,12 @@ class Method:
     """How one pruning method plugs into the common pipeline.
 
     ``pruner(model, example_inputs, ratio=, scope=, ignored_layers=, global_ratio=, **options)`` builds
-    the pruner; ``regularized`` says whether it has a training phase before removal."""
+    the pruner; ``regularized`` says whether it has a training phase before removal. The fields after
+    ``pruner`` are keyword-only, so a bare positional ``True``/``False`` cannot be misread."""
 
     name: str
     pruner: Callable[..., Any]
+    _: KW_ONLY
     regularized: bool
     description: str
     config: type | None = None
@@ -75,6 +83,8 @@ class Method:
 
 _METHODS: dict[str, Method] = {}
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def register_method(method: Method) -> Method:
     """Add a method to the registry (names are unique)."""
@@ -83,6 +93,31 @@ def register_method(method: Method) -> Method:
                           f"{_METHODS[method.name].pruner.__module__}); give the new one another name")
     _METHODS[method.name] = method
     return method
+
+
+def pruning_method(
+    name: str,
+    *,
+    regularized: bool,
+    description: str,
+    config: type | None = None,
+    after_prune: Callable[[nn.Module], None] | None = None,
+    finetune_penalty: Callable[..., Callable[[], torch.Tensor]] | None = None,
+    hook_options: tuple[str, ...] = (),
+) -> Callable[[F], F]:
+    """Decorator registering the decorated pruner class or factory function as the method ``name``.
+
+    The arguments are the :class:`Method` fields; the pruner is returned unchanged. A second name for
+    the same pruner can be registered with ``pruning_method(other, ...)(pruner)`` or
+    :func:`register_method`."""
+
+    def decorator(pruner: F) -> F:
+        register_method(Method(name, pruner, regularized=regularized, description=description, config=config,
+                               after_prune=after_prune, finetune_penalty=finetune_penalty,
+                               hook_options=tuple(hook_options)))
+        return pruner
+
+    return decorator
 
 
 def get_method(name: str) -> Method:

@@ -15,7 +15,7 @@ import torch.nn as nn
 from tpp.pruning.base import BasePruner
 from tpp.pruning.options import check_options, option
 from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
-from tpp.pruning.registry import Method, register_method
+from tpp.pruning.registry import pruning_method
 from tpp.pruning.regularizers import GrowingL2
 from tpp.pruning.schedules import GrowingSchedule
 
@@ -35,6 +35,8 @@ class GReg1Config:
                                zero_out_interval=None)
 
 
+@pruning_method("greg1", regularized=True, description="GReg-1: growing L2 on the pruned filters (Wang et al., 2021b)",
+                config=GReg1Config)
 class GReg1Pruner(BasePruner):
     """L1-picked filters get ``W.grad += lambda * W`` on a growing schedule, then are removed.
 
@@ -72,6 +74,3 @@ class GReg1Pruner(BasePruner):
     def config(self) -> dict[str, Any]:
         return {**super().config, **asdict(self.options)}
 
-
-register_method(Method("greg1", GReg1Pruner, True, "GReg-1: growing L2 on the pruned filters (Wang et al., 2021b)",
-                       config=GReg1Config))

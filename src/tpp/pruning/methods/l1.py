@@ -7,9 +7,10 @@ from typing import Any, Iterable, Mapping
 import torch.nn as nn
 
 from tpp.pruning.base import BasePruner
-from tpp.pruning.registry import Method, register_method
+from tpp.pruning.registry import pruning_method
 
 
+@pruning_method("l1", regularized=False, description="one-shot L1-norm filter pruning (Li et al., 2017)")
 class L1Pruner(BasePruner):
     """The same selection and removal as TPP, with no regularisation phase.
 
@@ -32,5 +33,3 @@ class L1Pruner(BasePruner):
         super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
                          importance=importance, heads=heads)
 
-
-register_method(Method("l1", L1Pruner, False, "one-shot L1-norm filter pruning (Li et al., 2017)"))

@@ -19,7 +19,7 @@ from tpp.errors import ConfigError
 from tpp.pruning.base import BasePruner
 from tpp.pruning.options import check_options, option
 from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
-from tpp.pruning.registry import Method, register_method
+from tpp.pruning.registry import pruning_method
 from tpp.pruning.regularizers import Orthogonality
 from tpp.pruning.schedules import ConstantSchedule
 
@@ -97,15 +97,14 @@ class OrthRegThenL1Pruner(BasePruner):
         return {**super().config, **asdict(self.options), "orth": self.orth}
 
 
+@pruning_method("kernorth+l1", regularized=True, description="KernOrth-regularised training, then L1 pruning",
+                config=OrthThenL1Config)
 def _kernorth_then_l1(model: nn.Module, example_inputs: Any, **options: Any) -> OrthRegThenL1Pruner:
     return OrthRegThenL1Pruner(model, example_inputs, orth="kernorth", **options)
 
 
+@pruning_method("orthconv+l1", regularized=True, description="OrthConv-regularised training, then L1 pruning",
+                config=OrthConvThenL1Config)
 def _orthconv_then_l1(model: nn.Module, example_inputs: Any, **options: Any) -> OrthRegThenL1Pruner:
     return OrthRegThenL1Pruner(model, example_inputs, orth="orthconv", **options)
 
-
-register_method(Method("kernorth+l1", _kernorth_then_l1, True, "KernOrth-regularised training, then L1 pruning",
-                       config=OrthThenL1Config))
-register_method(Method("orthconv+l1", _orthconv_then_l1, True, "OrthConv-regularised training, then L1 pruning",
-                       config=OrthConvThenL1Config))

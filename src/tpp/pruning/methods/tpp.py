@@ -17,7 +17,7 @@ import torch.nn as nn
 from tpp.pruning.base import BasePruner
 from tpp.pruning.options import check_options, option
 from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
-from tpp.pruning.registry import Method, register_method
+from tpp.pruning.registry import pruning_method
 from tpp.pruning.regularizers import GramDecorrelation, GrowingL2
 from tpp.pruning.schedules import GrowingSchedule, Schedule
 
@@ -45,6 +45,8 @@ class TPPConfig:
                                self.zero_out_interval)
 
 
+@pruning_method("tpp", regularized=True, description="Trainability Preserving Pruning (Wang & Fu, 2023)",
+                config=TPPConfig)
 class TPPPruner(BasePruner):
     """Selects filters by L1 norm, regularises them towards de-correlation and zero, then removes them.
 
@@ -119,5 +121,3 @@ class TPPPruner(BasePruner):
     def config(self) -> dict[str, Any]:
         return {**super().config, **asdict(self.options)}
 
-
-register_method(Method("tpp", TPPPruner, True, "Trainability Preserving Pruning (Wang & Fu, 2023)", config=TPPConfig))

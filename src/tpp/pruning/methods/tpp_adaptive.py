@@ -17,7 +17,7 @@ import torch.nn as nn
 from tpp.pruning.methods.tpp import TPPPruner
 from tpp.pruning.options import check_options, option
 from tpp.pruning.presets import check_preset, preset_config
-from tpp.pruning.registry import Method, register_method
+from tpp.pruning.registry import pruning_method
 from tpp.pruning.schedules import AdaptiveSchedule
 
 
@@ -53,6 +53,9 @@ class TPPAdaptiveConfig:
                                 max_iterations=self.max_iterations)
 
 
+@pruning_method("tpp-adaptive", regularized=True,
+                description="TPP whose regularisation ends when the pruned channels are gone (adaptive schedule)",
+                config=TPPAdaptiveConfig)
 def tpp_adaptive(model: nn.Module, example_inputs: Any, *, reg_step: float = 1e-4, reg_interval: int = 10,
                  halving_iters: int = 2000, reg_ceiling: float = 1.0, target: float = 1e-3,
                  check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
@@ -70,7 +73,3 @@ def tpp_adaptive(model: nn.Module, example_inputs: Any, *, reg_step: float = 1e-
                      reg_ceiling=reg_ceiling, gram_weight=gram_weight, bn_reg=bn_reg, weight_reg=weight_reg,
                      schedule=options.make_schedule(), **common)
 
-
-register_method(Method("tpp-adaptive", tpp_adaptive, True,
-                       "TPP whose regularisation ends when the pruned channels are gone (adaptive schedule)",
-                       config=TPPAdaptiveConfig))
