@@ -7,6 +7,7 @@
 """
 
 from tpp.reporting.collect import collect
+from tpp.reporting.paired import paired_table
 from tpp.reporting.plots import plot_accuracy_vs_epoch, plot_accuracy_vs_speedup
 from tpp.reporting.report import write_report
 from tpp.reporting.tables import aggregate, mean_std, paper_table, pivot_table, speedup_table, summary_table
@@ -15,6 +16,7 @@ __all__ = [
     "aggregate",
     "collect",
     "mean_std",
+    "paired_table",
     "paper_table",
     "pivot_table",
     "plot_accuracy_vs_epoch",

@@ -8,6 +8,7 @@ Cells are ``mean ± std`` over the seeds of a (model, dataset, method, ratio, fi
 from __future__ import annotations
 
 import math
+from statistics import fmean
 from typing import Any, Iterable, Mapping, Sequence
 
 from tpp.reporting.collect import value
@@ -82,6 +83,20 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def budget_text(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The optimizer steps after the base model, mean over ``runs`` as whole numbers: ``'320 (160 + 160)'``,
+    total (regularisation + fine-tuning); ``''`` when a run did not record its fine-tuning steps (jobs made
+    before budgets existed). A run without regularisation iterations (l1, l1+orthp) had none: 0."""
+    found = [value(r, "finetune", "steps") for r in runs]
+    finetune = [steps for steps in found if steps is not None]
+    if not runs or len(finetune) < len(found):
+        return ""
+    regularize = [value(r, "regularization", "iterations") or 0.0 for r in runs]
+    # the total is the mean of each run's own total: equal budgets show their exact number even if the split varies
+    total = fmean(reg + ft for reg, ft in zip(regularize, finetune))
+    return f"{round(total)} ({round(fmean(regularize))} + {round(fmean(finetune))})"
+
+
 def several_pairs(groups: Sequence[Mapping[str, Any]]) -> bool:
     """Whether ``groups`` (from :func:`aggregate`) span more than one (model, dataset): their tables then name them."""
     return len({(g["model"], g["dataset"]) for g in groups}) > 1
@@ -93,12 +108,14 @@ def _pair_cells(g: Mapping[str, Any], several: bool) -> list[str]:
 
 def summary_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table, one row per (model, dataset, method, ratio, LR): the unpruned model's top-1 and the
-    accuracies (%), mean JSV, speedup, params, time; model and dataset columns when there are several."""
+    accuracies (%), the training budget (:func:`budget_text`), mean JSV, speedup, params, time; model and
+    dataset columns when there are several."""
     groups = aggregate(runs)
     several = several_pairs(groups)
     jsv = any(g["jsv_after_prune"][0] is not None for g in groups)
     header = (["model", "dataset"] if several else []) + ["method", "ratio", "fine-tune LR", "seeds", "unpruned top-1",
                                                           "best top-1", "last top-1", "top-1 after removal"]
+    header += ["steps after base (reg + FT)"]
     header += ["mean JSV after pruning"] if jsv else []
     header += ["FLOPs speedup", "params pruned", "wall time per job"]
     rows = []
@@ -107,6 +124,7 @@ def summary_table(runs: Sequence[Mapping[str, Any]]) -> str:
         row = _pair_cells(g, several) + [g["method"], f"`{g['ratio']}`", g["lr"], str(n), fmt(g["unpruned_top1"], n=n),
                                          fmt(g["best_top1"], n=n), fmt(g["last_top1"], n=n),
                                          fmt(g["after_removal_top1"], n=n)]
+        row += [budget_text(g["runs"])]
         row += [fmt(g["jsv_after_prune"], 4, n=n)] if jsv else []
         row += [_unit(fmt(g["speedup"], n=1), "x"), _unit(fmt(g["params_reduction"], 2, 100.0, n=1), "%"),
                 _unit(fmt(g["wall_seconds"], 1, 1 / 60, n=1), " min")]
