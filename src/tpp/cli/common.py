@@ -26,6 +26,7 @@ from tpp.cli.option_types import (
 )
 from tpp.cli.text_options import DEFAULT_SEQ_LEN, text_dataset
 from tpp.errors import ConfigError
+from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 
 __all__ = [
     "MAX_EPOCHS",
@@ -175,8 +176,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         help="learning rate: a number (constant), 'EPOCH:LR,...' as in the paper (e.g. 0:0.01,60:0.001,90:0.0001), "
         "'step:BASE' (x0.1 at 50%% and 75%% of the epochs) or 'cosine:BASE'",
     )
-    group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
-    group.add_argument("--weight-decay", type=non_negative_float, default=5e-4, metavar="WD", help="L2 weight decay (paper: 5e-4 CIFAR, 1e-4 ImageNet)")
+    group.add_argument("--momentum", type=non_negative_float, default=DEFAULT_MOMENTUM, help="SGD momentum")
+    group.add_argument("--weight-decay", type=non_negative_float, default=DEFAULT_WEIGHT_DECAY, metavar="WD", help="L2 weight decay (paper: 5e-4 CIFAR, 1e-4 ImageNet)")
 
 
 def add_runtime_args(parser: argparse.ArgumentParser, *, out: bool = True) -> None:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     train_loader, test_loader, info = build_loaders("mnist_subset", batch_size=128, seed=args.seed)
     model = create_model("mlp7_linear", num_classes=info.num_classes, in_channels=info.in_channels)
     say(f"1/3 training mlp7_linear on the built-in MNIST subset ({train_loader.dataset_size} images)")
-    optimizer = training.build_optimizer(model, 0.01, 0.9, 5e-4)
+    optimizer = training.build_optimizer(model, 0.01)
     base = training.Trainer(model, optimizer, train_loader, test_loader, epochs=args.pretrain_epochs,
                             schedule=training.parse_lr_schedule("0.01"), quiet=True).fit()
     say(f"    base model: top-1 {base.last_top1:.2f}%")

@@ -52,6 +52,7 @@ from tpp.cli.prune_summary import dry_run_text, summary_line
 from tpp.cli.text_options import text_settings
 from tpp.errors import ConfigError
 from tpp.pruning.calibration import IMPORTANCES
+from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 
 DESCRIPTION = """\
 Prune a pretrained model in three stages: (1) the method's regularisation phase (TPP: growing
@@ -119,8 +120,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="equal budgets: N optimizer steps after the base model, regularisation and fine-tuning "
                        "together; fine-tuning gets what the regularisation leaves, in as many epochs as that takes "
                        "(instead of --ft-epochs; a relative --ft-lr such as step:0.01 scales with them)")
-    group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
-    group.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay")
+    group.add_argument("--momentum", type=non_negative_float, default=DEFAULT_MOMENTUM, help="SGD momentum")
+    group.add_argument("--weight-decay", type=non_negative_float, default=DEFAULT_WEIGHT_DECAY, help="L2 weight decay")
     group = parser.add_argument_group("trainability (Jacobian singular values)")
     group.add_argument("--jsv-batches", type=non_negative_int, default=1, help="training batches for the JSV after removal (0: skip)")
     group.add_argument("--jsv-every-epoch", action="store_true", help="also log the mean JSV after every fine-tuning epoch (plot: jsv.png)")

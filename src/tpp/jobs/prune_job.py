@@ -44,6 +44,7 @@ from tpp.pruning.registry import get_method
 from tpp.checkpoints import load_pruned, read_pruned, save_pruned
 from tpp.util.atomic import atomic_write_json
 from tpp.training import evaluate, get_rng_state, parse_lr_schedule, set_rng_state
+from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 from tpp.jobs.context import JobContext
 from tpp.jobs import stages
 from tpp.jobs.stages import exists, pruner_options
@@ -70,8 +71,8 @@ class PruneJobConfig:
     prune_lr: float = 1e-3
     ft_epochs: int = 120
     ft_lr: str = "0:0.01,60:0.001,90:0.0001"
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    momentum: float = DEFAULT_MOMENTUM
     jsv_batches: int = 1  # batches for the JSV right after removal (0: skip)
     jsv_every_epoch: bool = False  # also measure it after every fine-tuning epoch
     jsv_mode: str = "eval"  # "train": BatchNorm batch statistics, the paper's protocol (docs/method.md#jsv)

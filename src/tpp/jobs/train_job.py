@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from tpp.jobs.context import JobContext
-from tpp.training import FitResult, Trainer, build_optimizer, parse_lr_schedule
+from tpp.training import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY, FitResult, Trainer, build_optimizer, parse_lr_schedule
 
 
 @dataclass
@@ -20,8 +20,8 @@ class TrainJobConfig:
 
     epochs: int
     lr: str
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = DEFAULT_MOMENTUM
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
 
 
 def run_train_job(

@@ -72,6 +72,7 @@ from tpp.recipes import checks
 from tpp.recipes.expected import validate_expected
 from tpp.recipes.prune_section import prune_section
 from tpp.recipes.recipe import Recipe
+from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # the image-folder options of `tpp train` (tpp.cli.common.add_data_args), as recipe keys
@@ -240,8 +241,8 @@ def _base(data: Any, where: str) -> dict[str, Any]:
     if "epochs" not in data or "lr" not in data:
         raise ConfigError(f"{where} needs 'epochs' and 'lr' (e.g. epochs: 30, lr: '0:0.01,15:0.001')")
     return {"epochs": checks.whole(data["epochs"], f"{where}: epochs", 1), "lr": checks.schedule(data["lr"], f"{where}: lr"),
-            "weight_decay": checks.number(data.get("weight_decay", 5e-4), f"{where}: weight_decay"),
-            "momentum": checks.number(data.get("momentum", 0.9), f"{where}: momentum")}
+            "weight_decay": checks.number(data.get("weight_decay", DEFAULT_WEIGHT_DECAY), f"{where}: weight_decay"),
+            "momentum": checks.number(data.get("momentum", DEFAULT_MOMENTUM), f"{where}: momentum")}
 
 
 def _finetune(data: Any, where: str) -> dict[str, Any]:
@@ -264,8 +265,8 @@ def _finetune(data: Any, where: str) -> dict[str, Any]:
     budget = checks.whole(data["budget_steps"], f"{where}: budget_steps", 1) if "budget_steps" in data else None
     return {"epochs": checks.whole(data.get("epochs", 0), f"{where}: epochs", 0), "budget_steps": budget,
             "lrs": lrs, "lr_methods": lr_methods,
-            "weight_decay": checks.number(data.get("weight_decay", 5e-4), f"{where}: weight_decay"),
-            "momentum": checks.number(data.get("momentum", 0.9), f"{where}: momentum")}
+            "weight_decay": checks.number(data.get("weight_decay", DEFAULT_WEIGHT_DECAY), f"{where}: weight_decay"),
+            "momentum": checks.number(data.get("momentum", DEFAULT_MOMENTUM), f"{where}: momentum")}
 
 
 def _seeds(value: Any, where: str) -> list[int]:
