@@ -43,11 +43,6 @@ class GridPoint:
         """Job folder name inside the recipe's output directory."""
         return f"{self.method}__r{self.ratio_label}__lr{self.lr_label}__s{self.seed}"
 
-    @property
-    def shared_key(self) -> tuple[str, int, int]:
-        """Jobs with the same key differ only in the fine-tuning LR (same regularised model)."""
-        return (self.method, self.ratio_index, self.seed)
-
     def describe(self) -> dict[str, Any]:
         """The JSON record of the point, stored as ``run.json`` next to the job's report."""
         return {"method": self.method, "ratio": self.ratio, "ratio_entry": self.ratio_entry,

@@ -127,6 +127,7 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
     from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
     from tpp.pruning import get_method
     from tpp.training import RunDirectory
+    from tpp.training.rundir import read_metrics
 
     folder = out / point.folder
     if (folder / "report.json").is_file():
@@ -145,7 +146,7 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
         weight_decay=recipe.finetune["weight_decay"], momentum=recipe.finetune["momentum"],
         jsv_batches=recipe.jsv["batches"], jsv_every_epoch=recipe.jsv["every_epoch"], jsv_mode=recipe.jsv["mode"],
     )
-    earlier = _read_jsonl(folder / RunDirectory.METRICS) if resume else []
+    earlier = read_metrics(folder / RunDirectory.METRICS) if resume else []
     run_dir = RunDirectory(folder, overwrite=True)
     for record in earlier:  # keep the epochs logged before the interruption
         run_dir.log_epoch(record)
@@ -229,22 +230,6 @@ def _read(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a damaged line is not worth failing a resume for
-    return [r for r in records if isinstance(r, dict)]
 
 
 def _say(quiet: bool, print_fn, text: str) -> None:

@@ -281,17 +281,7 @@ class RunDirectory:
         atomic_write_text(self.path / self.METRICS, lines)
 
     def _read_metrics(self) -> list[dict[str, Any]]:
-        try:
-            text = (self.path / self.METRICS).read_text(encoding="utf-8")
-        except OSError:
-            return []
-        records = []
-        for line in text.splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a hand-edited or foreign line is not worth failing a resume for
-        return [r for r in records if isinstance(r, dict)]
+        return read_metrics(self.path / self.METRICS)
 
     def _read_json(self, name: str) -> Any:
         try:
@@ -314,3 +304,19 @@ def complete_epoch_outputs(payload: Mapping[str, Any], checkpoint_dir: Path | No
         for logger in loggers:
             if hasattr(logger, "recover_epoch"):
                 logger.recover_epoch(record)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (none if it cannot be read); a damaged or foreign line is
+    skipped: it is not worth failing a resume for."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if isinstance(r, dict)]
