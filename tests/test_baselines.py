@@ -220,7 +220,7 @@ def test_orth_then_l1_selects_on_the_weights_at_prune_time():
 def test_orth_then_l1_iteration_defaults_and_state():
     model, inputs = _model("mlp7_linear")
     # its own length, not TPP's stabilize_iters; by default the authors' 50,000 iterations
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="no option 'stabilize_iters'"):
         OrthRegThenL1Pruner(model, inputs, stabilize_iters=7)
     assert OrthRegThenL1Pruner(model, inputs).config["orth_iters"] == DEFAULT_ORTH_ITERS == 50_000
     pruner = OrthRegThenL1Pruner(model, inputs, orth="orthconv", orth_iters=5)

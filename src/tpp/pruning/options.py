@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from tpp.errors import ConfigError
 
@@ -21,6 +21,26 @@ def option(default: Any, help: str, choices: Sequence[Any] | None = None, minimu
     ``>= minimum`` (``> minimum`` with ``above``)."""
     return dataclasses.field(default=default, metadata={
         "help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "above": above})
+
+
+def build_options(config: type | None, options: Mapping[str, Any], owner: str) -> Any:
+    """The config dataclass ``config`` built from the keyword ``options`` and checked (``None`` for a
+    method without options, which then takes none), as ``torch.optim`` builds its ``defaults``.
+
+    Raises:
+        ConfigError: an option ``config`` does not declare (naming ``owner`` and listing its options),
+            or a value outside its bounds or choices.
+    """
+    names = [field.name for field in dataclasses.fields(config)] if config is not None else []
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"{owner} has no option {unknown[0]!r}"
+                          + (f"; its options are {', '.join(names)}" if names else "; it takes none"))
+    if config is None:
+        return None
+    built = config(**options)
+    check_options(built)
+    return built
 
 
 def check_options(config: Any) -> None:

@@ -10,8 +10,9 @@ options named in ``hook_options`` go to the fine-tuning hook, all others to the 
 A method registers itself where it is defined, with the :func:`pruning_method` decorator (as
 timm's ``@register_model``)::
 
-    @pruning_method("tpp", regularized=True, description="Trainability Preserving Pruning", config=TPPConfig)
-    class TPPPruner(BasePruner): ...
+    @pruning_method("tpp", regularized=True, description="Trainability Preserving Pruning")
+    class TPPPruner(ConfiguredPruner):
+        Config = TPPConfig  # its options
 
 The built-in methods live one per file in :mod:`tpp.pruning.methods`; every module there is imported
 (and so registers itself) the first time the registry is asked for a method. Methods written outside
@@ -107,12 +108,15 @@ def pruning_method(
 ) -> Callable[[F], F]:
     """Decorator registering the decorated pruner class or factory function as the method ``name``.
 
-    The arguments are the :class:`Method` fields; the pruner is returned unchanged. A second name for
+    The arguments are the :class:`Method` fields; ``config`` defaults to the pruner's ``Config`` (a
+    :class:`~tpp.pruning.configured.ConfiguredPruner` declares its options there). The pruner is returned
+    unchanged. A second name for
     the same pruner can be registered with ``pruning_method(other, ...)(pruner)`` or
     :func:`register_method`."""
 
     def decorator(pruner: F) -> F:
-        register_method(Method(name, pruner, regularized=regularized, description=description, config=config,
+        declared = config if config is not None else getattr(pruner, "Config", None)  # a ConfiguredPruner's own
+        register_method(Method(name, pruner, regularized=regularized, description=description, config=declared,
                                after_prune=after_prune, finetune_penalty=finetune_penalty,
                                hook_options=tuple(hook_options)))
         return pruner

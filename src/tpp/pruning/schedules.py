@@ -213,8 +213,8 @@ class AdaptiveSchedule(Schedule):
       iterations (up to ``reg_ceiling``) and the increment doubles at every check; once the ratio
       shrinks at that pace, lambda holds and the increment falls back to ``reg_step``. The kept
       filters so get time to take over, as under the fixed schedule's slow growth, but only while
-      there is something to take over (growing lambda as fast as the channels allow loses accuracy:
-      on MNIST, 83.8% right after removal against 89.2% paced, see bench/bench_schedules.py);
+      there is something to take over (growing lambda as fast as the channels allow loses accuracy
+      right after removal: measured by bench/bench_schedules.py);
     * a unit is done once its ratio and coupling are both below ``target`` (GReg stops at a kept/pruned
       magnitude ratio of 1000, the default ``target`` of 1e-3), or once lambda is at the ceiling and its
       ratio has shrunk by less than a fraction ``min_progress`` over a window of ``patience`` checks:

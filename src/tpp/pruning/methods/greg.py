@@ -7,27 +7,18 @@ magnitude ratio is not implemented: the phase always runs to the ceiling plus ``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
 
-import torch.nn as nn
-
-from tpp.pruning.base import BasePruner
-from tpp.pruning.options import check_options, option
-from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
+from tpp.pruning.configured import Composition, ConfiguredPruner
+from tpp.pruning.methods.tpp import GrowthConfig
 from tpp.pruning.registry import pruning_method
 from tpp.pruning.regularizers import GrowingL2
-from tpp.pruning.schedules import GrowingSchedule
+from tpp.pruning.schedules import GrowingSchedule, Schedule
 
 
 @dataclass
-class GReg1Config:
-    """GReg-1's options (TPP's schedule defaults)."""
-
-    reg_step: float = option(1e-4, "lambda grows by this every reg_interval iterations", minimum=0, above=True)
-    reg_interval: int = option(10, "iterations between lambda updates", minimum=1)
-    reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
-    stabilize_iters: int = option(10_000, "iterations at the ceiling before removal", minimum=0)
+class GReg1Config(GrowthConfig):
+    """GReg-1's options: those of TPP's growing schedule, with its defaults."""
 
     def make_schedule(self) -> GrowingSchedule:
         """TPP's growing schedule without the layer-wise zero-out."""
@@ -35,42 +26,16 @@ class GReg1Config:
                                zero_out_interval=None)
 
 
-@pruning_method("greg1", regularized=True, description="GReg-1: growing L2 on the pruned filters (Wang et al., 2021b)",
-                config=GReg1Config)
-class GReg1Pruner(BasePruner):
+@pruning_method("greg1", regularized=True, description="GReg-1: growing L2 on the pruned filters (Wang et al., 2021b)")
+class GReg1Pruner(ConfiguredPruner):
     """L1-picked filters get ``W.grad += lambda * W`` on a growing schedule, then are removed.
 
-    ``schedule`` is a preset of :mod:`tpp.pruning.presets`: ``"paper"`` (the options as given) or
-    ``"fast"`` (``reg_step`` x10, ``stabilize_iters`` / 10).
+    The options are :class:`GReg1Config`'s, as keywords; ``schedule`` is a preset of
+    :mod:`tpp.pruning.presets`: ``"paper"`` (the options as given) or ``"fast"`` (``reg_step`` x10,
+    ``stabilize_iters`` / 10).
     """
 
-    schedule_presets = SCHEDULE_PRESETS
+    Config = GReg1Config
 
-    def __init__(
-        self,
-        model: nn.Module,
-        example_inputs: Any,
-        ratio: float | Mapping[str, float] | str | None = 0.5,
-        scope: str = "internal",
-        ignored_layers: Iterable[nn.Module | str] | None = None,
-        reg_step: float = 1e-4,
-        reg_interval: int = 10,
-        reg_ceiling: float = 1.0,
-        stabilize_iters: int = 10_000,
-        global_ratio: float | None = None,
-        *,
-        importance: Any = None,
-        heads: bool = False,
-        schedule: str = "paper",
-    ) -> None:
-        self.options = GReg1Config(reg_step, reg_interval, reg_ceiling, stabilize_iters)
-        check_options(self.options)
-        self.options = preset_config(self.options, check_preset(schedule))
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
-                         importance=importance, heads=heads,
-                         regularizers=[GrowingL2("filter_weights")], schedule=self.options.make_schedule())
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, **asdict(self.options)}
-
+    def _compose(self, schedule: Schedule | None) -> Composition:
+        return [GrowingL2("filter_weights")], self.options.make_schedule(), "start"

@@ -18,8 +18,7 @@ import torch
 import torch.nn as nn
 
 from tpp.pruning.methods.l1 import L1Pruner
-from tpp.pruning.methods.orth_then_l1 import ORTH_REG_WEIGHT, ORTHCONV_GEOMETRIES
-from tpp.pruning.options import option
+from tpp.pruning.methods.orth_then_l1 import ORTH_REG_WEIGHT, orthconv_geometry_option
 from tpp.pruning.orthogonality import activation_gain, orthogonalize_
 from tpp.pruning.registry import Method, register_method
 from tpp.pruning.regularizers import Orthogonality
@@ -51,9 +50,7 @@ def orthconv_finetune_penalty(model: nn.Module, orthconv_geometry: str = "textbo
 class L1OrthConvConfig:
     """Options of L1 + OrthConv."""
 
-    orthconv_geometry: str = option("textbook", "official (stride 2, padding 1 in every layer, as the official "
-                                    "code) or textbook (each layer's stride, as Orthogonal CNNs)",
-                                    choices=ORTHCONV_GEOMETRIES)
+    orthconv_geometry: str = orthconv_geometry_option()
 
 
 def orthp_reinit(model: nn.Module) -> None:

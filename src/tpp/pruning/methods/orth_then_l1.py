@@ -10,18 +10,17 @@ The length of the phase is UNCONFIRMED in the paper: the official TPP code parse
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch.nn as nn
 
 from tpp.errors import ConfigError
-from tpp.pruning.base import BasePruner
-from tpp.pruning.options import check_options, option
-from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
+from tpp.pruning.configured import Composition, ConfiguredPruner
+from tpp.pruning.options import option
 from tpp.pruning.registry import pruning_method
 from tpp.pruning.regularizers import Orthogonality
-from tpp.pruning.schedules import ConstantSchedule
+from tpp.pruning.schedules import ConstantSchedule, Schedule
 
 # The official weight of the KernOrth/OrthConv losses (``--lw_orth_reg 0.1``).
 ORTH_REG_WEIGHT = 0.1
@@ -30,6 +29,12 @@ DEFAULT_ORTH_ITERS = 50_000
 # How the OrthConv distance is taken: the official code's stride 2, padding 1 for every layer, or the
 # geometry of the Orthogonal CNNs paper (the layer's own stride); see orthogonality.orthconv_geometry.
 ORTHCONV_GEOMETRIES = ("official", "textbook")
+
+
+def orthconv_geometry_option() -> Any:
+    """The ``orthconv_geometry`` option, declared once for OrthConv + L1 and L1 + OrthConv."""
+    return option("textbook", "official (stride 2, padding 1 in every layer, as the official code) or textbook "
+                  "(each layer's stride, as Orthogonal CNNs)", choices=ORTHCONV_GEOMETRIES)
 
 
 @dataclass
@@ -49,62 +54,57 @@ class OrthThenL1Config:
 class OrthConvThenL1Config(OrthThenL1Config):
     """Options of the OrthConv-then-L1 baseline."""
 
-    orthconv_geometry: str = option("textbook", "official (stride 2, padding 1 in every layer, as the official "
-                                    "code) or textbook (each layer's stride, as Orthogonal CNNs)",
-                                    choices=ORTHCONV_GEOMETRIES)
+    orthconv_geometry: str = orthconv_geometry_option()
 
 
-class OrthRegThenL1Pruner(BasePruner):
-    """Orthogonality-regularised training (``orth="kernorth"`` or ``"orthconv"``), then L1 selection and removal.
+class OrthThenL1Pruner(ConfiguredPruner):
+    """Orthogonality-regularised training (the loss :attr:`orth` names), then L1 selection and removal.
 
-    ``schedule`` is a preset of :mod:`tpp.pruning.presets`: ``"paper"`` (the options as given) or
-    ``"fast"`` (``orth_iters`` / 10).
+    The options are the subclass's :attr:`Config` fields, as keywords; ``schedule`` is a preset of
+    :mod:`tpp.pruning.presets`: ``"paper"`` (the options as given) or ``"fast"`` (``orth_iters`` / 10).
     """
 
-    schedule_presets = SCHEDULE_PRESETS
+    Config = OrthThenL1Config
+    orth: str = "kernorth"  # the orthogonality loss: fixed by each subclass
 
-    def __init__(
-        self,
-        model: nn.Module,
-        example_inputs: Any,
-        ratio: float | Mapping[str, float] | str | None = 0.5,
-        scope: str = "internal",
-        ignored_layers: Iterable[nn.Module | str] | None = None,
-        global_ratio: float | None = None,
-        orth: str = "kernorth",
-        orth_iters: int = DEFAULT_ORTH_ITERS,
-        orth_weight: float = ORTH_REG_WEIGHT,
-        orthconv_geometry: str = "textbook",
-        *,
-        importance: Any = None,
-        heads: bool = False,
-        schedule: str = "paper",
-    ) -> None:
-        self.orth = orth
-        self.options = (OrthConvThenL1Config(orth_iters, orth_weight, orthconv_geometry) if orth == "orthconv"
-                        else OrthThenL1Config(orth_iters, orth_weight))
-        check_options(self.options)
-        self.options = preset_config(self.options, check_preset(schedule))
-        if orth != "orthconv" and orthconv_geometry != "textbook":
-            raise ConfigError("orthconv_geometry applies to orth='orthconv' only")
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
-                         importance=importance, heads=heads,
-                         regularizers=[Orthogonality(orth, official_stride2=orthconv_geometry == "official")],
-                         schedule=self.options.make_schedule(), select_at="prune")
+    def _compose(self, schedule: Schedule | None) -> Composition:
+        official = getattr(self.options, "orthconv_geometry", None) == "official"  # KernOrth has no geometry
+        return ([Orthogonality(self.orth, official_stride2=official)], self.options.make_schedule(), "prune")
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, **asdict(self.options), "orth": self.orth}
+        return {**super().config, "orth": self.orth}
 
 
-@pruning_method("kernorth+l1", regularized=True, description="KernOrth-regularised training, then L1 pruning",
-                config=OrthThenL1Config)
-def _kernorth_then_l1(model: nn.Module, example_inputs: Any, **options: Any) -> OrthRegThenL1Pruner:
-    return OrthRegThenL1Pruner(model, example_inputs, orth="kernorth", **options)
+@pruning_method("kernorth+l1", regularized=True, description="KernOrth-regularised training, then L1 pruning")
+class KernOrthThenL1Pruner(OrthThenL1Pruner):
+    """KernOrth-regularised training (Xie et al., 2017), then L1: the options are :class:`OrthThenL1Config`'s."""
+
+    Config = OrthThenL1Config
+    orth = "kernorth"
 
 
-@pruning_method("orthconv+l1", regularized=True, description="OrthConv-regularised training, then L1 pruning",
-                config=OrthConvThenL1Config)
-def _orthconv_then_l1(model: nn.Module, example_inputs: Any, **options: Any) -> OrthRegThenL1Pruner:
-    return OrthRegThenL1Pruner(model, example_inputs, orth="orthconv", **options)
+@pruning_method("orthconv+l1", regularized=True, description="OrthConv-regularised training, then L1 pruning")
+class OrthConvThenL1Pruner(OrthThenL1Pruner):
+    """OrthConv-regularised training (Wang et al., 2020), then L1: the options are :class:`OrthConvThenL1Config`'s."""
 
+    Config = OrthConvThenL1Config
+    orth = "orthconv"
+
+
+_BY_ORTH = {"kernorth": KernOrthThenL1Pruner, "orthconv": OrthConvThenL1Pruner}
+
+
+def OrthRegThenL1Pruner(model: nn.Module, example_inputs: Any, *args: Any, orth: str = "kernorth",  # noqa: N802
+                        **kwargs: Any) -> OrthThenL1Pruner:
+    """The orthogonality + L1 baseline by the name of its loss (``orth="kernorth"`` or ``"orthconv"``):
+    a :class:`KernOrthThenL1Pruner` or an :class:`OrthConvThenL1Pruner` built with the other arguments.
+
+    Kept under the name these baselines had when one class held both.
+
+    Raises:
+        ConfigError: an unknown ``orth``, or an option that loss's baseline does not declare.
+    """
+    if orth not in _BY_ORTH:
+        raise ConfigError(f"orth must be one of {', '.join(_BY_ORTH)}, got {orth!r}")
+    return _BY_ORTH[orth](model, example_inputs, *args, **kwargs)

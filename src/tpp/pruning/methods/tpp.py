@@ -9,33 +9,36 @@ with the layer-wise zero-out, ``lw_opp`` 1000.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
 
-import torch.nn as nn
-
-from tpp.pruning.base import BasePruner
-from tpp.pruning.options import check_options, option
-from tpp.pruning.presets import SCHEDULE_PRESETS, check_preset, preset_config
+from tpp.pruning.configured import Composition, ConfiguredPruner
+from tpp.pruning.options import option
+from tpp.pruning.penalties import GRAM_TARGETS
 from tpp.pruning.registry import pruning_method
 from tpp.pruning.regularizers import GramDecorrelation, GrowingL2
 from tpp.pruning.schedules import GrowingSchedule, Schedule
 
 
 @dataclass
-class TPPConfig:
-    """TPP's options (the official defaults)."""
+class GrowthConfig:
+    """The options of TPP's growing schedule (the official defaults), shared with GReg-1; they come first."""
 
     reg_step: float = option(1e-4, "lambda grows by this every reg_interval iterations", minimum=0, above=True)
     reg_interval: int = option(10, "iterations between lambda updates", minimum=1)
     reg_ceiling: float = option(1.0, "lambda stops growing here", minimum=0, above=True)
     stabilize_iters: int = option(10_000, "iterations at the ceiling before removal", minimum=0)
+
+
+@dataclass
+class TPPConfig(GrowthConfig):
+    """TPP's options (the official defaults): the growing schedule's, then these."""
+
     zero_out_interval: int = option(100, "iterations between the layer-wise zero-outs of stabilisation", minimum=0)
     gram_weight: float = option(1000.0, "weight of the gram term of Eq. 3 (0 disables it)", minimum=0)
     bn_reg: bool = option(True, "growing L2 on BatchNorm gamma/beta of the pruned channels")
     weight_reg: bool = option(True, "growing L2 on the pruned filters and biases")
     gram_target: str = option("decorrelate", "decorrelate (TPP) or kernorth (ablation: identity target)",
-                              choices=("decorrelate", "kernorth"))
+                              choices=GRAM_TARGETS)
     gram_every: int = option(1, "compute the gram term every k-th iteration, k times as strong (1: every "
                              "iteration, as the paper; larger saves its cost on small batches)", minimum=1)
 
@@ -45,9 +48,8 @@ class TPPConfig:
                                self.zero_out_interval)
 
 
-@pruning_method("tpp", regularized=True, description="Trainability Preserving Pruning (Wang & Fu, 2023)",
-                config=TPPConfig)
-class TPPPruner(BasePruner):
+@pruning_method("tpp", regularized=True, description="Trainability Preserving Pruning (Wang & Fu, 2023)")
+class TPPPruner(ConfiguredPruner):
     """Selects filters by L1 norm, regularises them towards de-correlation and zero, then removes them.
 
     Args:
@@ -59,65 +61,34 @@ class TPPPruner(BasePruner):
         scope: ``"internal"`` (the paper: channels not tied to residual adds or other layers) or
             ``"all"`` (every dependency group that can be removed exactly).
         ignored_layers: modules or module-name patterns never pruned (classifiers are always kept).
-        reg_step, reg_interval, reg_ceiling: ``lambda = reg_step * floor(t / reg_interval)``, capped.
-        stabilize_iters: iterations at the ceiling before the model is ready to prune.
-        zero_out_interval: during stabilisation, layer ``i`` (forward order) is zeroed from
-            iteration ``(i + 1) * zero_out_interval`` on.
-        gram_weight: weight of the gram term (``lw_opp``, 1000 in the paper). 0 disables it.
-        bn_reg, weight_reg: growing L2 on BatchNorm gamma/beta, and on filters and biases.
         global_ratio: if given, rank all units' channels network-wide and prune this fraction.
-        gram_target: ``"decorrelate"`` (TPP) or ``"kernorth"`` (ablation: identity target).
-        gram_every: compute the gram term every ``k``-th iteration, ``k`` times as strong (1: the paper).
         importance: how channels are chosen; ``None`` is L1 (see :class:`BasePruner`).
+        heads: also prune whole attention heads (see :class:`BasePruner`).
         schedule: ``"paper"`` (the default: the official schedule built from ``reg_*``,
             ``stabilize_iters`` and ``zero_out_interval``, 110,000 iterations at the defaults),
             ``"fast"`` (the same options shortened tenfold: ``reg_step`` x10, ``stabilize_iters`` / 10;
             :mod:`tpp.pruning.presets`), or a :class:`~tpp.pruning.schedules.Schedule` to use instead
             (e.g. the adaptive schedule).
+        **options: keyword-only, the fields of :class:`TPPConfig` (each documented there with its
+            default and bound): ``reg_step``, ``reg_interval``, ``reg_ceiling``, ``stabilize_iters``,
+            ``zero_out_interval``, ``gram_weight``, ``bn_reg``, ``weight_reg``, ``gram_target``, ``gram_every``.
     """
 
-    schedule_presets = SCHEDULE_PRESETS
+    Config = TPPConfig
+    accepts_schedule = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        example_inputs: Any,
-        ratio: float | Mapping[str, float] | str | None = 0.5,
-        scope: str = "internal",
-        ignored_layers: Iterable[nn.Module | str] | None = None,
-        reg_step: float = 1e-4,
-        reg_interval: int = 10,
-        reg_ceiling: float = 1.0,
-        stabilize_iters: int = 10_000,
-        zero_out_interval: int = 100,
-        gram_weight: float = 1000.0,
-        bn_reg: bool = True,
-        weight_reg: bool = True,
-        global_ratio: float | None = None,
-        gram_target: str = "decorrelate",
-        gram_every: int = 1,
-        *,
-        importance: Any = None,
-        heads: bool = False,
-        schedule: Schedule | str | None = None,
-    ) -> None:
-        self.options = TPPConfig(reg_step, reg_interval, reg_ceiling, stabilize_iters, zero_out_interval,
-                                 gram_weight, bn_reg, weight_reg, gram_target, gram_every)
-        check_options(self.options)
-        if schedule is None or isinstance(schedule, str):
-            self.options = preset_config(self.options, check_preset("paper" if schedule is None else schedule))
-            schedule = self.options.make_schedule()
+    def _compose(self, schedule: Schedule | None) -> Composition:
+        options = self.options
+        if schedule is None:
+            schedule = options.make_schedule()
+        # a subclass's config may declare only TPP's term weights (tpp-adaptive): the gram target and
+        # pace it does not declare keep TPP's defaults
+        target = getattr(options, "gram_target", TPPConfig.gram_target)
+        every = getattr(options, "gram_every", TPPConfig.gram_every)
         # the schedule's iteration paces gram_every, so a resumed run computes the term at the same steps
-        regularizers = [GramDecorrelation(gram_weight, gram_target, gram_every, lambda: schedule.iteration)]
-        if weight_reg:
+        regularizers = [GramDecorrelation(options.gram_weight, target, every, lambda: schedule.iteration)]
+        if options.weight_reg:
             regularizers.append(GrowingL2("filters"))
-        if bn_reg:
+        if options.bn_reg:
             regularizers.append(GrowingL2("norms"))
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio,
-                         importance=importance, heads=heads,
-                         regularizers=regularizers, schedule=schedule)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, **asdict(self.options)}
-
+        return regularizers, schedule, "start"

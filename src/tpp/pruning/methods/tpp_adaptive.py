@@ -10,13 +10,9 @@ ceiling, and the phase ends a window of ``patience`` checks after the last unit 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch.nn as nn
 
 from tpp.pruning.methods.tpp import TPPPruner
-from tpp.pruning.options import check_options, option
-from tpp.pruning.presets import check_preset, preset_config
+from tpp.pruning.options import option
 from tpp.pruning.registry import pruning_method
 from tpp.pruning.schedules import AdaptiveSchedule
 
@@ -54,22 +50,18 @@ class TPPAdaptiveConfig:
 
 
 @pruning_method("tpp-adaptive", regularized=True,
-                description="TPP whose regularisation ends when the pruned channels are gone (adaptive schedule)",
-                config=TPPAdaptiveConfig)
-def tpp_adaptive(model: nn.Module, example_inputs: Any, *, reg_step: float = 1e-4, reg_interval: int = 10,
-                 halving_iters: int = 2000, reg_ceiling: float = 1.0, target: float = 1e-3,
-                 check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
-                 max_iterations: int = 110_000, gram_weight: float = 1000.0, bn_reg: bool = True,
-                 weight_reg: bool = True, schedule: str = "paper", **common: Any) -> TPPPruner:
-    """A :class:`TPPPruner` on the adaptive schedule; ``common`` are ratio, scope, ignored_layers, global_ratio.
+                description="TPP whose regularisation ends when the pruned channels are gone (adaptive schedule)")
+class TPPAdaptivePruner(TPPPruner):
+    """A :class:`TPPPruner` on the adaptive schedule: its options are :class:`TPPAdaptiveConfig`'s, as keywords.
 
-    ``schedule="fast"`` makes lambda grow 10x faster (:mod:`tpp.pruning.presets`); ``max_iterations``
-    stays the upper bound."""
-    options = TPPAdaptiveConfig(reg_step, halving_iters, reg_interval, reg_ceiling, target, check_interval,
-                                patience, min_progress, max_iterations, gram_weight, bn_reg, weight_reg)
-    check_options(options)
-    options = preset_config(options, check_preset(schedule))
-    return TPPPruner(model, example_inputs, reg_step=options.reg_step, reg_interval=reg_interval,
-                     reg_ceiling=reg_ceiling, gram_weight=gram_weight, bn_reg=bn_reg, weight_reg=weight_reg,
-                     schedule=options.make_schedule(), **common)
+    TPP's terms are weighted by ``gram_weight``, ``bn_reg`` and ``weight_reg`` as in TPP; the gram target
+    and pace are TPP's defaults. ``schedule="fast"`` makes lambda grow 10x faster
+    (:mod:`tpp.pruning.presets`); ``max_iterations`` stays the upper bound.
+    """
 
+    Config = TPPAdaptiveConfig
+    accepts_schedule = False  # its schedule is the adaptive one; another would make it plain TPP
+
+
+# the name this method had as a factory function (tests/test_hostile_pruner.py imports it)
+tpp_adaptive = TPPAdaptivePruner
