@@ -112,6 +112,23 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tpp.cli.main import main
 
     out = tmp_path_factory.mktemp("base") / "run"
-    assert main(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "2", "--lr", "0.01",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "mlp7_linear",
+                "--dataset",
+                "mnist_subset",
+                "--epochs",
+                "2",
+                "--lr",
+                "0.01",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out / "best.pt"

@@ -83,7 +83,7 @@ def _batches(model_name: str):
     step = 0
     while True:
         i = step % 40
-        yield x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
+        yield x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH]
         step += 1
 
 
@@ -103,7 +103,9 @@ def run_case(method_name: str, model_name: str, finetune_steps: int | None = Non
     method = pruning.get_method(method_name)
     options = dict(ratio=0.5, scope="internal", global_ratio=None)
     if method_name in ("tpp", "greg1"):
-        options.update(SCHEDULE if method_name == "tpp" else {k: v for k, v in SCHEDULE.items() if k != "zero_out_interval"})
+        options.update(
+            SCHEDULE if method_name == "tpp" else {k: v for k, v in SCHEDULE.items() if k != "zero_out_interval"}
+        )
     if method_name == "kernorth+l1":
         options.update(ORTH)
     with warnings.catch_warnings():
@@ -152,8 +154,10 @@ def _first_difference(got: dict[str, Any], want: dict[str, Any]) -> str:
     for key in sorted(set(got) | set(want)):
         if got.get(key) != want.get(key):
             if isinstance(got.get(key), list) and isinstance(want.get(key), list):
-                at = next((i for i, (a, b) in enumerate(zip(got[key], want[key])) if a != b),
-                          min(len(got[key]), len(want[key])))
+                at = next(
+                    (i for i, (a, b) in enumerate(zip(got[key], want[key])) if a != b),
+                    min(len(got[key]), len(want[key])),
+                )
                 return f"{key}[{at}]"
             return key
     return ""
@@ -177,8 +181,10 @@ def main() -> int:
         return 0
     golden = json.loads(args.file.read_text())
     if golden["environment"] != result["environment"]:
-        print(f"warning: recorded in {golden['environment']}, running in {result['environment']}: "
-              "low bits may differ for reasons that are not your change")
+        print(
+            f"warning: recorded in {golden['environment']}, running in {result['environment']}: "
+            "low bits may differ for reasons that are not your change"
+        )
     differing = 0
     for case, got in sorted(result["cases"].items()):
         where = _first_difference(got, golden["cases"].get(case, {}))

@@ -19,7 +19,7 @@ from torch import nn
 # Written for this test (same attribute names as the official model files, so the pickles carry
 # the same state layout): CIFAR ResNet with option-A zero-padding or option-B shortcuts under
 # `downsample`, VGG19-BN (`features`, `classifier`), and the MLP (`net` with activations interleaved).
-OFFICIAL_SOURCE = textwrap.dedent('''
+OFFICIAL_SOURCE = textwrap.dedent("""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -98,7 +98,7 @@ OFFICIAL_SOURCE = textwrap.dedent('''
 
         def forward(self, x):
             return self.net(x.view(x.size(0), -1))
-''')
+""")
 
 
 @contextlib.contextmanager
@@ -123,7 +123,11 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             if tensor.is_floating_point():
-                values = torch.rand(tensor.shape, generator=gen) + 0.5 if "running_var" in key else torch.randn(tensor.shape, generator=gen) * 0.2
+                values = (
+                    torch.rand(tensor.shape, generator=gen) + 0.5
+                    if "running_var" in key
+                    else torch.randn(tensor.shape, generator=gen) * 0.2
+                )
                 tensor.copy_(values)
     return model.eval()
 

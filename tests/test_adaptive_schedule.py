@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 
 import tpp
+from tests.loop import pruner_step
 from tpp.data.embedded import load_mnist_subset
 from tpp.errors import ConfigError
 from tpp.pruning.schedules import AdaptiveSchedule
-
-from tests.loop import pruner_step
 
 
 class Scripted:
@@ -48,7 +47,7 @@ def test_lambda_grows_ever_faster_while_the_ratio_lags_the_pace_and_holds_at_the
     _run(schedule, 40)
     assert schedule.increment == pytest.approx(16e-3) and schedule.value() == pytest.approx(0.15)  # 10+20+40+80 e-3
     # halving between checks is the pace (halving_iters = check_interval): lambda holds, the increment resets
-    shrinking = Scripted([{0: (0.9, 0.9)}] + [{0: (0.8 * 0.5 ** k, 0.5)} for k in range(10)])
+    shrinking = Scripted([{0: (0.9, 0.9)}] + [{0: (0.8 * 0.5**k, 0.5)} for k in range(10)])
     schedule = AdaptiveSchedule(reg_step=1e-3, reg_interval=1, check_interval=10, halving_iters=10, max_iterations=1000)
     schedule.bind([0], shrinking)
     _run(schedule, 30)  # lambda 0.01 at the 1st check, +2e-3 x 10 to the 2nd, +4e-3 x 10 to the 3rd (at the pace)
@@ -58,15 +57,19 @@ def test_lambda_grows_ever_faster_while_the_ratio_lags_the_pace_and_holds_at_the
     assert schedule.value() == held
     # a slower pace (halving every 100 iterations) is met too: lambda holds
     schedule = AdaptiveSchedule(reg_step=1e-3, reg_interval=1, check_interval=10, halving_iters=100)
-    schedule.bind([0], Scripted([{0: (0.9 * 0.9 ** k, 0.5)} for k in range(10)]))
+    schedule.bind([0], Scripted([{0: (0.9 * 0.9**k, 0.5)} for k in range(10)]))
     _run(schedule, 30)
     assert not schedule.growing and schedule.value() == pytest.approx(0.03)  # held from the 2nd check
 
 
 def test_units_are_zeroed_once_below_target_and_the_phase_ends_patience_checks_later():
     # unit 0 is below target at the 2nd check, unit 3 at the 4th (its coupling must be small too)
-    script = [{0: (0.5, 0.5), 3: (0.5, 0.5)}, {0: (1e-4, 1e-4), 3: (0.5, 0.5)},
-              {0: (1e-4, 1e-4), 3: (1e-4, 0.5)}, {0: (1e-4, 1e-4), 3: (1e-4, 1e-4)}]
+    script = [
+        {0: (0.5, 0.5), 3: (0.5, 0.5)},
+        {0: (1e-4, 1e-4), 3: (0.5, 0.5)},
+        {0: (1e-4, 1e-4), 3: (1e-4, 0.5)},
+        {0: (1e-4, 1e-4), 3: (1e-4, 1e-4)},
+    ]
     schedule = AdaptiveSchedule(check_interval=5, patience=3, max_iterations=10_000)
     schedule.bind([0, 3], Scripted(script))
     _run(schedule, 10)
@@ -83,9 +86,10 @@ def test_units_are_zeroed_once_below_target_and_the_phase_ends_patience_checks_l
 def test_at_the_ceiling_a_unit_whose_ratio_stops_shrinking_is_done():
     # lambda reaches the ceiling at iteration 10 (checks every 10): windows of 2 checks open at 10, 30, 50.
     # The ratio halves per check until 40, then shrinks by 1% per check: the window 50..70 does not halve it
-    ratios = [0.9, 0.8, 0.4, 0.2, 0.1] + [0.1 * 0.99 ** k for k in range(1, 40)]
-    schedule = AdaptiveSchedule(reg_step=0.1, reg_interval=1, check_interval=10, patience=2, halving_iters=10,
-                                max_iterations=10_000)
+    ratios = [0.9, 0.8, 0.4, 0.2, 0.1] + [0.1 * 0.99**k for k in range(1, 40)]
+    schedule = AdaptiveSchedule(
+        reg_step=0.1, reg_interval=1, check_interval=10, patience=2, halving_iters=10, max_iterations=10_000
+    )
     schedule.bind([0], Scripted([{0: (r, r)} for r in ratios]))
     _run(schedule, 69)
     assert schedule.value() == 1.0 and not schedule.zero_due(0)
@@ -128,8 +132,9 @@ def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="needs a pruner that measures its progress"):
         AdaptiveSchedule().bind([0])
     with pytest.raises(ConfigError, match="check_interval must be a number >= 1"):
-        tpp.pruning.get_method("tpp-adaptive").make_pruner(tpp.create_model("mlp7_linear"), torch.randn(2, 1, 32, 32),
-                                                           ratio=0.5, check_interval=0)
+        tpp.pruning.get_method("tpp-adaptive").make_pruner(
+            tpp.create_model("mlp7_linear"), torch.randn(2, 1, 32, 32), ratio=0.5, check_interval=0
+        )
 
 
 def test_tpp_adaptive_on_mnist_ends_early_with_the_pruned_channels_gone():
@@ -143,8 +148,9 @@ def test_tpp_adaptive_on_mnist_ends_early_with_the_pruned_channels_gone():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    pruner = tpp.pruning.get_method("tpp-adaptive").make_pruner(model, images[:2], ratio=0.5, check_interval=10,
-                                                                halving_iters=500)  # a faster pace than the default: a quicker test
+    pruner = tpp.pruning.get_method("tpp-adaptive").make_pruner(
+        model, images[:2], ratio=0.5, check_interval=10, halving_iters=500
+    )  # a faster pace than the default: a quicker test
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     while not pruner.done:
         for x, y in zip(images.split(64), labels.split(64)):
@@ -169,12 +175,45 @@ def test_tpp_prune_with_the_adaptive_method_reports_where_it_stopped(run_cli, tm
     from tpp.cli.main import main
 
     base = tmp_path / "base"
-    assert main(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "1", "--out", str(base),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "mlp7_linear",
+                "--dataset",
+                "mnist_subset",
+                "--epochs",
+                "1",
+                "--out",
+                str(base),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "job"
-    result = run_cli("prune", "--method", "tpp-adaptive", "--model", "mlp7_linear", "--dataset", "mnist_subset",
-                     "--checkpoint", str(base / "best.pt"), "--ratio", "0.5", "--check-interval", "10",
-                     "--halving-iters", "500", "--ft-epochs", "1", "--out", str(out))
+    result = run_cli(
+        "prune",
+        "--method",
+        "tpp-adaptive",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--checkpoint",
+        str(base / "best.pt"),
+        "--ratio",
+        "0.5",
+        "--check-interval",
+        "10",
+        "--halving-iters",
+        "500",
+        "--ft-epochs",
+        "1",
+        "--out",
+        str(out),
+    )
     assert result.code == 0, result.err
     assert "regularising: at most 110,000 iterations" in result.out
     report = json.loads((out / "report.json").read_text())
@@ -183,6 +222,19 @@ def test_tpp_prune_with_the_adaptive_method_reports_where_it_stopped(run_cli, tm
     assert schedule["stopped_at"] < 11_000 and report["method_options"]["check_interval"] == 10
     assert report["counts_after"]["params"] == 64510
     # its options are refused for the fixed-schedule method
-    refused = run_cli("prune", "--method", "tpp", "--model", "mlp7_linear", "--dataset", "mnist_subset",
-                      "--checkpoint", str(base / "best.pt"), "--ratio", "0.5", "--check-interval", "10")
+    refused = run_cli(
+        "prune",
+        "--method",
+        "tpp",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--checkpoint",
+        str(base / "best.pt"),
+        "--ratio",
+        "0.5",
+        "--check-interval",
+        "10",
+    )
     assert refused.code == 2 and "--check-interval is an option of tpp-adaptive" in refused.err

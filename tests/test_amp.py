@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpp import distributed
+from tpp.checkpoints import load_checkpoint
 from tpp.cli.main import main
 from tpp.errors import ConfigError
 from tpp.pruning.methods.tpp import TPPPruner
-from tpp.checkpoints import load_checkpoint
 from tpp.training import StepHooks, Trainer, parse_lr_schedule
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, check_amp
 
@@ -25,8 +25,10 @@ HAS_CPU_SCALER = hasattr(torch.amp, "GradScaler")
 
 def _batches(n: int = 2, batch: int = 16, features: int = 8, classes: int = 3, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, features, generator=gen), torch.randint(0, classes, (batch,), generator=gen))
-            for _ in range(n)]
+    return [
+        (torch.randn(batch, features, generator=gen), torch.randint(0, classes, (batch,), generator=gen))
+        for _ in range(n)
+    ]
 
 
 def _mlp(seed: int = 0) -> nn.Module:
@@ -60,8 +62,9 @@ def test_regulariser_sees_unscaled_gradients_under_a_grad_scaler():
     loader = _batches(n=1)
     model = _mlp()
     reference = copy.deepcopy(model)
-    pruner = TPPPruner(model, torch.randn(2, 8), ratio=0.5, gram_weight=0.0, reg_step=0.1, reg_interval=1,
-                       stabilize_iters=100)
+    pruner = TPPPruner(
+        model, torch.randn(2, 8), ratio=0.5, gram_weight=0.0, reg_step=0.1, reg_interval=1, stabilize_iters=100
+    )
     pruner.iteration = 3  # lambda = 0.3
     rows = torch.tensor(pruner.pruned_indices["0"])
     captured: dict[str, torch.Tensor] = {}
@@ -110,8 +113,24 @@ def test_fp16_on_cpu_is_a_one_line_config_error(tmp_path: Path, capsys):
         check_amp("fp16", "cpu")
     assert check_amp(None, "cpu") is None and check_amp("bf16", "cpu") == torch.bfloat16
     out = tmp_path / "run"
-    code = main(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "1",
-                 "--device", "cpu", "--amp", "fp16", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "mlp7_linear",
+            "--dataset",
+            "mnist_subset",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--amp",
+            "fp16",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and err[0].startswith("tpp: error: --amp fp16 needs a CUDA device")
     assert not out.exists()
@@ -121,6 +140,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, capsy
     def broken_compile(fn, *args, **kwargs):
         def fail(*a, **k):
             raise RuntimeError("backend exploded\nsecond line")
+
         return fail
 
     monkeypatch.setattr(torch, "compile", broken_compile)

@@ -15,6 +15,7 @@ import tpp.pruning as pruning
 from tpp.errors import ConfigError
 from tpp.models import create_model, example_inputs
 from tpp.pruning.methods.greg import GReg1Pruner
+from tpp.pruning.methods.l1 import L1Pruner
 from tpp.pruning.methods.l1_variants import (
     kernorth_finetune_penalty,
     orthconv_finetune_penalty,
@@ -22,7 +23,6 @@ from tpp.pruning.methods.l1_variants import (
     reinitialize_,
 )
 from tpp.pruning.methods.orth_then_l1 import DEFAULT_ORTH_ITERS, OrthRegThenL1Pruner
-from tpp.pruning.methods.l1 import L1Pruner
 from tpp.pruning.orthogonality import (
     conv_orthogonality,
     deconv_orth_dist,
@@ -189,8 +189,11 @@ def test_orthconv_geometry_matches_the_conv_operator_gram(k, stride):
     reach = p[0] // stride
     centre = ho // 2
     own = operator[:, centre, centre]  # [o, inputs]
-    grams = [own @ operator[:, centre + dy, centre + dx].t() for dy in range(-reach, reach + 1)
-             for dx in range(-reach, reach + 1)]
+    grams = [
+        own @ operator[:, centre + dy, centre + dx].t()
+        for dy in range(-reach, reach + 1)
+        for dx in range(-reach, reach + 1)
+    ]
     with torch.no_grad():
         self_conv = F.conv2d(conv.weight, conv.weight, stride=s, padding=p)
     expected = torch.sort(torch.stack(grams).flatten()).values
@@ -250,8 +253,11 @@ def test_greg1_regularises_pruned_filters_only():
         kept[rows] = False
         assert torch.allclose(layer.weight.grad[rows], layer.weight[rows].detach())
         assert float(layer.weight.grad[kept].abs().sum()) == 0.0
-        others = [p for n, p in model.named_parameters() if not n.endswith("weight") or isinstance(
-            model.get_submodule(n.rsplit(".", 1)[0]), nn.BatchNorm2d)]
+        others = [
+            p
+            for n, p in model.named_parameters()
+            if not n.endswith("weight") or isinstance(model.get_submodule(n.rsplit(".", 1)[0]), nn.BatchNorm2d)
+        ]
         assert others and all(float(p.grad.abs().sum()) == 0.0 for p in others)  # no BN, no bias term
         weights = layer.weight.detach().clone()
         pruner.step()  # stabilising: GReg-1 never zeroes before removal

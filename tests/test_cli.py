@@ -9,10 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tpp.models import create_model
 from tpp.checkpoints import load_checkpoint, make_payload, save_checkpoint
+from tpp.models import create_model
 
-QUICK = ["--model", "mlp7_linear", "--dataset", "mnist_subset", "--train-subset", "600", "--batch-size", "64", "--quiet"]
+QUICK = [
+    "--model",
+    "mlp7_linear",
+    "--dataset",
+    "mnist_subset",
+    "--train-subset",
+    "600",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
 
 
 def _assert_one_line_error(result, *needles: str) -> None:
@@ -34,7 +44,10 @@ def out_with_file(tmp_path: Path) -> Path:
 
 
 def _untouched(out: Path) -> bool:
-    return sorted(p.name for p in out.iterdir()) == ["precious.txt"] and (out / "precious.txt").read_text() == "do not touch"
+    return (
+        sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+        and (out / "precious.txt").read_text() == "do not touch"
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,7 +55,10 @@ def _untouched(out: Path) -> bool:
     [
         (["--model", "resnet57", "--dataset", "mnist_subset"], ["resnet57", "resnet56"]),
         (["--model", "mlp7_linear", "--dataset", "mnist2"], ["mnist2", "mnist_subset"]),
-        (["--model", "mlp7_linear", "--dataset", "mnist_subset", "--lr", "0:0.1,30"], ["invalid LR schedule", "0:0.01,60:0.001"]),
+        (
+            ["--model", "mlp7_linear", "--dataset", "mnist_subset", "--lr", "0:0.1,30"],
+            ["invalid LR schedule", "0:0.01,60:0.001"],
+        ),
         (["--dataset", "mnist_subset"], ["--model is required"]),
         (["--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "0"], ["--epochs"]),
         (["--model", "mlp7_linear", "--dataset", "mnist_subset", "--bogus"], ["unrecognized arguments: --bogus"]),
@@ -58,13 +74,40 @@ def test_bad_train_arguments(run_cli, out_with_file: Path, args: list[str], need
 def test_missing_and_corrupt_data_files(run_cli, tmp_path: Path, out_with_file: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_cli("train", "--model", "mlp7_linear", "--dataset", "mnist", "--data-dir", empty, "--out", out_with_file, "--overwrite")
+    result = run_cli(
+        "train",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        empty,
+        "--out",
+        out_with_file,
+        "--overwrite",
+    )
     _assert_one_line_error(result, "MNIST")
     raw = tmp_path / "bad" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         (raw / name).write_bytes(b"\x1f\x8b garbage, not gzip")
-    result = run_cli("train", "--model", "mlp7_linear", "--dataset", "mnist", "--data-dir", tmp_path / "bad", "--out", out_with_file, "--overwrite")
+    result = run_cli(
+        "train",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        tmp_path / "bad",
+        "--out",
+        out_with_file,
+        "--overwrite",
+    )
     _assert_one_line_error(result, "Corrupt")
     assert _untouched(out_with_file)
 
@@ -72,16 +115,22 @@ def test_missing_and_corrupt_data_files(run_cli, tmp_path: Path, out_with_file: 
 def test_unwritable_output_and_non_empty_output(run_cli, tmp_path: Path, out_with_file: Path) -> None:
     blocker = tmp_path / "a_regular_file"
     blocker.write_text("keep")
-    _assert_one_line_error(run_cli("train", *QUICK, "--epochs", "1", "--out", blocker / "run"), "cannot create run directory")
+    _assert_one_line_error(
+        run_cli("train", *QUICK, "--epochs", "1", "--out", blocker / "run"), "cannot create run directory"
+    )
     assert blocker.read_text() == "keep"
-    _assert_one_line_error(run_cli("train", *QUICK, "--epochs", "1", "--out", out_with_file), "not empty", "--overwrite")
+    _assert_one_line_error(
+        run_cli("train", *QUICK, "--epochs", "1", "--out", out_with_file), "not empty", "--overwrite"
+    )
     assert _untouched(out_with_file)
 
 
 def test_config_file_errors(run_cli, tmp_path: Path, out_with_file: Path) -> None:
     bad_key = tmp_path / "bad_key.yaml"
     bad_key.write_text("model: mlp7_linear\nlearning_rate: 0.1\n")
-    _assert_one_line_error(run_cli("train", "--config", bad_key, "--out", out_with_file), "learning_rate", "valid keys", "batch-size")
+    _assert_one_line_error(
+        run_cli("train", "--config", bad_key, "--out", out_with_file), "learning_rate", "valid keys", "batch-size"
+    )
     malformed = tmp_path / "malformed.yaml"
     malformed.write_text("model: [mlp7_linear\nepochs: 2\n")
     _assert_one_line_error(run_cli("train", "--config", malformed, "--out", out_with_file), "not valid YAML")
@@ -108,7 +157,9 @@ def test_config_file_values_and_command_line_override(run_cli, tmp_path: Path) -
     assert meta["seed"] == 7 and meta["torch_version"] and meta["tpp_version"] and "--batch-size" in meta["argv"]
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
-    assert {"lr", "train_loss", "train_top1", "test_top1", "test_top5", "best_top1", "time"} <= set(json.loads(lines[0]))
+    assert {"lr", "train_loss", "train_top1", "test_top1", "test_top5", "best_top1", "time"} <= set(
+        json.loads(lines[0])
+    )
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
     assert "best top-1" in result.out
 
@@ -120,7 +171,20 @@ def test_config_file_values_and_command_line_override(run_cli, tmp_path: Path) -
 
 def test_train_learns_mnist_subset(run_cli, tmp_path: Path) -> None:
     # 6000 embedded real MNIST digits; a linear 7-layer MLP passes 80% within 3 epochs
-    result = run_cli("train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "3", "--lr", "0.02", "--quiet", "--out", tmp_path / "r")
+    result = run_cli(
+        "train",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.02",
+        "--quiet",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.code == 0, result.err
     best = max(json.loads(line)["test_top1"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines())
     assert best > 80.0
@@ -143,10 +207,14 @@ def test_resume_via_cli_is_bit_identical(run_cli, tmp_path: Path) -> None:
 def test_eval_checkpoint_errors(run_cli, tmp_path: Path) -> None:
     ckpt = tmp_path / "resnet20.pt"
     save_checkpoint(ckpt, make_payload(create_model("resnet20", in_channels=1), config={"dataset": "mnist_subset"}))
-    _assert_one_line_error(run_cli("eval", "--checkpoint", ckpt, "--model", "resnet56"), "different architecture", "--model")
+    _assert_one_line_error(
+        run_cli("eval", "--checkpoint", ckpt, "--model", "resnet56"), "different architecture", "--model"
+    )
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00" * 100)
-    _assert_one_line_error(run_cli("eval", "--checkpoint", corrupt, "--dataset", "mnist_subset"), "not a readable tpp checkpoint")
+    _assert_one_line_error(
+        run_cli("eval", "--checkpoint", corrupt, "--dataset", "mnist_subset"), "not a readable tpp checkpoint"
+    )
     _assert_one_line_error(run_cli("eval", "--checkpoint", tmp_path / "missing.pt"), "does not exist")
     _assert_one_line_error(run_cli("eval"), "--checkpoint is required")
 
@@ -171,8 +239,21 @@ def test_help_and_version(run_cli) -> None:
 
 def test_subprocess_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tpp", "train", "--model", "not_a_model", "--dataset", "mnist_subset", "--out", tmp_path / "o"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tpp",
+            "train",
+            "--model",
+            "not_a_model",
+            "--dataset",
+            "mnist_subset",
+            "--out",
+            tmp_path / "o",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -188,7 +269,9 @@ def test_keyboard_interrupt_exits_130(run_cli, tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(Trainer, "fit", interrupted)
     result = run_cli("train", *QUICK, "--epochs", "1", "--out", tmp_path / "r")
-    assert result.code == 130 and result.err_lines == [f"tpp: interrupted; resume with: tpp train --out {tmp_path / 'r'} --resume"]
+    assert result.code == 130 and result.err_lines == [
+        f"tpp: interrupted; resume with: tpp train --out {tmp_path / 'r'} --resume"
+    ]
     monkeypatch.undo()
     resumed = run_cli("train", "--out", tmp_path / "r", "--resume")  # the printed command, as it is
     assert resumed.code == 0 and "after 1 epochs" in resumed.out, resumed.err

@@ -70,8 +70,13 @@ def _kill_and_resume(argv: list[str], point: int, cwd: Path) -> int:
         code = 13
         try:
             outcome = _child(argv, point, cwd)
-            code = 10 if outcome == 0 else 11 if outcome != "killed" else (
-                0 if _child([*argv, "--resume"], None, cwd) == 0 else 12)
+            code = (
+                10
+                if outcome == 0
+                else 11
+                if outcome != "killed"
+                else (0 if _child([*argv, "--resume"], None, cwd) == 0 else 12)
+            )
         finally:
             os._exit(code)
     return int(_outcome(pid))
@@ -147,8 +152,9 @@ def _kill_everywhere(tmp_path: Path, argv: list[str], workers: int = 2) -> int:
         finished = False
         for at, (pid, folder) in batch.items():
             code = _outcome(pid)
-            assert code in (0, 10), f"write point {at}: " + {
-                11: "the killed run failed", 12: "the resume failed"}.get(code, f"exit code {code}")
+            assert code in (0, 10), f"write point {at}: " + {11: "the killed run failed", 12: "the resume failed"}.get(
+                code, f"exit code {code}"
+            )
             if code == 10:  # the run finished before reaching this point: every point was tried
                 _compare(folder / "run", reference / "run", "a run that was not killed")
                 finished = True
@@ -164,24 +170,86 @@ def _kill_everywhere(tmp_path: Path, argv: list[str], workers: int = 2) -> int:
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("base") / "run"
-    assert _child(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "1", "--lr", "0.01",
-                   "--out", str(out), "--quiet"], None) == 0
+    assert (
+        _child(
+            [
+                "train",
+                "--model",
+                "mlp7_linear",
+                "--dataset",
+                "mnist_subset",
+                "--epochs",
+                "1",
+                "--lr",
+                "0.01",
+                "--out",
+                str(out),
+                "--quiet",
+            ],
+            None,
+        )
+        == 0
+    )
     return out / "last.pt"
 
 
 def test_train_killed_at_every_write_resumes_to_the_same_files(tmp_path):
-    argv = ["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--train-subset", "300",
-            "--batch-size", "100", "--epochs", "3", "--lr", "0:0.05,1:0.01", "--out", "run", "--quiet"]
+    argv = [
+        "train",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--train-subset",
+        "300",
+        "--batch-size",
+        "100",
+        "--epochs",
+        "3",
+        "--lr",
+        "0:0.05,1:0.01",
+        "--out",
+        "run",
+        "--quiet",
+    ]
     points = _kill_everywhere(tmp_path, argv)
     assert points >= 2 * (2 + 3 * 2)  # config, meta, then last.pt and metrics (best.pt when better) per epoch
 
 
 def test_prune_killed_at_every_write_resumes_to_the_same_files(tmp_path, base_checkpoint):
-    argv = ["prune", "--method", "tpp", "--model", "mlp7_linear", "--dataset", "mnist_subset",
-            "--checkpoint", str(base_checkpoint), "--train-subset", "300", "--batch-size", "100",
-            "--ratio", "0.5", "--reg-step", "0.25", "--reg-interval", "1", "--stabilize-iters", "2",
-            "--zero-out-interval", "1", "--ft-epochs", "2", "--ft-lr", "0.01", "--jsv-every-epoch",
-            "--out", "run", "--quiet"]
+    argv = [
+        "prune",
+        "--method",
+        "tpp",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--checkpoint",
+        str(base_checkpoint),
+        "--train-subset",
+        "300",
+        "--batch-size",
+        "100",
+        "--ratio",
+        "0.5",
+        "--reg-step",
+        "0.25",
+        "--reg-interval",
+        "1",
+        "--stabilize-iters",
+        "2",
+        "--zero-out-interval",
+        "1",
+        "--ft-epochs",
+        "2",
+        "--ft-lr",
+        "0.01",
+        "--jsv-every-epoch",
+        "--out",
+        "run",
+        "--quiet",
+    ]
     points = _kill_everywhere(tmp_path, argv)
     # config, meta, regularisation epochs, pruned.pt, two fine-tuning epochs, pruned_model.pt, jsv.png, report.json
     assert points >= 2 * (2 + 2 + 1 + 2 * 2 + 3)

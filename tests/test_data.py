@@ -18,15 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tpp.data import (
-    DATASETS,
-    DatasetInfo,
-    TensorLoader,
-    build_loaders,
-    dataset_info,
-    load_arrays,
-    resolve_data_dir,
-)
+from tpp.data import DATASETS, DatasetInfo, TensorLoader, build_loaders, dataset_info, load_arrays, resolve_data_dir
 from tpp.data import download as dl
 from tpp.data.imagenet import check_imagefolder_classes
 from tpp.data.loader import hflip_where, random_crop
@@ -46,8 +38,17 @@ def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 
 
 def test_dataset_info_and_aliases() -> None:
-    assert DATASETS == ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "mnist_subset", "text", "text_tiny",
-                        "imagefolder")
+    assert DATASETS == (
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "imagenet",
+        "mnist_subset",
+        "text",
+        "text_tiny",
+        "imagefolder",
+    )
     for name in DATASETS[:-1]:  # imagefolder's classes come from a folder (tests/test_imagefolder.py)
         assert isinstance(dataset_info(name), DatasetInfo)
     assert dataset_info("fashion-mnist") is dataset_info("FashionMNIST") is dataset_info("fashion_mnist")
@@ -85,6 +86,7 @@ def test_real_mnist() -> None:
 @pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(), reason="shared MNIST files absent")
 def test_resize_matches_pil() -> None:
     import PIL.Image as image_mod  # pillow comes with matplotlib, a dependency
+
     from tpp.data.mnist import read_idx
 
     raw = read_idx(SHARED / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz", 0x803)[:50]
@@ -151,8 +153,12 @@ def test_missing_mnist_lists_files(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def cifar_batch(n: int, label_keys: dict[bytes, list[int]], seed: int) -> dict:
     data = np.random.default_rng(seed).integers(0, 256, (n, 3072), dtype=np.uint8)
     data[0, 2 * 1024 + 5 * 32 + 7] = 201  # image 0, channel 2, row 5, column 7
-    return {b"batch_label": b"testing batch", **label_keys, b"data": data,
-            b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+    return {
+        b"batch_label": b"testing batch",
+        **label_keys,
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
 
 
 def py2_pickle(obj) -> bytes:
@@ -213,8 +219,11 @@ def fake_cifar10(root: Path, protocol: int | str = "py2", n: int = 4) -> Path:
     folder = root / "cifar-10-batches-py"
     for i, fname in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
         dump(folder / fname, cifar_batch(n, {b"labels": [(i + j) % 10 for j in range(n)]}, i), protocol)
-    dump(folder / "batches.meta", {b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": n,
-                                   b"num_vis": 3072}, protocol)
+    dump(
+        folder / "batches.meta",
+        {b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": n, b"num_vis": 3072},
+        protocol,
+    )
     return folder
 
 
@@ -307,8 +316,9 @@ def small_loader(n: int = 10, **kw) -> TensorLoader:
 
 def test_loader_shapes_and_normalisation() -> None:
     images = torch.full((5, 3, 8, 8), 51, dtype=torch.uint8)
-    loader = TensorLoader(images, torch.zeros(5, dtype=torch.long), batch_size=2,
-                          mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.25))
+    loader = TensorLoader(
+        images, torch.zeros(5, dtype=torch.long), batch_size=2, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.25)
+    )
     batches = list(loader)
     assert len(loader) == len(batches) == 3 and loader.dataset_size == 5 and loader.batch_size == 2
     assert [b[0].shape[0] for b in batches] == [2, 2, 1]
@@ -363,16 +373,17 @@ def test_augmentation_keeps_content() -> None:
     torch.manual_seed(0)
     n, size, pad = 24, 8, 4
     images = torch.randint(1, 256, (n, 3, size, size), dtype=torch.uint8)
-    loader = TensorLoader(images, torch.arange(n), batch_size=10, mean=(0,) * 3, std=(1,) * 3,
-                          augment=True, seed=5)
+    loader = TensorLoader(images, torch.arange(n), batch_size=10, mean=(0,) * 3, std=(1,) * 3, augment=True, seed=5)
     out = torch.cat([(x * 255).round().to(torch.uint8) for x, _ in loader])
     labels = torch.cat([y for _, y in loader])
     padded = torch.nn.functional.pad(images, (pad,) * 4)
     changed = 0
     for img, idx in zip(out, labels.tolist()):
         candidates = [
-            c for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-            for c in (padded[idx, :, dy:dy + size, dx:dx + size],)
+            c
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            for c in (padded[idx, :, dy : dy + size, dx : dx + size],)
         ]
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(img, c) for c in candidates)  # a crop of the padded image (maybe flipped)
@@ -385,8 +396,7 @@ def test_augmentation_keeps_content() -> None:
 
 
 def test_build_loaders_embedded() -> None:
-    train, test, info = build_loaders("mnist_subset", batch_size=500, world_size=2, rank=1,
-                                      train_subset=1000)
+    train, test, info = build_loaders("mnist_subset", batch_size=500, world_size=2, rank=1, train_subset=1000)
     assert info.name == "mnist_subset" and train.dataset_size == 1000 and len(train) == 1
     assert test.dataset_size == 1000 and len(test) == 4  # test set is never sharded
     x, y = next(iter(train))

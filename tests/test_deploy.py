@@ -136,15 +136,15 @@ def test_latency_stats_of_a_trivial_function_are_sane():
 
 def test_interleaved_measurement_alternates_abba():
     order = []
-    stats = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                                warmup=1, repeats=3)
+    stats = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeats=3)
     assert order == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]
     assert stats["a"].repeats == stats["b"].repeats == 3
 
 
 def test_run_latency_bench_document():
-    doc = run_latency_bench("resnet20", "*layer*.conv1:0.5", "internal", batch_sizes=(1,), backends=("torch",),
-                            repeats=2, threads=1)
+    doc = run_latency_bench(
+        "resnet20", "*layer*.conv1:0.5", "internal", batch_sizes=(1,), backends=("torch",), repeats=2, threads=1
+    )
     assert doc["model"] == "resnet20" and doc["input_shape"] == [3, 32, 32] and len(doc["rows"]) == 1
     assert doc["params"]["pruned"] < doc["params"]["base"]
     assert doc["machine"]["torch_threads"] == 1 and doc["machine"]["cpu_count"] >= 1
@@ -155,8 +155,17 @@ def test_compare_pruned_rows(tmp_path):
     base, pruned = _resnet20().eval(), _resnet20({"*layer*.conv1": 0.5}).eval()
     backends = ("torch", "onnxruntime") if _has("onnxruntime") and _has("onnx") else ("torch",)
     threads = torch.get_num_threads()
-    rows = compare_pruned(base, pruned, (3, 32, 32), batch_sizes=(1, 2), backends=backends,
-                          repeats=3, warmup=1, threads=1, workdir=tmp_path)
+    rows = compare_pruned(
+        base,
+        pruned,
+        (3, 32, 32),
+        batch_sizes=(1, 2),
+        backends=backends,
+        repeats=3,
+        warmup=1,
+        threads=1,
+        workdir=tmp_path,
+    )
     assert torch.get_num_threads() == threads, "the thread setting is restored"
     assert [(r["backend"], r["batch"]) for r in rows] == [(b, n) for b in backends for n in (1, 2)]
     for row in rows:
@@ -175,12 +184,25 @@ def test_latency_table_has_one_row_per_backend_batch_and_model():
     def stats(median):
         return {"median_ms": median, "p10_ms": median - 0.1, "p90_ms": median + 0.5, "iqr_ms": 0.25, "repeats": 9}
 
-    rows = [{"backend": "torch", "batch": batch, "base": stats(2.0 * batch), "pruned": stats(1.0 * batch),
-             "measured_speedup": 2.0, "flops_speedup": 1.99} for batch in (1, 64)]
+    rows = [
+        {
+            "backend": "torch",
+            "batch": batch,
+            "base": stats(2.0 * batch),
+            "pruned": stats(1.0 * batch),
+            "measured_speedup": 2.0,
+            "flops_speedup": 1.99,
+        }
+        for batch in (1, 64)
+    ]
     header, rule, *lines = latency_table(rows)
     assert header.split()[:3] == ["backend", "batch", "model"] and set(rule) == {"-", " "}
-    assert [line.split()[:3] for line in lines] == [["torch", "1", "base"], ["torch", "1", "pruned"],
-                                                    ["torch", "64", "base"], ["torch", "64", "pruned"]]
+    assert [line.split()[:3] for line in lines] == [
+        ["torch", "1", "base"],
+        ["torch", "1", "pruned"],
+        ["torch", "64", "base"],
+        ["torch", "64", "pruned"],
+    ]
     # median, IQR, p90, samples per second at the median; speedups on the pruned line only
     assert lines[2].split()[3:] == ["128.000", "0.250", "128.500", "500.0"]
     assert lines[3].split()[3:] == ["64.000", "0.250", "64.500", "1,000.0", "2.00x", "1.99x"]

@@ -24,8 +24,9 @@ from tpp.cli.common import per_rank_batch_size
 from tpp.cli.main import main
 from tpp.errors import ConfigError
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
+)
 
 SHORT = ["--reg-step", "0.1", "--reg-interval", "1", "--stabilize-iters", "10", "--zero-out-interval", "1"]
 
@@ -37,14 +38,47 @@ def _free_port() -> int:
 
 
 def _prune_args(checkpoint: Path, out: Path, *extra: str) -> list[str]:
-    return ["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(checkpoint),
-            "--ratio", "0.5", *SHORT, "--ft-lr", "0.001", "--batch-size", "128", "--jsv-batches", "0",
-            "--out", str(out), "--quiet", "--threads", "1", *extra]
+    return [
+        "prune",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--checkpoint",
+        str(checkpoint),
+        "--ratio",
+        "0.5",
+        *SHORT,
+        "--ft-lr",
+        "0.001",
+        "--batch-size",
+        "128",
+        "--jsv-batches",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "tpp", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "tpp",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("TPP_DEBUG", None)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
@@ -53,8 +87,25 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("base") / "run"
-    assert main(["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--epochs", "1", "--lr", "0.01",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "mlp7_linear",
+                "--dataset",
+                "mnist_subset",
+                "--epochs",
+                "1",
+                "--lr",
+                "0.01",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out / "last.pt"
 
 

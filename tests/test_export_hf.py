@@ -171,8 +171,9 @@ def test_tpp_export_format_hf(pruned, tmp_path, run_cli):
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "a.txt").write_text("x")
     for extra, words in (([], "was not written by tpp"), (["--opset", "13"], "ONNX options")):
-        result = run_cli("export", "--format", "hf", "--checkpoint", tmp_path / "pruned.pt",
-                         "--out", tmp_path / "theirs", *extra)
+        result = run_cli(
+            "export", "--format", "hf", "--checkpoint", tmp_path / "pruned.pt", "--out", tmp_path / "theirs", *extra
+        )
         assert result.code == 2 and len(result.err_lines) == 1 and words in result.err, result.err
 
 
@@ -183,7 +184,7 @@ def test_the_readme_loop_for_a_causal_lm_runs_and_its_folder_loads(tmp_path, mon
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme[readme.index("## Language models"):], re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", readme[readme.index("## Language models") :], re.S).group(1)
     # the only lines replaced: no download, a tiny Llama and tokenizer, a schedule that ends quickly
     code = code.replace('AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M")', "small()")
     code = code.replace('AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")', "words()")

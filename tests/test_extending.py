@@ -107,8 +107,9 @@ def _run(example, l1_weight: float) -> tuple[dict, dict, dict, list[float]]:
     torch.manual_seed(0)
     model = tpp.create_model("mlp7_linear", num_classes=10, in_channels=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    pruner = example.GrowingL1Pruner(model, images[:2], ratio=0.5, l1_weight=l1_weight, reg_step=0.25,
-                                     reg_interval=1, stabilize_iters=40)
+    pruner = example.GrowingL1Pruner(
+        model, images[:2], ratio=0.5, l1_weight=l1_weight, reg_step=0.25, reg_interval=1, stabilize_iters=40
+    )
     pruned = pruner.pruned_indices
 
     def norms() -> dict[str, torch.Tensor]:
@@ -153,14 +154,16 @@ def test_the_regulariser_shrinks_only_the_pruned_filters(example):
 
 def test_state_dict_resumes_the_schedule(example):
     model = tpp.create_model("mlp7_linear", num_classes=10, in_channels=1)
-    pruner = example.GrowingL1Pruner(model, torch.zeros(2, 1, 32, 32), ratio=0.5, reg_step=0.25, reg_interval=1,
-                                     stabilize_iters=40)
+    pruner = example.GrowingL1Pruner(
+        model, torch.zeros(2, 1, 32, 32), ratio=0.5, reg_step=0.25, reg_interval=1, stabilize_iters=40
+    )
     for _ in range(7):
         pruner.step()
     state = pruner.state_dict()
     assert state["config"]["l1_weight"] == 1.0
-    other = example.GrowingL1Pruner(model, torch.zeros(2, 1, 32, 32), ratio=0.5, reg_step=0.25, reg_interval=1,
-                                    stabilize_iters=40)
+    other = example.GrowingL1Pruner(
+        model, torch.zeros(2, 1, 32, 32), ratio=0.5, reg_step=0.25, reg_interval=1, stabilize_iters=40
+    )
     other.load_state_dict(state)
     assert (other.iteration, other.phase, other.pruned_indices) == (7, "stabilize", pruner.pruned_indices)
 
@@ -193,8 +196,21 @@ def test_the_cli_example_runs_as_written(trained, run_cli, tmp_path):
 def test_the_cli_lists_the_option_and_refuses_it_for_another_method(trained, run_cli):
     helped = run_cli("prune", "--help")
     assert helped.code == 0 and "--l1-weight" in helped.out and METHOD in helped.out
-    result = run_cli("prune", "--method", "l1", "--model", "mlp7_linear", "--dataset", "mnist_subset",
-                     "--checkpoint", trained, "--ratio", "0.5", "--l1-weight", "0.1")
+    result = run_cli(
+        "prune",
+        "--method",
+        "l1",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--checkpoint",
+        trained,
+        "--ratio",
+        "0.5",
+        "--l1-weight",
+        "0.1",
+    )
     assert result.code == 2 and result.out == ""
     assert result.err_lines == [f"tpp: error: --l1-weight is an option of {METHOD}; --method l1 does not use it"]
 
@@ -208,8 +224,13 @@ def test_a_method_outside_the_package_is_loaded_by_tpp_plugins(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src")])}
 
     def tpp_cli(plugins: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "tpp", *args], env={**env, "TPP_PLUGINS": plugins},
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "tpp", *args],
+            env={**env, "TPP_PLUGINS": plugins},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     shown = tpp_cli("growing_l1", "prune", "--help")
     assert shown.returncode == 0 and "--l1-weight" in shown.stdout and "growing-l1" in shown.stdout
@@ -234,14 +255,21 @@ def test_the_decorator_registers_at_the_definition_and_fields_are_keyword_only()
         return None
 
     try:
+
         @tpp.pruning.pruning_method("_test-decorated", regularized=True, description="d")
         def decorated(model, example_inputs, **options):
             return None
 
         method = tpp.pruning.get_method("_test-decorated")
         assert method.pruner is decorated and callable(decorated)  # the decorator hands back the pruner unchanged
-        assert (method.regularized, method.description, method.config, method.after_prune,
-                method.finetune_penalty, method.hook_options) == (True, "d", None, None, None, ())
+        assert (
+            method.regularized,
+            method.description,
+            method.config,
+            method.after_prune,
+            method.finetune_penalty,
+            method.hook_options,
+        ) == (True, "d", None, None, None, ())
     finally:
         registry._METHODS.pop("_test-decorated", None)
     assert "_test-decorated" not in registry.list_methods()
@@ -280,8 +308,13 @@ def _slug(heading: str) -> str:
 
 def test_every_cited_docs_anchor_exists():
     cited: set[tuple[str, str]] = set()
-    sources = [ROOT / "README.md", *(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
-               *(ROOT / "recipes").glob("*.yaml"), *DOCS.glob("*.md")]
+    sources = [
+        ROOT / "README.md",
+        *(ROOT / "src").rglob("*.py"),
+        *(ROOT / "tests").rglob("*.py"),
+        *(ROOT / "recipes").glob("*.yaml"),
+        *DOCS.glob("*.md"),
+    ]
     for path in sources:
         text = path.read_text(encoding="utf-8", errors="replace")
         for prefix, page, anchor in re.findall(r"(docs/)?\b([a-z_]+\.md)#([a-z0-9\-]+)", text):

@@ -24,11 +24,10 @@ import pytest
 import torch
 
 import tpp
+from tpp.checkpoints import load_checkpoint, make_payload, read_pruned, save_pruned
 from tpp.cli.main import main
 from tpp.errors import CheckpointError
 from tpp.pruning import L1Pruner
-from tpp.checkpoints import read_pruned, save_pruned
-from tpp.checkpoints import load_checkpoint, make_payload
 from tpp.training import build_optimizer, get_rng_state
 
 SEED = 20230
@@ -102,23 +101,34 @@ def corpus(good: dict[str, bytes], sentinel: Path, rng: random.Random) -> list[t
         flips += 1
     base = good[names[0]]
     wrong = {
-        "no_pickle": _zip({"archive/version": b"3\n"}), "empty_zip": _zip({}),
+        "no_pickle": _zip({"archive/version": b"3\n"}),
+        "empty_zip": _zip({}),
         "other_zip": _zip({"a.txt": b"abc", "b/data.pkl": pickle.dumps({"a": 1})}),
         "list": _with_pickle(base, pickle.dumps([1, 2, 3], protocol=2)),
         "int": _with_pickle(base, pickle.dumps(5, protocol=2)),
         "int_keys": _with_pickle(base, pickle.dumps({1: 2}, protocol=2)),
         "spec_text": _with_pickle(base, pickle.dumps({"tpp_spec": "resnet20", "model": {}}, protocol=2)),
-        "spec_kwargs": _with_pickle(base, pickle.dumps({"tpp_spec": {"name": "mlp7_linear", "bogus": 1},
-                                                        "model": {}}, protocol=2)),
-        "huge_plan": _with_pickle(base, pickle.dumps({"tpp_plan": {"history": [["fc1", True, [0]]],
-                                                                   "input_shapes": [[10**6, 3, 10**4, 10**4]]},
-                                                      "model": {}}, protocol=2)),
+        "spec_kwargs": _with_pickle(
+            base, pickle.dumps({"tpp_spec": {"name": "mlp7_linear", "bogus": 1}, "model": {}}, protocol=2)
+        ),
+        "huge_plan": _with_pickle(
+            base,
+            pickle.dumps(
+                {
+                    "tpp_plan": {"history": [["fc1", True, [0]]], "input_shapes": [[10**6, 3, 10**4, 10**4]]},
+                    "model": {},
+                },
+                protocol=2,
+            ),
+        ),
         "epoch_text": _with_pickle(base, pickle.dumps({"epoch": "x", "model": {}}, protocol=2)),
     }
     files += [(f"wrong_{label}", data) for label, data in wrong.items()]
     for label, payload in _malicious(sentinel):
         for protocol in (0, 2, 4):
-            files.append((f"evil_{label}_pickle{protocol}", pickle.dumps({"model": {"w": [payload]}}, protocol=protocol)))
+            files.append(
+                (f"evil_{label}_pickle{protocol}", pickle.dumps({"model": {"w": [payload]}}, protocol=protocol))
+            )
         files.append((f"evil_{label}_zip", _with_pickle(base, pickle.dumps({"model": payload}, protocol=2))))
     return files
 
@@ -128,21 +138,53 @@ def good_files(tmp_path_factory) -> dict[str, bytes]:
     """A training checkpoint and a pruned model of a small MLP on 1-channel 32x32 images."""
     model = tpp.create_model("mlp7_linear", num_classes=10, in_channels=1, width=8)
     buffer = io.BytesIO()
-    torch.save(make_payload(model, optimizer=build_optimizer(model, 0.01).state_dict(), epoch=1, global_step=3,
-                            best_top1=50.0, last_top1=50.0, rng=get_rng_state(),
-                            config={"model": "mlp7_linear", "dataset": "mnist_subset"}), buffer)
-    pruned = save_pruned(L1Pruner(model, torch.randn(2, 1, 32, 32), ratio=0.5).prune(),
-                         tmp_path_factory.mktemp("good") / "pruned.pt")
+    torch.save(
+        make_payload(
+            model,
+            optimizer=build_optimizer(model, 0.01).state_dict(),
+            epoch=1,
+            global_step=3,
+            best_top1=50.0,
+            last_top1=50.0,
+            rng=get_rng_state(),
+            config={"model": "mlp7_linear", "dataset": "mnist_subset"},
+        ),
+        buffer,
+    )
+    pruned = save_pruned(
+        L1Pruner(model, torch.randn(2, 1, 32, 32), ratio=0.5).prune(), tmp_path_factory.mktemp("good") / "pruned.pt"
+    )
     return {"checkpoint": buffer.getvalue(), "pruned": pruned.read_bytes()}
 
 
 def _argv(command: str, path: Path, work: Path) -> list[str]:
     data = ["--dataset", "mnist_subset"]
     return {
-        "train": ["train", "--model", "mlp7_linear", *data, "--epochs", "2", "--out", str(path.parent), "--resume",
-                  "--quiet"],
-        "prune": ["prune", "--checkpoint", str(path), "--model", "mlp7_linear", *data, "--ratio", "0.5",
-                  "--out", str(work / "prune_out"), "--quiet"],
+        "train": [
+            "train",
+            "--model",
+            "mlp7_linear",
+            *data,
+            "--epochs",
+            "2",
+            "--out",
+            str(path.parent),
+            "--resume",
+            "--quiet",
+        ],
+        "prune": [
+            "prune",
+            "--checkpoint",
+            str(path),
+            "--model",
+            "mlp7_linear",
+            *data,
+            "--ratio",
+            "0.5",
+            "--out",
+            str(work / "prune_out"),
+            "--quiet",
+        ],
         "eval": ["eval", "--checkpoint", str(path), *data],
         "info": ["info", "--checkpoint", str(path)],
         "jsv": ["jsv", "--checkpoint", str(path), *data],

@@ -30,7 +30,8 @@ MLP_TOLERANCE = 1e-3
 
 def _close(a: list[str], b: list[str]) -> bool:
     return len(a) == len(b) and all(
-        math.isclose(float.fromhex(x), float.fromhex(y), rel_tol=MLP_TOLERANCE, abs_tol=1e-6) for x, y in zip(a, b))
+        math.isclose(float.fromhex(x), float.fromhex(y), rel_tol=MLP_TOLERANCE, abs_tol=1e-6) for x, y in zip(a, b)
+    )
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN["cases"]))
@@ -47,7 +48,8 @@ def test_golden_trajectory(case):
     if chaotic and method.endswith("+l1"):
         # selected after training a chaotic net: the same count per layer, maybe other filters
         assert {k: len(v) for k, v in got["pruned_indices"].items()} == {
-            k: len(v) for k, v in want["pruned_indices"].items()}
+            k: len(v) for k, v in want["pruned_indices"].items()
+        }
     else:
         assert got["pruned_indices"] == want["pruned_indices"]
     assert got["phase"] == want["phase"] and got["lambda"] == want["lambda"]

@@ -26,14 +26,27 @@ from tpp.training import RunDirectory
 from tpp.util.lock import LOCK_FILE, FolderLock
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = ["train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--train-subset", "100", "--epochs", "1",
-         "--quiet"]
+TRAIN = [
+    "train",
+    "--model",
+    "mlp7_linear",
+    "--dataset",
+    "mnist_subset",
+    "--train-subset",
+    "100",
+    "--epochs",
+    "1",
+    "--quiet",
+]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``folder``: its bytes and mtime."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ------------------------------------------------------------------ 4. a file names code, only the user allows it
@@ -46,7 +59,8 @@ def trojan(tmp_path, monkeypatch) -> tuple[Path, Path]:
     marker = tmp_path / "ran"
     (tmp_path / "train.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n\n"
-        "def anything(num_classes=10, in_channels=1):\n    raise SystemExit('ran')\n")
+        "def anything(num_classes=10, in_channels=1):\n    raise SystemExit('ran')\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # an import would succeed: only the policy stops it
     monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI may add the current folder
@@ -65,8 +79,12 @@ def test_info_eval_export_on_a_file_naming_train_py_refuse_without_importing_it(
     path, marker = trojan
     before = snapshot(path.parent)
     fix = "pass --model train:anything"
-    one_line_error(run_cli("info", "--checkpoint", path), "names the model factory train:anything",
-                   "does not import code on a file's say-so", fix)
+    one_line_error(
+        run_cli("info", "--checkpoint", path),
+        "names the model factory train:anything",
+        "does not import code on a file's say-so",
+        fix,
+    )
     _not_run(marker)
     one_line_error(run_cli("eval", "--checkpoint", path, "--dataset", "mnist_subset"), fix)
     _not_run(marker)
@@ -92,7 +110,8 @@ def test_load_pruned_refuses_and_the_user_may_allow_the_factory(trojan):
     # the user's own word: base_model= with the spec (here a module that builds the model)
     (path.parent / "mymodels.py").write_text(
         "from tests.user_model_zoo import small_cnn\n\ndef net(num_classes=10, in_channels=3):\n"
-        "    return small_cnn(num_classes, in_channels)\n")
+        "    return small_cnn(num_classes, in_channels)\n"
+    )
     try:
         assert isinstance(load_pruned(path, base_model="mymodels:net"), torch.nn.Module)
     finally:
@@ -103,7 +122,8 @@ def test_load_pruned_refuses_and_the_user_may_allow_the_factory(trojan):
 def test_a_factory_named_on_the_command_line_is_allowed(tmp_path, run_cli, monkeypatch):
     (tmp_path / "mymodels.py").write_text(
         "from tests.user_model_zoo import small_cnn\n\ndef net(num_classes=10, in_channels=3):\n"
-        "    return small_cnn(num_classes, in_channels)\n")
+        "    return small_cnn(num_classes, in_channels)\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [str(REPO), *sys.path])  # `tests.` for mymodels; tpp adds the folder
     monkeypatch.delitem(sys.modules, "mymodels", raising=False)
@@ -128,8 +148,11 @@ def test_import_official_keeps_a_file_tpp_did_not_write(tmp_path, run_cli):
     mine = tmp_path / "mydata.pt"
     torch.save({"my": torch.arange(3)}, mine)  # a torch file, but not tpp's
     before = snapshot(tmp_path)
-    one_line_error(run_cli("import-official", source, "--out", mine), "mydata.pt exists and was not written by tpp",
-                   "pass --overwrite")
+    one_line_error(
+        run_cli("import-official", source, "--out", mine),
+        "mydata.pt exists and was not written by tpp",
+        "pass --overwrite",
+    )
     assert snapshot(tmp_path) == before
     assert run_cli("import-official", source, "--out", mine, "--overwrite").code == 0
     assert run_cli("import-official", source, "--out", mine).code == 0  # tpp's own file now: replaced freely
@@ -143,8 +166,9 @@ def test_import_official_refuses_a_zip_bomb_before_inflating_it(tmp_path, run_cl
                 member.write(bytes(2**20))
     assert bomb.stat().st_size < 2**20
     out = tmp_path / "out.pt"
-    one_line_error(run_cli("import-official", bomb, "--model", "resnet20", "--out", out),
-                   "unpack to far more than the file holds")
+    one_line_error(
+        run_cli("import-official", bomb, "--model", "resnet20", "--out", out), "unpack to far more than the file holds"
+    )
     assert not out.exists()
 
 
@@ -170,8 +194,19 @@ def test_resume_leaves_a_users_folder_of_tpp_file_names_alone(tmp_path, run_cli)
 
 def test_run_folders_of_an_older_tpp_resume_when_meta_and_a_checkpoint_are_tpps(tmp_path):
     folder = _users_folder(tmp_path / "old")
-    meta = {key: "x" for key in ("argv", "tpp_version", "torch_version", "python_version", "git", "hostname",
-                                 "start_time", "command")}
+    meta = {
+        key: "x"
+        for key in (
+            "argv",
+            "tpp_version",
+            "torch_version",
+            "python_version",
+            "git",
+            "hostname",
+            "start_time",
+            "command",
+        )
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
     torch.save(small_cnn().state_dict(), folder / "last.pt")  # a checkpoint, but not one tpp wrote
     with pytest.raises(CheckpointError, match="not a tpp run directory"):
@@ -211,8 +246,15 @@ def test_a_second_tpp_run_on_one_output_is_refused_at_once(tmp_path, run_cli):
     out = tmp_path / "grid"
     out.mkdir()
     with FolderLock(out):
-        result = run_cli("run", REPO / "recipes" / "mnist_mlp7_linear.yaml", "--out", out, "--report",
-                         tmp_path / "report.md", "--quiet")
+        result = run_cli(
+            "run",
+            REPO / "recipes" / "mnist_mlp7_linear.yaml",
+            "--out",
+            out,
+            "--report",
+            tmp_path / "report.md",
+            "--quiet",
+        )
         one_line_error(result, f"{out} is in use by tpp process {os.getpid()}")
     assert sorted(os.listdir(out)) == [] and not (tmp_path / "report.md").exists()
 
@@ -221,9 +263,16 @@ def test_a_killed_holder_leaves_a_folder_that_resumes(tmp_path):
     """Another process holds the lock (its PID is named); SIGKILL it and the kernel frees the lock."""
     folder = _finished_run(tmp_path / "run")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom tpp.util.lock import FolderLock\n"
-         "lock = FolderLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n", str(folder)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom tpp.util.lock import FolderLock\n"
+            "lock = FolderLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(CheckpointError, match=f"in use by tpp process {holder.pid}"):
@@ -251,8 +300,17 @@ def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path):
 def _point(lr_label: str):
     from tpp.recipes.grid import GridPoint
 
-    return GridPoint(method="tpp", ratio_index=0, ratio_entry=0.5, ratio="0.5", ratio_label="0.5", lr_index=0,
-                     lr="0.01", lr_label=lr_label, seed=0)
+    return GridPoint(
+        method="tpp",
+        ratio_index=0,
+        ratio_entry=0.5,
+        ratio="0.5",
+        ratio_label="0.5",
+        lr_index=0,
+        lr="0.01",
+        lr_label=lr_label,
+        seed=0,
+    )
 
 
 def test_a_sibling_pruned_model_is_linked_not_copied(tmp_path):

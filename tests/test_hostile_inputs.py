@@ -53,6 +53,7 @@ def _snapshot(*roots: Path) -> dict[str, tuple[int, int, bytes]]:
 @pytest.fixture
 def no_hang():
     """Fail (instead of hanging the suite) if the test body blocks for 20 s, e.g. on a FIFO."""
+
     def alarm(*_):
         raise TimeoutError("blocked for 20 s (a FIFO was opened?)")
 
@@ -92,9 +93,29 @@ def image_root(tmp_path) -> Path:
 
 
 def _train_on_folder(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "mlp7_linear", "--dataset", "imagefolder", "--data-dir", root, "--image-size", "32",
-            "--channels", "1", "--epochs", "1", "--batch-size", "2", "--num-workers", "0", "--out", out, "--quiet",
-            *extra]
+    return [
+        "train",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        root,
+        "--image-size",
+        "32",
+        "--channels",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--out",
+        out,
+        "--quiet",
+        *extra,
+    ]
 
 
 # ------------------------------------------------------------------ 11. image folders and links
@@ -104,8 +125,11 @@ def test_a_link_back_to_the_split_folder_is_refused_not_followed(run_cli, image_
     os.symlink("..", image_root / "train" / "a" / "loop")
     before = _snapshot(image_root)
     out = tmp_path / "run"
-    _refused(run_cli, *_train_on_folder(image_root, out), words=("train/a/loop", "loop of symbolic links",
-                                                                  "remove or replace the link"))
+    _refused(
+        run_cli,
+        *_train_on_folder(image_root, out),
+        words=("train/a/loop", "loop of symbolic links", "remove or replace the link"),
+    )
     assert not out.exists() and _snapshot(image_root) == before
 
 
@@ -146,7 +170,12 @@ def test_a_link_to_images_elsewhere_is_followed_and_labelled_by_its_class(image_
     os.symlink(tmp_path / "elsewhere", image_root / "train" / "a" / "more")
     files, labels = list_images(image_root / "train", ["a", "b"])
     assert [f.relative_to(image_root / "train").as_posix() for f in files] == [
-        "a/0.png", "a/1.png", "a/more/x.png", "b/0.png", "b/1.png"]
+        "a/0.png",
+        "a/1.png",
+        "a/more/x.png",
+        "b/0.png",
+        "b/1.png",
+    ]
     assert labels.tolist() == [0, 0, 0, 1, 1]
 
 
@@ -198,9 +227,22 @@ def test_an_idx_header_promising_gigabytes_is_refused_before_reading(run_cli, tm
     images = tmp_path / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
     _idx_gzip(images, (10**6, 1000, 1000), 0x803, zero_mib=1)
     before = _snapshot(tmp_path / "data")
-    _refused(run_cli, "train", "--model", "mlp7_linear", "--dataset", "mnist", "--data-dir", tmp_path / "data",
-             "--epochs", "1", "--out", tmp_path / "run", "--quiet",
-             words=("t10k-images-idx3-ubyte.gz", "promises 1000000000000 bytes", "re-download"))
+    _refused(
+        run_cli,
+        "train",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        tmp_path / "data",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        words=("t10k-images-idx3-ubyte.gz", "promises 1000000000000 bytes", "re-download"),
+    )
     assert _snapshot(tmp_path / "data") == before and not (tmp_path / "run").exists()
 
 
@@ -216,8 +258,14 @@ def test_a_spec_bomb_in_a_checkpoint_is_refused_before_any_allocation(run_cli, t
     bomb = _checkpoint_with_spec(tmp_path / "bomb.pt", width=100_000)  # 5 layers of 40 GB
     before = _snapshot(tmp_path)
     started = time.perf_counter()
-    _refused(run_cli, "eval", "--checkpoint", bomb, *DATA,
-             words=("bomb.pt records the model mlp7_linear", "GB of weights", "record is damaged"))
+    _refused(
+        run_cli,
+        "eval",
+        "--checkpoint",
+        bomb,
+        *DATA,
+        words=("bomb.pt records the model mlp7_linear", "GB of weights", "record is damaged"),
+    )
     assert time.perf_counter() - started < 2  # the 200 GB were never touched
     assert _snapshot(tmp_path) == before
     import tpp
@@ -231,8 +279,16 @@ def test_a_spec_bomb_the_user_confirms_is_bounded_by_free_memory(run_cli, tmp_pa
 
     monkeypatch.setattr(budget, "spare_memory", lambda: 2**30)  # the same on every machine
     bomb = _checkpoint_with_spec(tmp_path / "bomb.pt", width=100_000)
-    _refused(run_cli, "eval", "--checkpoint", bomb, "--model", "mlp7_linear", *DATA,
-             words=("mlp7_linear needs", "more than this machine can spare"))
+    _refused(
+        run_cli,
+        "eval",
+        "--checkpoint",
+        bomb,
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        words=("mlp7_linear needs", "more than this machine can spare"),
+    )
 
 
 def test_a_billion_classes_in_a_spec_are_refused(run_cli, tmp_path):
@@ -244,10 +300,19 @@ def test_a_huge_hf_config_in_a_spec_is_measured_on_the_meta_device(tmp_path):
     from tpp.models import model_from_record
 
     model = create_model("mlp7_linear", num_classes=10, in_channels=1)
-    record = {"spec": "hf:ResNetForImageClassification", "num_classes": 10, "in_channels": 3,
-              "hf_class": "ResNetForImageClassification",
-              "hf_config": {"model_type": "resnet", "embedding_size": 64, "hidden_sizes": [100_000] * 4,
-                            "depths": [1, 1, 1, 1], "layer_type": "basic"}}
+    record = {
+        "spec": "hf:ResNetForImageClassification",
+        "num_classes": 10,
+        "in_channels": 3,
+        "hf_class": "ResNetForImageClassification",
+        "hf_config": {
+            "model_type": "resnet",
+            "embedding_size": 64,
+            "hidden_sizes": [100_000] * 4,
+            "depths": [1, 1, 1, 1],
+            "layer_type": "basic",
+        },
+    }
     path = tmp_path / "hf.pt"
     save_checkpoint(path, {**make_payload(model), "tpp_spec": record})
     started = time.perf_counter()
@@ -273,8 +338,16 @@ def test_fifos_as_config_checkpoint_or_weights_are_refused_not_opened(run_cli, t
     os.mkfifo(fifo)
     _refused(run_cli, "train", "--config", fifo, words=("pipe", "named pipe (FIFO)"))
     _refused(run_cli, "eval", "--checkpoint", fifo, *DATA, words=("pipe", "named pipe (FIFO)", "regular file"))
-    _refused(run_cli, "eval", "--model", "mlp7_linear", "--weights", fifo, *DATA,
-             words=("pipe", "named pipe (FIFO)", "regular file"))
+    _refused(
+        run_cli,
+        "eval",
+        "--model",
+        "mlp7_linear",
+        "--weights",
+        fifo,
+        *DATA,
+        words=("pipe", "named pipe (FIFO)", "regular file"),
+    )
     _fake_mnist(tmp_path / "data")
     labels = tmp_path / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
     labels.unlink()
@@ -334,8 +407,13 @@ def test_a_file_size_limit_while_saving_is_one_line_for_real(tmp_path):
     )
     target = tmp_path / "last.pt"
     target.write_bytes(b"the user's old checkpoint")
-    result = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert result.returncode == 0, result.stderr
     assert "disk is full or a file-size limit" in result.stdout and result.stdout.count("\n") == 1
     assert target.read_bytes() == b"the user's old checkpoint" and os.listdir(tmp_path) == ["last.pt"]
@@ -345,8 +423,11 @@ def test_a_png_bomb_is_one_line_naming_the_file(run_cli, image_root, tmp_path):
     _bomb_png(image_root / "val" / "b" / "huge.png", 20_000, 20_000)
     assert (image_root / "val" / "b" / "huge.png").stat().st_size < 100
     before = _snapshot(image_root)
-    _refused(run_cli, *_train_on_folder(image_root, tmp_path / "run"),
-             words=("huge.png", "too large to decode safely", "shrink it or remove it"))
+    _refused(
+        run_cli,
+        *_train_on_folder(image_root, tmp_path / "run"),
+        words=("huge.png", "too large to decode safely", "shrink it or remove it"),
+    )
     assert _snapshot(image_root) == before
 
 
@@ -355,8 +436,15 @@ def test_a_png_bomb_decoded_by_a_worker_process_is_one_line_too(image_root):
 
     _bomb_png(image_root / "train" / "a" / "huge.png", 20_000, 20_000)
     files, labels = list_images(image_root / "train", ["a", "b"])
-    loader = ImageFileLoader(files, labels, ImageFolderOptions(image_size=8, channels=1), num_workers=1,
-                             batch_size=8, mean=(0.5,), std=(0.5,))
+    loader = ImageFileLoader(
+        files,
+        labels,
+        ImageFolderOptions(image_size=8, channels=1),
+        num_workers=1,
+        batch_size=8,
+        mean=(0.5,),
+        std=(0.5,),
+    )
     with pytest.raises(DataError) as error:
         list(loader)
     assert "huge.png" in str(error.value) and "\n" not in str(error.value) and "Traceback" not in str(error.value)
@@ -370,8 +458,18 @@ def test_deeply_nested_yaml_is_one_line(run_cli, tmp_path):
 
 @pytest.mark.parametrize("seed", [str(2**63), str(2**70), "-1"])
 def test_seeds_outside_int64_are_refused_by_the_option_check(run_cli, tmp_path, seed):
-    _refused(run_cli, "train", "--model", "mlp7_linear", *DATA, "--seed", seed, "--out", tmp_path / "run",
-             words=("--seed", "0..2**63-1"))
+    _refused(
+        run_cli,
+        "train",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--seed",
+        seed,
+        "--out",
+        tmp_path / "run",
+        words=("--seed", "0..2**63-1"),
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -382,16 +480,41 @@ def test_sparse_or_meta_tensors_in_a_state_dict_are_one_line(run_cli, tmp_path, 
     state["fc1.weight"] = weight.to_sparse() if kind == "sparse" else torch.empty_like(weight, device="meta")
     path = tmp_path / "state.pt"
     torch.save(state, path)
-    _refused(run_cli, "eval", "--checkpoint", path, "--model", "mlp7_linear", *DATA,
-             words=("fc1.weight", "sparse_coo tensor" if kind == "sparse" else "meta tensor"))
-    _refused(run_cli, "eval", "--model", "mlp7_linear", "--weights", path, *DATA,
-             words=("fc1.weight", "sparse_coo" if kind == "sparse" else "meta tensor"))
+    _refused(
+        run_cli,
+        "eval",
+        "--checkpoint",
+        path,
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        words=("fc1.weight", "sparse_coo tensor" if kind == "sparse" else "meta tensor"),
+    )
+    _refused(
+        run_cli,
+        "eval",
+        "--model",
+        "mlp7_linear",
+        "--weights",
+        path,
+        *DATA,
+        words=("fc1.weight", "sparse_coo" if kind == "sparse" else "meta tensor"),
+    )
 
 
 def test_export_refuses_an_opset_the_exporter_cannot_write(run_cli, tmp_path):
     out = tmp_path / "model.onnx"
-    _refused(run_cli, "export", "--checkpoint", tmp_path / "pruned.pt", "--out", out, "--opset", "1",
-             words=("opset 1", "between 7 and"))
+    _refused(
+        run_cli,
+        "export",
+        "--checkpoint",
+        tmp_path / "pruned.pt",
+        "--out",
+        out,
+        "--opset",
+        "1",
+        words=("opset 1", "between 7 and"),
+    )
     assert not out.exists()
 
 
@@ -405,8 +528,16 @@ def test_integer_or_complex_weights_are_refused_not_cast(run_cli, tmp_path, dtyp
     name = str(dtype).removeprefix("torch.")
     _refused(run_cli, "eval", "--checkpoint", path, *DATA, words=("cast.pt", "not real floating-point", name))
     torch.save(payload["model"], tmp_path / "weights.pt")
-    _refused(run_cli, "eval", "--model", "mlp7_linear", "--weights", tmp_path / "weights.pt", *DATA,
-             words=("weights.pt", "not floating-point", name))
+    _refused(
+        run_cli,
+        "eval",
+        "--model",
+        "mlp7_linear",
+        "--weights",
+        tmp_path / "weights.pt",
+        *DATA,
+        words=("weights.pt", "not floating-point", name),
+    )
     import tpp
     from tpp.errors import CheckpointError
 
@@ -436,18 +567,50 @@ def test_an_empty_out_is_refused_not_replaced_by_a_default_folder(run_cli, tmp_p
 
 
 def test_a_train_subset_smaller_than_the_classes_is_refused(run_cli, tmp_path):
-    _refused(run_cli, "train", "--model", "mlp7_linear", *DATA, "--epochs", "1", "--train-subset", "7",
-             "--out", tmp_path / "run", words=("train_subset=7", "10 classes", "at least 10"))
+    _refused(
+        run_cli,
+        "train",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--epochs",
+        "1",
+        "--train-subset",
+        "7",
+        "--out",
+        tmp_path / "run",
+        words=("train_subset=7", "10 classes", "at least 10"),
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_absurd_epoch_counts_are_refused_with_the_time_they_would_take(run_cli, tmp_path):
-    line = _refused(run_cli, "train", "--model", "mlp7_linear", *DATA, "--epochs", str(10**12),
-                    "--out", tmp_path / "run", words=("--epochs", "1..10000", "years"))
+    line = _refused(
+        run_cli,
+        "train",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--epochs",
+        str(10**12),
+        "--out",
+        tmp_path / "run",
+        words=("--epochs", "1..10000", "years"),
+    )
     assert "3.17e+04 years" in line
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 20000\n")
     _refused(run_cli, "train", "--config", config, "--model", "mlp7_linear", *DATA, words=("epochs", "1..10000"))
-    _refused(run_cli, "prune", "--method", "l1", "--model", "mlp7_linear", *DATA, "--ft-epochs", str(10**9),
-             words=("--ft-epochs", "0..10000", "years"))
+    _refused(
+        run_cli,
+        "prune",
+        "--method",
+        "l1",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--ft-epochs",
+        str(10**9),
+        words=("--ft-epochs", "0..10000", "years"),
+    )
     assert not (tmp_path / "run").exists()

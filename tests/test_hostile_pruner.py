@@ -72,21 +72,29 @@ def _same_state(model: nn.Module, before: dict[str, tuple[int, torch.Tensor]]) -
     now = model.state_dict(keep_vars=True)
     return now.keys() == before.keys() and all(
         id(now[k]) == before[k][0] and now[k].shape == before[k][1].shape and torch.equal(now[k].detach(), before[k][1])
-        for k in now)
+        for k in now
+    )
 
 
 def _optimizer_view(optimizer: torch.optim.Optimizer) -> tuple[list[list[int]], dict[int, dict[str, torch.Tensor]]]:
     groups = [[id(p) for p in g["params"]] for g in optimizer.param_groups]
-    state = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
-             for p, s in optimizer.state.items()}
+    state = {
+        id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()} for p, s in optimizer.state.items()
+    }
     return groups, state
 
 
 def _same_optimizer(optimizer: torch.optim.Optimizer, view) -> bool:
     groups, state = _optimizer_view(optimizer)
-    return groups == view[0] and state.keys() == view[1].keys() and all(
-        torch.equal(state[p][k], view[1][p][k]) if torch.is_tensor(view[1][p][k]) else state[p][k] == view[1][p][k]
-        for p in state for k in view[1][p])
+    return (
+        groups == view[0]
+        and state.keys() == view[1].keys()
+        and all(
+            torch.equal(state[p][k], view[1][p][k]) if torch.is_tensor(view[1][p][k]) else state[p][k] == view[1][p][k]
+            for p in state
+            for k in view[1][p]
+        )
+    )
 
 
 def _each_parameter_once(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
@@ -137,8 +145,11 @@ def test_a_tie_the_plan_would_break_is_refused_at_construction():
     torch.manual_seed(0)
     model, ids = TiedLM(), torch.randint(0, 10, (2, 5))
     before = _state(model)
-    with pytest.raises(PruningError, match=r"emb\.weight and head\.weight share one tensor \(tied weights\).*"
-                                           r"pass 'fc2' in ignored_layers, or untie them") as info:
+    with pytest.raises(
+        PruningError,
+        match=r"emb\.weight and head\.weight share one tensor \(tied weights\).*"
+        r"pass 'fc2' in ignored_layers, or untie them",
+    ) as info:
         tpp.TPPPruner(model, ids, ratio=0.5)
     assert "\n" not in str(info.value) and _same_state(model, before)
 
@@ -160,8 +171,17 @@ def test_two_names_of_one_module_are_not_a_tie():
 # ---------------------------------------------------------------------------------------- one commit
 def _trained_resnetlike():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8),
-                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
     x = torch.randn(2, 3, 8, 8)
     pruner = tpp.TPPPruner(model, x, ratio=0.5, reg_step=0.5, reg_interval=1, stabilize_iters=3, zero_out_interval=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -257,13 +277,19 @@ def test_a_state_from_an_identical_pruner_loads_and_resumes_exactly():
 
 def test_a_state_saved_with_another_ratio_is_refused():
     saved = _saved(_tpp(ratio=0.25))
-    message = _refused(_tpp(ratio=0.75), saved, "built with ratio=0.75", "state is from ratio=0.25",
-                       "rebuild the pruner with the method and options of the saved run")
+    message = _refused(
+        _tpp(ratio=0.75),
+        saved,
+        "built with ratio=0.75",
+        "state is from ratio=0.25",
+        "rebuild the pruner with the method and options of the saved run",
+    )
     assert isinstance(PrunerStateError(message), CheckpointError)  # caught as either kind
 
 
-@pytest.mark.parametrize("option, value", [("scope", "all"), ("reg_step", 0.5), ("gram_weight", 10.0),
-                                           ("global_ratio", 0.5)])
+@pytest.mark.parametrize(
+    "option, value", [("scope", "all"), ("reg_step", 0.5), ("gram_weight", 10.0), ("global_ratio", 0.5)]
+)
 def test_a_state_saved_with_other_options_is_refused(option, value):
     kwargs = {option: value, **({"ratio": None} if option == "global_ratio" else {})}
     key = "ratio" if option == "global_ratio" else option  # the first option that differs
@@ -286,20 +312,23 @@ def _with_indices(state: dict, unit: str, indices) -> dict:
     return state
 
 
-@pytest.mark.parametrize("indices, words", [
-    ([0, 1, 2, 3, 4, 5, 6, 999], ["channel 999", "channels 0..15"]),
-    ([-1, 1, 2, 3, 4, 5, 6, 7], ["channel -1"]),
-    ([1, 1, 2, 3, 4, 5, 6, 7], ["channel 1", "twice"]),
-    ([1.5, 1, 2, 3, 4, 5, 6, 7], ["1.5", "not a whole number"]),
-    ([True, 1, 2, 3, 4, 5, 6, 7], ["True", "not a whole number"]),
-    (["3", 1, 2, 4, 5, 6, 7, 8], ["'3'", "not a whole number"]),
-    ([1, 2, 3], ["prunes 3 channels of unit '0'", "asks for 8"]),
-    (list(range(12)), ["prunes 12 channels of unit '0'", "asks for 8"]),
-    (list(range(16)), ["prunes 16 channels of unit '0'", "at least 1 goes and 1 stays"]),
-    ([], ["prunes 0 channels"]),
-    ("0,1,2", ["must be a list"]),
-    (torch.arange(8.0), ["must be a list"]),
-])
+@pytest.mark.parametrize(
+    "indices, words",
+    [
+        ([0, 1, 2, 3, 4, 5, 6, 999], ["channel 999", "channels 0..15"]),
+        ([-1, 1, 2, 3, 4, 5, 6, 7], ["channel -1"]),
+        ([1, 1, 2, 3, 4, 5, 6, 7], ["channel 1", "twice"]),
+        ([1.5, 1, 2, 3, 4, 5, 6, 7], ["1.5", "not a whole number"]),
+        ([True, 1, 2, 3, 4, 5, 6, 7], ["True", "not a whole number"]),
+        (["3", 1, 2, 4, 5, 6, 7, 8], ["'3'", "not a whole number"]),
+        ([1, 2, 3], ["prunes 3 channels of unit '0'", "asks for 8"]),
+        (list(range(12)), ["prunes 12 channels of unit '0'", "asks for 8"]),
+        (list(range(16)), ["prunes 16 channels of unit '0'", "at least 1 goes and 1 stays"]),
+        ([], ["prunes 0 channels"]),
+        ("0,1,2", ["must be a list"]),
+        (torch.arange(8.0), ["must be a list"]),
+    ],
+)
 def test_damaged_pruned_indices_are_refused(indices, words):
     pruner = _tpp()
     _refused(pruner, _with_indices(_saved(_tpp()), "0", indices), *words)
@@ -314,20 +343,23 @@ def test_units_the_pruner_does_not_prune_are_refused():
     _refused(_tpp(), {**saved, "pruned_indices": []}, "must be a dict")
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"iteration": -1}, ["iteration must be a whole number >= 0"]),
-    ({"iteration": 2.5}, ["iteration must be a whole number"]),
-    ({"iteration": "3"}, ["iteration must be a whole number"]),
-    ({"iteration": 10**30}, ["past the end of this pruner's schedule (8 iterations)"]),
-    ({"stabilize_start": 99}, ["stabilize_start 99"]),
-    ({"stabilize_start": "x"}, ["stabilize_start 'x'"]),
-    ({"version": 2}, ["version 2"]),
-    ({"pruned": "no"}, ["'pruned' must be true or false"]),
-    ({"config": [1, 2]}, ["config must be a dict"]),
-    ({"lambda": 0.5}, ["keys ['lambda']", "does not write"]),
-    ({"config": {"ratio": 0.5}}, ["another method", "lacks options"]),
-    ({"config": {"ratio": "*:x"}}, ["another method"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"iteration": -1}, ["iteration must be a whole number >= 0"]),
+        ({"iteration": 2.5}, ["iteration must be a whole number"]),
+        ({"iteration": "3"}, ["iteration must be a whole number"]),
+        ({"iteration": 10**30}, ["past the end of this pruner's schedule (8 iterations)"]),
+        ({"stabilize_start": 99}, ["stabilize_start 99"]),
+        ({"stabilize_start": "x"}, ["stabilize_start 'x'"]),
+        ({"version": 2}, ["version 2"]),
+        ({"pruned": "no"}, ["'pruned' must be true or false"]),
+        ({"config": [1, 2]}, ["config must be a dict"]),
+        ({"lambda": 0.5}, ["keys ['lambda']", "does not write"]),
+        ({"config": {"ratio": 0.5}}, ["another method", "lacks options"]),
+        ({"config": {"ratio": "*:x"}}, ["another method"]),
+    ],
+)
 def test_damaged_state_entries_are_refused(change, words):
     _refused(_tpp(), {**_saved(_tpp()), **change}, *words)
 
@@ -355,10 +387,15 @@ def test_a_malformed_adaptive_schedule_state_is_refused():
         make = lambda: tpp_adaptive(_mlp(), torch.randn(2, 8), ratio=0.5, reg_step=0.25, reg_interval=1)  # noqa: E731
     saved = _saved(make())
     make().load_state_dict(saved)  # the valid one loads
-    for change, word in [({"strength": "x"}, "strength"), ({"strength": 5.0}, "strength"),
-                         ({"converged": {"a": 1}}, "unit 'a'"), ({"converged": [1]}, "converged must be a dict"),
-                         ({"window": {0: (1,)}}, "(iteration, ratio) pair"), ({"growing": "yes"}, "flag"),
-                         ({"stopped_at": 10**9}, "stopped_at")]:
+    for change, word in [
+        ({"strength": "x"}, "strength"),
+        ({"strength": 5.0}, "strength"),
+        ({"converged": {"a": 1}}, "unit 'a'"),
+        ({"converged": [1]}, "converged must be a dict"),
+        ({"window": {0: (1,)}}, "(iteration, ratio) pair"),
+        ({"growing": "yes"}, "flag"),
+        ({"stopped_at": 10**9}, "stopped_at"),
+    ]:
         _refused(make(), {**saved, **change}, word)
 
 
@@ -366,5 +403,6 @@ def test_global_ratio_states_load_and_too_many_channels_are_refused():
     pruner = _tpp(ratio=None, global_ratio=0.25)
     saved = _saved(pruner)
     _tpp(ratio=None, global_ratio=0.25).load_state_dict(saved)
-    _refused(_tpp(ratio=None, global_ratio=0.25), _with_indices(saved, "0", list(range(12))),
-             "allows 8", "another ratio")
+    _refused(
+        _tpp(ratio=None, global_ratio=0.25), _with_indices(saved, "0", list(range(12))), "allows 8", "another ratio"
+    )

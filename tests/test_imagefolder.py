@@ -64,8 +64,13 @@ def test_normalisation_presets_and_overrides() -> None:
     assert ImageFolderOptions(channels=3, normalize="mnist").mean_std() == ((0.1307,) * 3, (0.3081,) * 3)
     assert ImageFolderOptions(channels=1, mean=(0.5,), std=(0.25,)).mean_std() == ((0.5,), (0.25,))
     assert ImageFolderOptions(mean=(0.1, 0.2, 0.3), normalize="none").mean_std() == ((0.1, 0.2, 0.3), (1.0,) * 3)
-    for bad in (dict(channels=1, mean=(0.1, 0.2, 0.3)), dict(std=(0.0,)), dict(image_size=64, resize=32),
-                dict(channels=2), dict(normalize="cifar")):
+    for bad in (
+        dict(channels=1, mean=(0.1, 0.2, 0.3)),
+        dict(std=(0.0,)),
+        dict(image_size=64, resize=32),
+        dict(channels=2),
+        dict(normalize="cifar"),
+    ):
         with pytest.raises(DataError) as excinfo:
             ImageFolderOptions(**bad)
         one_line(excinfo)
@@ -135,8 +140,9 @@ def test_streaming_loader_gives_the_in_memory_batches(digit_folder: Path, worker
 
 
 def test_build_loaders_keeps_a_class_balanced_subset(digit_folder: Path) -> None:
-    train, val, info = build_loaders("imagefolder", digit_folder, batch_size=50, train_subset=50,
-                                     image_options=ImageFolderOptions(image_size=32))
+    train, val, info = build_loaders(
+        "imagefolder", digit_folder, batch_size=50, train_subset=50, image_options=ImageFolderOptions(image_size=32)
+    )
     assert info.in_channels == 3 and train.dataset_size == 50 and val.dataset_size == 300
     labels = torch.cat([y for _, y in train])
     assert torch.bincount(labels).tolist() == [5] * 10
@@ -145,7 +151,8 @@ def test_build_loaders_keeps_a_class_balanced_subset(digit_folder: Path) -> None
 
 
 def test_image_options_belong_to_imagefolder(run_cli) -> None:
-    result = run_cli("train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--image-size", "64",
-                     "--epochs", "1", "--quiet")
+    result = run_cli(
+        "train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--image-size", "64", "--epochs", "1", "--quiet"
+    )
     assert result.code == 2 and len(result.err_lines) == 1
     assert "--image-size applies to --dataset imagefolder only" in result.err

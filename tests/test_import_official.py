@@ -17,12 +17,11 @@ import pytest
 import torch
 from torch import nn
 
+from tests.official_format import official_module, randomize, save_official
+from tpp.checkpoints import load_checkpoint
 from tpp.cli.loading import model_from_checkpoint
 from tpp.errors import CheckpointError
-from tpp.checkpoints import load_checkpoint
 from tpp.util.safe_pickle import Placeholder, PlaceholderUnpickler, UnsafePickleError
-
-from tests.official_format import official_module, randomize, save_official
 
 
 def imported_model(out: Path) -> nn.Module:
@@ -36,8 +35,14 @@ def test_resnet56_imports_with_identical_logits(tmp_path, run_cli, zip_format):
         reference = randomize(official.ResNet(9, num_classes=10))
         momentum = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
         source = save_official(  # plus the other entries of a training checkpoint, numpy numbers included
-            reference, tmp_path / "resnet56_cifar10.pth", "resnet56", zip_format=zip_format,
-            epoch=120, optimizer=momentum.state_dict(), metrics={"acc1": [np.float64(93.4)]}, lr=np.float32(1e-4),
+            reference,
+            tmp_path / "resnet56_cifar10.pth",
+            "resnet56",
+            zip_format=zip_format,
+            epoch=120,
+            optimizer=momentum.state_dict(),
+            metrics={"acc1": [np.float64(93.4)]},
+            lr=np.float32(1e-4),
         )
         module_name = official.__name__
     assert module_name not in sys.modules
@@ -86,7 +91,9 @@ def test_weights_come_from_the_pickled_module_when_there_is_no_state_dict(tmp_pa
         bare = tmp_path / "bare.pth"
         torch.save(reference, bare)  # torch.save(model): the module alone
         wrapped = tmp_path / "wrapped.pth"  # DataParallel-wrapped module, legacy format, no state_dict
-        torch.save({"arch": "resnet20", "model": nn.DataParallel(reference)}, wrapped, _use_new_zipfile_serialization=False)
+        torch.save(
+            {"arch": "resnet20", "model": nn.DataParallel(reference)}, wrapped, _use_new_zipfile_serialization=False
+        )
     x = torch.randn(2, 3, 32, 32)
     for source in (bare, wrapped):
         out = tmp_path / f"{source.stem}.pt"
@@ -112,10 +119,40 @@ def test_imported_mlp_is_evaluated_and_pruned_by_the_cli(tmp_path, run_cli):
             correct += int((reference(images).argmax(1) == labels).sum())
             total += len(labels)
     assert f"top-1 {100 * correct / total:.2f}%" in result.out
-    job = run_cli("prune", "--method", "tpp", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", out,
-                  "--ratio", "0.5", "--train-subset", "64", "--batch-size", "32", "--test-batch-size", "500",
-                  "--reg-step", "0.5", "--reg-interval", "1", "--stabilize-iters", "2", "--zero-out-interval", "1", "--ft-epochs", "1",
-                  "--jsv-batches", "0", "--out", tmp_path / "job", "--quiet")
+    job = run_cli(
+        "prune",
+        "--method",
+        "tpp",
+        "--model",
+        "mlp7_linear",
+        "--dataset",
+        "mnist_subset",
+        "--checkpoint",
+        out,
+        "--ratio",
+        "0.5",
+        "--train-subset",
+        "64",
+        "--batch-size",
+        "32",
+        "--test-batch-size",
+        "500",
+        "--reg-step",
+        "0.5",
+        "--reg-interval",
+        "1",
+        "--stabilize-iters",
+        "2",
+        "--zero-out-interval",
+        "1",
+        "--ft-epochs",
+        "1",
+        "--jsv-batches",
+        "0",
+        "--out",
+        tmp_path / "job",
+        "--quiet",
+    )
     assert job.code == 0, job.err
     assert (tmp_path / "job" / "pruned_model.pt").is_file()
 
@@ -177,7 +214,12 @@ def test_calling_a_placeholder_is_refused_but_creating_one_is_not():
     assert obj.tpp_state == {"a": 1}
     with pytest.raises(UnsafePickleError, match="call some_pkg.models.Net"):
         cls("x")  # REDUCE
-    for module, name in (("posix", "system"), ("builtins", "eval"), ("__builtin__", "getattr"), ("commands", "getoutput")):
+    for module, name in (
+        ("posix", "system"),
+        ("builtins", "eval"),
+        ("__builtin__", "getattr"),
+        ("commands", "getoutput"),
+    ):
         with pytest.raises(UnsafePickleError):
             unpickler.find_class(module, name)
     assert unpickler.find_class("__builtin__", "set") is set  # Python 2 names are translated
@@ -243,7 +285,9 @@ def test_wrong_architecture_and_unmapped_names_are_one_line_errors(tmp_path, run
     out = tmp_path / "out.pt"
     result = run_cli("import-official", source, "--model", "resnet56", "--out", out)
     assert result.code == 2 and len(result.err_lines) == 1
-    assert "does not hold an unpruned resnet56" in result.err and "layer1.3.conv1.weight [16,16,3,3] missing" in result.err
+    assert (
+        "does not hold an unpruned resnet56" in result.err and "layer1.3.conv1.weight [16,16,3,3] missing" in result.err
+    )
     result = run_cli("import-official", source, "--model", "resnet20", "--num-classes", "100", "--out", out)
     assert result.code == 2 and "linear.weight is [10,64] in the file, [100,64] in tpp" in result.err
     result = run_cli("import-official", source, "--model", "resnet50", "--out", out)

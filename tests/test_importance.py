@@ -17,8 +17,7 @@ import tpp
 from tests.zoo.lm_models import SPECS
 from tpp.errors import ConfigError
 from tpp.pruning import GReg1Pruner, L1Pruner, OrthRegThenL1Pruner
-from tpp.pruning.calibration import ActivationImportance, TaylorImportance
-from tpp.pruning.calibration import IMPORTANCES, make_importance
+from tpp.pruning.calibration import IMPORTANCES, ActivationImportance, TaylorImportance, make_importance
 from tpp.pruning.importance import L1Importance
 
 
@@ -76,8 +75,15 @@ def test_activation_importance_prunes_a_language_model_exactly_and_differs_from_
     assert all(set(l1[name]).isdisjoint(range(32)) for name in l1)
     assert any(set(chosen[name]) & set(range(32)) for name in chosen)
     even = _llama()
-    assert _pruner(even, inputs, ActivationImportance(even, [inputs, {"input_ids": inputs["input_ids"].flip(0)}]),
-                   ratio={"*.mlp.*": 0.5}).pruned_indices == chosen
+    assert (
+        _pruner(
+            even,
+            inputs,
+            ActivationImportance(even, [inputs, {"input_ids": inputs["input_ids"].flip(0)}]),
+            ratio={"*.mlp.*": 0.5},
+        ).pruned_indices
+        == chosen
+    )
     model.eval()
     pruner.zero_pruned()
     zeroed = _logits(model, inputs)
@@ -96,16 +102,25 @@ def test_whole_heads_are_scored_through_o_proj_without_falling_back_to_l1():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback to L1
         ids = spec.inputs()["input_ids"]
-        for importance in (ActivationImportance(model, [spec.inputs()]),
-                           TaylorImportance(model, [(ids[:, :-1], ids[:, 1:])])):
+        for importance in (
+            ActivationImportance(model, [spec.inputs()]),
+            TaylorImportance(model, [(ids[:, :-1], ids[:, 1:])]),
+        ):
             scores = importance(unit)
             assert scores.shape == (unit.channels,) and bool((scores > 0).all())
 
 
 def _cnn():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(6 * 4 * 4, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 5),
+    )
 
 
 def _grads(model):

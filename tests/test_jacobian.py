@@ -196,8 +196,23 @@ def test_jsv_cli_prints_the_summary(tmp_path, capsys):
 
     model = create_model("mlp7_linear", in_channels=1)
     torch.save(model.state_dict(), tmp_path / "base.pt")
-    assert main(["jsv", "--checkpoint", str(tmp_path / "base.pt"), "--model", "mlp7_linear",
-                 "--dataset", "mnist_subset", "--batch-size", "16", "--json"]) == 0
+    assert (
+        main(
+            [
+                "jsv",
+                "--checkpoint",
+                str(tmp_path / "base.pt"),
+                "--model",
+                "mlp7_linear",
+                "--dataset",
+                "mnist_subset",
+                "--batch-size",
+                "16",
+                "--json",
+            ]
+        )
+        == 0
+    )
     import json
 
     summary = json.loads(capsys.readouterr().out)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +19,9 @@ def test_import_contracts_are_kept():
 
 
 def test_no_source_file_asks_to_be_split():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "src").rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 360}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "src").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 360
+    }
     assert not long, f"files over ~350 lines: {long}"

@@ -14,8 +14,19 @@ import pytest
 import torch
 import transformers
 
-SEQ = ["--dataset", "text_tiny", "--seq-len", "32", "--batch-size", "8", "--test-batch-size", "16",
-       "--windows-per-epoch", "64", "--quiet"]
+SEQ = [
+    "--dataset",
+    "text_tiny",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "8",
+    "--test-batch-size",
+    "16",
+    "--windows-per-epoch",
+    "64",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +34,16 @@ def llama_folder(tmp_path_factory) -> Path:
     """A save_pretrained folder of a tiny random Llama over the 256 byte values (no tokenizer files)."""
     folder = tmp_path_factory.mktemp("tiny-llama")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=256, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64,
-                                      architectures=["LlamaForCausalLM"])
+    config = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        architectures=["LlamaForCausalLM"],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transformers.LlamaForCausalLM(config).save_pretrained(folder)
@@ -38,8 +56,26 @@ def trained(llama_folder, tmp_path_factory) -> Path:
     from tpp.cli.main import main
 
     out = tmp_path_factory.mktemp("lm-train") / "run"
-    assert main(["train", "--model", f"hf:{llama_folder}", "--pretrained", *SEQ, "--epochs", "3",
-                 "--lr", "0:0.1", "--weight-decay", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                f"hf:{llama_folder}",
+                "--pretrained",
+                *SEQ,
+                "--epochs",
+                "3",
+                "--lr",
+                "0:0.1",
+                "--weight-decay",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -54,10 +90,38 @@ def test_train_learns_the_embedded_text(trained):
 @pytest.mark.parametrize("importance", ["l1", "activation", "taylor"])
 def test_prune_a_language_model_with_each_importance(run_cli, llama_folder, trained, tmp_path, importance):
     out = tmp_path / "job"
-    result = run_cli("prune", "--model", f"hf:{llama_folder}", "--checkpoint", trained / "last.pt", *SEQ, "--method", "tpp", "--ratio", "*.mlp.*:0.5",
-                     "--importance", importance, "--calibration-batches", "2", "--reg-step", "0.25",
-                     "--reg-interval", "1", "--stabilize-iters", "4", "--zero-out-interval", "0", "--prune-lr",
-                     "0.1", "--ft-epochs", "1", "--ft-lr", "0:0.1", "--out", out)
+    result = run_cli(
+        "prune",
+        "--model",
+        f"hf:{llama_folder}",
+        "--checkpoint",
+        trained / "last.pt",
+        *SEQ,
+        "--method",
+        "tpp",
+        "--ratio",
+        "*.mlp.*:0.5",
+        "--importance",
+        importance,
+        "--calibration-batches",
+        "2",
+        "--reg-step",
+        "0.25",
+        "--reg-interval",
+        "1",
+        "--stabilize-iters",
+        "4",
+        "--zero-out-interval",
+        "0",
+        "--prune-lr",
+        "0.1",
+        "--ft-epochs",
+        "1",
+        "--ft-lr",
+        "0:0.1",
+        "--out",
+        out,
+    )
     assert result.code == 0, result.err
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["importance"] == importance
@@ -72,14 +136,25 @@ def test_prune_a_language_model_with_each_importance(run_cli, llama_folder, trai
 
 
 def test_a_model_that_is_no_language_model_is_refused_in_one_line(run_cli, tmp_path):
-    result = run_cli("prune", "--model", "mlp7_linear", "--weights", tmp_path / "none.pt", *SEQ, "--ratio", "0.5",
-                     "--out", tmp_path / "job")
+    result = run_cli(
+        "prune",
+        "--model",
+        "mlp7_linear",
+        "--weights",
+        tmp_path / "none.pt",
+        *SEQ,
+        "--ratio",
+        "0.5",
+        "--out",
+        tmp_path / "job",
+    )
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
 
 
 def test_text_options_with_image_data_are_refused(run_cli, tmp_path):
-    result = run_cli("train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--seq-len", "32",
-                     "--out", tmp_path / "r")
+    result = run_cli(
+        "train", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--seq-len", "32", "--out", tmp_path / "r"
+    )
     assert result.code == 2 and "--seq-len applies to --dataset text" in result.err
 
 
@@ -91,10 +166,30 @@ def test_the_cli_names_the_same_text_datasets_as_the_data_layer():
 
 
 def test_jsv_of_a_language_model_from_the_command_line(run_cli, llama_folder, trained):
-    result = run_cli("jsv", "--model", f"hf:{llama_folder}", "--checkpoint", trained / "last.pt", "--dataset",
-                     "text_tiny", "--seq-len", "32", "--batch-size", "2", "--json")
+    result = run_cli(
+        "jsv",
+        "--model",
+        f"hf:{llama_folder}",
+        "--checkpoint",
+        trained / "last.pt",
+        "--dataset",
+        "text_tiny",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--json",
+    )
     assert result.code == 0, result.err
     assert json.loads(result.out)["mean"] > 0
-    refused = run_cli("jsv", "--model", f"hf:{llama_folder}", "--checkpoint", trained / "last.pt", "--dataset",
-                      "text_tiny", "--train-mode")
+    refused = run_cli(
+        "jsv",
+        "--model",
+        f"hf:{llama_folder}",
+        "--checkpoint",
+        trained / "last.pt",
+        "--dataset",
+        "text_tiny",
+        "--train-mode",
+    )
     assert refused.code == 2 and "language model has none" in refused.err

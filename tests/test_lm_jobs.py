@@ -48,8 +48,15 @@ class _Windows:
 
 def _llama():
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     config._attn_implementation = "eager"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -60,8 +67,10 @@ def test_evaluate_gives_the_causal_lm_loss_perplexity_and_bits_per_byte():
     model, loader = _llama().eval(), _Windows()
     result = evaluate(model, loader)
     with torch.no_grad():
-        losses = [F.cross_entropy(model(x, use_cache=False).logits.flatten(0, 1), y.flatten(), reduction="sum")
-                  for x, y in loader]
+        losses = [
+            F.cross_entropy(model(x, use_cache=False).logits.flatten(0, 1), y.flatten(), reduction="sum")
+            for x, y in loader
+        ]
     tokens = loader.data[..., 1:].numel()
     assert result["samples"] == tokens
     assert result["loss"] == pytest.approx(float(sum(losses)) / tokens, rel=1e-5)
@@ -88,17 +97,23 @@ def jobs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm-jobs")
     common = dict(momentum=0.9, weight_decay=0.0, jsv_batches=1, ft_lr="0:0.01")
     configs = {
-        "tpp": PruneJobConfig(method="tpp", ratio={"*.mlp.*": 0.5}, prune_lr=0.01, ft_epochs=1,
-                              pruner_options=dict(reg_step=0.25, reg_interval=1, stabilize_iters=2,
-                                                  zero_out_interval=0), **common),
+        "tpp": PruneJobConfig(
+            method="tpp",
+            ratio={"*.mlp.*": 0.5},
+            prune_lr=0.01,
+            ft_epochs=1,
+            pruner_options=dict(reg_step=0.25, reg_interval=1, stabilize_iters=2, zero_out_interval=0),
+            **common,
+        ),
         "l1": PruneJobConfig(method="l1", ratio={"*.mlp.*": 0.5}, ft_epochs=3, **common),
         "dense": PruneJobConfig(method="l1", ratio=0.0, ft_epochs=3, **common),
     }
     reports = {}
     for name, config in configs.items():
         loader = _Windows()
-        _, reports[name] = run_prune_job(_llama(), loader, _Windows(seed=1), next(iter(loader))[0], config,
-                                         JobContext(out=root / name, quiet=True))
+        _, reports[name] = run_prune_job(
+            _llama(), loader, _Windows(seed=1), next(iter(loader))[0], config, JobContext(out=root / name, quiet=True)
+        )
     return root, reports
 
 
@@ -108,7 +123,8 @@ def test_a_pruning_job_on_a_language_model_reports_perplexities_and_its_training
     for stage in ("accuracy_before", "accuracy_after_removal"):
         assert tpp_report[stage]["perplexity"] == pytest.approx(math.exp(tpp_report[stage]["loss"]))
     assert tpp_report["finetune"]["last_perplexity"] == pytest.approx(
-        tpp_report["finetune"]["history"][-1]["test_perplexity"])
+        tpp_report["finetune"]["history"][-1]["test_perplexity"]
+    )
     assert tpp_report["train_steps"] == {"regularize": 6, "finetune": 3, "total": 9}  # 4 to the ceiling + 2
     assert reports["l1"]["train_steps"] == {"regularize": 0, "finetune": 9, "total": 9}
     assert tpp_report["jsv_after_prune"]["mean"] > 0

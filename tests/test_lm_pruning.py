@@ -110,8 +110,12 @@ def test_gated_mlp_is_internal_and_warnings_name_the_true_reasons():
     with pytest.warns(UserWarning) as record:
         pruner = tpp.TPPPruner(model, ids, ratio=0.5, scope="all", heads=True)
     # per layer: one MLP unit (gate and up lose the same neurons) and one unit of whole attention heads
-    assert sorted(pruner.pruned_indices) == ["model.layers.0.mlp.up_proj", "model.layers.0.self_attn",
-                                             "model.layers.1.mlp.up_proj", "model.layers.1.self_attn"]
+    assert sorted(pruner.pruned_indices) == [
+        "model.layers.0.mlp.up_proj",
+        "model.layers.0.self_attn",
+        "model.layers.1.mlp.up_proj",
+        "model.layers.1.self_attn",
+    ]
     rows = {m.name for u in pruner.units for m in u.rows}
     assert {"model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"} <= rows
     text = " ".join(str(w.message) for w in record if "tpp:" in str(w.message))
@@ -152,6 +156,7 @@ def test_a_failed_prune_puts_the_config_back():
             mlp = model.model.layers[0].mlp  # gate and up both live again: the neuron carries a signal
             mlp.gate_proj.weight[neuron] = 1.0
             mlp.up_proj.weight[neuron] = 1.0
+
     pruner.zero_pruned = zero_then_break
     with pytest.raises(PruningError) as error:
         pruner.prune()
@@ -180,12 +185,15 @@ def _mha_llama():
     return transformers.LlamaConfig(**SMALL, intermediate_size=256, num_key_value_heads=4)
 
 
-@pytest.mark.parametrize("make_config, heads, kv_heads", [
-    (_llama, 2, 1),  # GQA: one of two key/value groups goes, with its two query heads
-    (_qwen3, 2, 1),  # q_norm/k_norm act per head_dim: untouched by whole heads
-    (_gemma, 2, 1),  # lm_head tied to embed_tokens
-    (_mha_llama, 2, 2),  # multi-head attention: a group is one head
-])
+@pytest.mark.parametrize(
+    "make_config, heads, kv_heads",
+    [
+        (_llama, 2, 1),  # GQA: one of two key/value groups goes, with its two query heads
+        (_qwen3, 2, 1),  # q_norm/k_norm act per head_dim: untouched by whole heads
+        (_gemma, 2, 1),  # lm_head tied to embed_tokens
+        (_mha_llama, 2, 2),  # multi-head attention: a group is one head
+    ],
+)
 def test_whole_heads_prune_exactly_and_the_config_follows(make_config, heads, kv_heads):
     original = make_config()
     model, ids = _model(make_config), _ids()
@@ -215,6 +223,7 @@ def test_whole_heads_prune_exactly_and_the_config_follows(make_config, heads, kv
     assert torch.equal(_logits(rebuilt, ids), _logits(pruned, ids))
     # the plan replays on a fresh, unpruned model (what tpp.load_pruned does), heads included
     from tpp.pruning.history import replay_plan
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fresh = transformers.AutoModelForCausalLM.from_config(original).to(torch.float64)
@@ -234,9 +243,15 @@ def test_heads_a_config_cannot_describe_stay_whole_with_the_reason():
 def _deep_llama(dtype=torch.float32):
     """32 layers with weights scaled up 25x: in float32, removing zeroed channels alone moves these
     logits by ~7e-5 relative (CPU-dependent), past the 1e-5 a float32 check could allow."""
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=32,
-                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB,
-                                      initializer_range=0.5)
+    config = transformers.LlamaConfig(
+        hidden_size=32,
+        intermediate_size=128,
+        num_hidden_layers=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        initializer_range=0.5,
+    )
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -272,6 +287,7 @@ def test_a_wrong_removal_is_still_caught_on_the_deep_model(monkeypatch):
             kept = torch.tensor([i for i in range(unit.channels) if i not in set(roots.tolist())])
             roots = torch.cat([roots[1:], kept[:1]])  # one zeroed neuron stays, one live neuron goes
         remove(graph, unit, roots)
+
     monkeypatch.setattr(removal, "_remove_unit", off_by_one)
     with pytest.raises(PruningError, match=f"{target}.*would change the network") as error:
         pruner.prune()

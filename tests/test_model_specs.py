@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from tests.user_model_zoo import FACTORY, data_args, one_line_error, small_cnn
+from tpp.checkpoints import load_pruned, save_pruned
 from tpp.errors import CheckpointError, ModelError
 from tpp.models import build_model, example_inputs, model_from_record
-from tpp.checkpoints import load_pruned, save_pruned
 
 
 def test_hf_class_name_builds_the_default_configuration():
@@ -25,8 +25,11 @@ def test_hf_class_name_builds_the_default_configuration():
 
 
 def test_missing_extras_name_the_pip_extra(run_cli, monkeypatch):
-    for module, spec, extra in (("timm", "timm:resnet18", "timm"), ("torchvision", "torchvision:resnet18", "vision"),
-                                ("transformers", "hf:ResNetForImageClassification", "transformers")):
+    for module, spec, extra in (
+        ("timm", "timm:resnet18", "timm"),
+        ("torchvision", "torchvision:resnet18", "vision"),
+        ("transformers", "hf:ResNetForImageClassification", "transformers"),
+    ):
         monkeypatch.setitem(sys.modules, module, None)  # as if not installed
         result = run_cli("info", "--model", spec, "--image-size", "32")
         one_line_error(result, f"{module} is not installed", f"pip install 'tpp-pruning[{extra}]'")
@@ -70,11 +73,16 @@ def test_hub_models_need_pretrained_and_fail_clearly_offline(run_cli, digit_fold
     import huggingface_hub.constants
 
     data = data_args(digit_folder)
-    one_line_error(run_cli("eval", "--model", "hf:tpp-tests/no-such-model", "--weights", "x.pt", *data),
-                   "add --pretrained to download")
+    one_line_error(
+        run_cli("eval", "--model", "hf:tpp-tests/no-such-model", "--weights", "x.pt", *data),
+        "add --pretrained to download",
+    )
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests
-    one_line_error(run_cli("eval", "--model", "hf:tpp-tests/no-such-model", "--pretrained", *data),
-                   "could not get the pretrained weights of hf:tpp-tests/no-such-model", "drop --pretrained")
+    one_line_error(
+        run_cli("eval", "--model", "hf:tpp-tests/no-such-model", "--pretrained", *data),
+        "could not get the pretrained weights of hf:tpp-tests/no-such-model",
+        "drop --pretrained",
+    )
 
 
 def test_pruned_files_call_only_plain_model_factories(tmp_path, run_cli, digit_folder):
@@ -86,8 +94,19 @@ def test_pruned_files_call_only_plain_model_factories(tmp_path, run_cli, digit_f
             load_pruned(tmp_path / "m.pt")
         assert f"names {spec}, which is not a model factory" in str(excinfo.value)
     # naming the factory yourself is consent: the same file then loads
-    result = run_cli("eval", "--checkpoint", tmp_path / "m.pt", "--model", "tests.user_model_zoo:fixed_ten_classes",
-                     "--dataset", "imagefolder", "--data-dir", digit_folder, "--image-size", "32")
+    result = run_cli(
+        "eval",
+        "--checkpoint",
+        tmp_path / "m.pt",
+        "--model",
+        "tests.user_model_zoo:fixed_ten_classes",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        digit_folder,
+        "--image-size",
+        "32",
+    )
     assert result.code == 0 and "top-1" in result.out, result.err
     model = small_cnn(10, 1)
     model.tpp_spec = {"spec": "tests.user_model_zoo:small_cnn", "num_classes": 10, "in_channels": 1}
@@ -99,18 +118,34 @@ def test_hf_folder_with_weights_loads_them_without_network(tmp_path, run_cli, di
     from transformers import ResNetConfig, ResNetForImageClassification
 
     torch.manual_seed(0)
-    saved = ResNetForImageClassification(ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16],
-                                                      depths=[1, 1], layer_type="basic", num_labels=10))
+    saved = ResNetForImageClassification(
+        ResNetConfig(
+            num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=10
+        )
+    )
     saved.save_pretrained(tmp_path / "ckpt")  # config.json + model.safetensors
     loaded = build_model(f"hf:{tmp_path / 'ckpt'}", num_classes=10, in_channels=1)
     reference = saved.state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
     three = build_model(f"hf:{tmp_path / 'ckpt'}", num_classes=3, in_channels=1)  # new head, same body
     assert three.classifier[-1].out_features == 3
-    assert torch.equal(three.state_dict()["resnet.embedder.embedder.convolution.weight"],
-                       reference["resnet.embedder.embedder.convolution.weight"])
-    result = run_cli("info", "--model", f"hf:{tmp_path / 'ckpt'}", "--dataset", "imagefolder", "--data-dir",
-                     digit_folder, "--in-channels", "1", "--image-size", "32")
+    assert torch.equal(
+        three.state_dict()["resnet.embedder.embedder.convolution.weight"],
+        reference["resnet.embedder.embedder.convolution.weight"],
+    )
+    result = run_cli(
+        "info",
+        "--model",
+        f"hf:{tmp_path / 'ckpt'}",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        digit_folder,
+        "--in-channels",
+        "1",
+        "--image-size",
+        "32",
+    )
     assert result.code == 0 and ": input [1, 1, 32, 32], 10 classes" in result.out, result.err
 
 
@@ -156,8 +191,9 @@ def test_torchvision_specs_go_through_get_model(monkeypatch):
 def test_hf_folder_weights_onto_grayscale_input_keep_the_rest(tmp_path):
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    saved = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                                      layer_type="basic", num_labels=10))
+    saved = ResNetForImageClassification(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=10)
+    )
     saved.save_pretrained(tmp_path)
     model = build_model(f"hf:{tmp_path}", num_classes=10, in_channels=1)  # RGB weights, grayscale data
     assert model.resnet.embedder.embedder.convolution.in_channels == 1 and model.config.num_channels == 1
@@ -172,7 +208,8 @@ def test_a_file_cannot_make_tpp_import_a_module_from_elsewhere(tmp_path, monkeyp
     elsewhere.mkdir()
     sentinel = tmp_path / "ran"
     (elsewhere / "evil_models.py").write_text(
-        f"open({str(sentinel)!r}, 'w').close()\n\ndef factory(num_classes=10, in_channels=3):\n    return None\n")
+        f"open({str(sentinel)!r}, 'w').close()\n\ndef factory(num_classes=10, in_channels=3):\n    return None\n"
+    )
     monkeypatch.syspath_prepend(str(elsewhere))
     model = small_cnn(10, 3)
     model.tpp_spec = {"spec": "evil_models:factory", "num_classes": 10, "in_channels": 3}

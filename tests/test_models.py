@@ -10,14 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpp.errors import ModelError
-from tpp.models import (
-    ChannelPadShortcut,
-    create_model,
-    example_inputs,
-    list_models,
-    model_image_size,
-    register_model,
-)
+from tpp.models import ChannelPadShortcut, create_model, example_inputs, list_models, model_image_size, register_model
 
 IMAGENET = ("resnet18", "resnet34", "resnet50")
 CIFAR = [n for n in list_models() if n not in IMAGENET]
@@ -29,7 +22,10 @@ def n_params(model: nn.Module) -> int:
 
 def test_list_models_contains_the_zoo():
     expected = {
-        "mlp7_linear", "mlp7_relu", "vgg19_bn", *IMAGENET,
+        "mlp7_linear",
+        "mlp7_relu",
+        "vgg19_bn",
+        *IMAGENET,
         *(f"resnet{d}{s}" for d in (20, 32, 56, 110) for s in ("", "_b")),
     }
     assert set(list_models()) == expected
@@ -226,32 +222,41 @@ def test_vgg19_conv_names():
 
 # Known torchvision (v1.5) state_dict entries, hard-coded so that torchvision is not needed.
 TORCHVISION_KEYS = {
-    "resnet18": (122, {
-        "conv1.weight": (64, 3, 7, 7),
-        "bn1.num_batches_tracked": (),
-        "layer1.0.conv1.weight": (64, 64, 3, 3),
-        "layer2.0.downsample.0.weight": (128, 64, 1, 1),
-        "layer2.0.downsample.1.running_var": (128,),
-        "layer4.1.bn2.bias": (512,),
-        "fc.weight": (1000, 512),
-        "fc.bias": (1000,),
-    }),
-    "resnet34": (218, {
-        "layer3.5.conv2.weight": (256, 256, 3, 3),
-        "layer4.0.downsample.0.weight": (512, 256, 1, 1),
-        "fc.weight": (1000, 512),
-    }),
-    "resnet50": (320, {
-        "conv1.weight": (64, 3, 7, 7),
-        "layer1.0.conv1.weight": (64, 64, 1, 1),
-        "layer1.0.conv3.weight": (256, 64, 1, 1),
-        "layer1.0.downsample.0.weight": (256, 64, 1, 1),
-        "layer1.0.downsample.1.running_mean": (256,),
-        "layer2.0.conv2.weight": (128, 128, 3, 3),
-        "layer3.5.bn3.weight": (1024,),
-        "layer4.2.conv3.weight": (2048, 512, 1, 1),
-        "fc.weight": (1000, 2048),
-    }),
+    "resnet18": (
+        122,
+        {
+            "conv1.weight": (64, 3, 7, 7),
+            "bn1.num_batches_tracked": (),
+            "layer1.0.conv1.weight": (64, 64, 3, 3),
+            "layer2.0.downsample.0.weight": (128, 64, 1, 1),
+            "layer2.0.downsample.1.running_var": (128,),
+            "layer4.1.bn2.bias": (512,),
+            "fc.weight": (1000, 512),
+            "fc.bias": (1000,),
+        },
+    ),
+    "resnet34": (
+        218,
+        {
+            "layer3.5.conv2.weight": (256, 256, 3, 3),
+            "layer4.0.downsample.0.weight": (512, 256, 1, 1),
+            "fc.weight": (1000, 512),
+        },
+    ),
+    "resnet50": (
+        320,
+        {
+            "conv1.weight": (64, 3, 7, 7),
+            "layer1.0.conv1.weight": (64, 64, 1, 1),
+            "layer1.0.conv3.weight": (256, 64, 1, 1),
+            "layer1.0.downsample.0.weight": (256, 64, 1, 1),
+            "layer1.0.downsample.1.running_mean": (256,),
+            "layer2.0.conv2.weight": (128, 128, 3, 3),
+            "layer3.5.bn3.weight": (1024,),
+            "layer4.2.conv3.weight": (2048, 512, 1, 1),
+            "fc.weight": (1000, 2048),
+        },
+    ),
 }
 
 

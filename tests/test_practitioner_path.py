@@ -16,7 +16,7 @@ import pytest
 
 from tests.user_model_zoo import data_args, one_line_error, top1
 
-MODULE = textwrap.dedent('''
+MODULE = textwrap.dedent("""
     from torch import nn
 
     def res_cnn(num_classes=10, in_channels=3):
@@ -24,7 +24,7 @@ MODULE = textwrap.dedent('''
             nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
-''')
+""")
 SPEC = "mymodels_practitioner:res_cnn"
 
 
@@ -38,8 +38,21 @@ def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_folder, run_cli, monkeypatch):
-    trained = run_cli("train", "--model", SPEC, *data_args(digit_folder), "--epochs", "2", "--lr", "cosine:0.1",
-                      "--batch-size", "32", "--out", "base", "--quiet")
+    trained = run_cli(
+        "train",
+        "--model",
+        SPEC,
+        *data_args(digit_folder),
+        "--epochs",
+        "2",
+        "--lr",
+        "cosine:0.1",
+        "--batch-size",
+        "32",
+        "--out",
+        "base",
+        "--quiet",
+    )
     assert trained.code == 0, trained.err
     # prune from the checkpoint alone: the model and the data (32x32 grayscale, mnist normalisation) are recorded
     import tpp.jobs.stages as stages
@@ -54,8 +67,26 @@ def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_fold
         return real_finetune(*args, **kwargs)
 
     monkeypatch.setattr(stages, "finetune", interrupted_once)
-    stopped = run_cli("prune", "--checkpoint", "base/best.pt", "--model", SPEC, "--method", "l1", "--ratio", "0.5",
-                      "--ft-epochs", "2", "--ft-lr", "0.01", "--batch-size", "32", "--out", "job", "--quiet")
+    stopped = run_cli(
+        "prune",
+        "--checkpoint",
+        "base/best.pt",
+        "--model",
+        SPEC,
+        "--method",
+        "l1",
+        "--ratio",
+        "0.5",
+        "--ft-epochs",
+        "2",
+        "--ft-lr",
+        "0.01",
+        "--batch-size",
+        "32",
+        "--out",
+        "job",
+        "--quiet",
+    )
     hint = f"tpp prune --out job --resume --model {SPEC}"  # a file may not make tpp import the factory
     assert stopped.code == 130 and stopped.err_lines == [f"tpp: interrupted; resume with: {hint}"]
     assert Path("job/pruned.pt").is_file() and not Path("job/report.json").exists()
@@ -81,17 +112,40 @@ def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_fold
     assert info.code == 0 and json.loads(info.out)["input_shape"] == [1, 1, 32, 32], info.err
 
     # a flag that prepares the inputs otherwise is refused, naming the flag and the recorded value
-    one_line_error(run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--image-size", "224"),
-                   "--image-size", "input size 32 in the record, 224 now")
-    one_line_error(run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--normalize", "half"),
-                   "--normalize", "normalisation mean [0.1307] in the record")
-    one_line_error(run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--dataset", "cifar10"),
-                   "trained on imagefolder (1-channel 32x32 images, 10 classes)", "--dataset")
+    one_line_error(
+        run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--image-size", "224"),
+        "--image-size",
+        "input size 32 in the record, 224 now",
+    )
+    one_line_error(
+        run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--normalize", "half"),
+        "--normalize",
+        "normalisation mean [0.1307] in the record",
+    )
+    one_line_error(
+        run_cli("eval", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--dataset", "cifar10"),
+        "trained on imagefolder (1-channel 32x32 images, 10 classes)",
+        "--dataset",
+    )
     for command in (("info",), ("export", "--out", "m.onnx"), ("bench", "latency")):
-        one_line_error(run_cli(*command, "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--image-size", "64"),
-                       "trained on imagefolder (1-channel 32x32 images, 10 classes), not --image-size 64")
-    timed = run_cli("bench", "latency", "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--batch-sizes", "1",
-                    "--repeats", "2", "--backends", "torch")
+        one_line_error(
+            run_cli(*command, "--checkpoint", "job/pruned_model.pt", "--model", SPEC, "--image-size", "64"),
+            "trained on imagefolder (1-channel 32x32 images, 10 classes), not --image-size 64",
+        )
+    timed = run_cli(
+        "bench",
+        "latency",
+        "--checkpoint",
+        "job/pruned_model.pt",
+        "--model",
+        SPEC,
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "2",
+        "--backends",
+        "torch",
+    )
     assert timed.code == 0 and "input 1x32x32" in timed.out, timed.err  # the recorded size, not a guess
 
     # tpp's own config.json is a valid --config file (null entries and run records are skipped)
@@ -102,8 +156,19 @@ def test_files_know_their_data_and_resume_needs_only_out(user_folder, digit_fold
 
 
 def test_dry_run_states_the_schedule_and_fast_shortens_it(user_folder, digit_folder, run_cli):
-    args = ("prune", "--model", SPEC, "--weights", "w.pt", *data_args(digit_folder), "--method", "tpp",
-            "--ratio", "0.5", "--dry-run")
+    args = (
+        "prune",
+        "--model",
+        SPEC,
+        "--weights",
+        "w.pt",
+        *data_args(digit_folder),
+        "--method",
+        "tpp",
+        "--ratio",
+        "0.5",
+        "--dry-run",
+    )
     import torch
 
     from tpp.models import build_model
@@ -122,17 +187,58 @@ def test_a_model_that_needs_another_image_size_is_told_so(user_folder, digit_fol
     from transformers import ViTConfig
 
     folder = user_folder / "vit"
-    ViTConfig(image_size=32, patch_size=8, num_channels=1, hidden_size=16, num_hidden_layers=1,
-              num_attention_heads=2, intermediate_size=32, num_labels=10).save_pretrained(folder)
+    ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=10,
+    ).save_pretrained(folder)
     data = [a for a in data_args(digit_folder) if a not in ("--image-size", "32")]
     result = run_cli("train", "--model", f"hf:{folder}", *data, "--epochs", "1", "--out", "vit-run", "--quiet")
     one_line_error(result, "the images are 1-channel 224x224: pass the --image-size (and --channels) the model takes")
-    trained = run_cli("train", "--model", f"hf:{folder}", *data, "--image-size", "32", "--epochs", "1",
-                      "--train-subset", "300", "--batch-size", "32", "--out", "vit-run", "--quiet")
+    trained = run_cli(
+        "train",
+        "--model",
+        f"hf:{folder}",
+        *data,
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "300",
+        "--batch-size",
+        "32",
+        "--out",
+        "vit-run",
+        "--quiet",
+    )
     assert trained.code == 0, trained.err
     # from here on the files say everything: no --model, no data flag
-    pruned = run_cli("prune", "--checkpoint", "vit-run/best.pt", "--method", "l1", "--ratio", "0.5", "--ft-epochs", "1",
-                     "--train-subset", "300", "--batch-size", "32", "--jsv-batches", "0", "--out", "vit-job", "--quiet")
+    pruned = run_cli(
+        "prune",
+        "--checkpoint",
+        "vit-run/best.pt",
+        "--method",
+        "l1",
+        "--ratio",
+        "0.5",
+        "--ft-epochs",
+        "1",
+        "--train-subset",
+        "300",
+        "--batch-size",
+        "32",
+        "--jsv-batches",
+        "0",
+        "--out",
+        "vit-job",
+        "--quiet",
+    )
     assert pruned.code == 0, pruned.err
     report = json.loads(Path("vit-job/report.json").read_text())
     assert report["counts_after"]["params"] < report["counts_before"]["params"]
@@ -146,24 +252,50 @@ def test_an_adaptive_schedule_cut_short_says_so_on_the_console(user_folder, digi
     from tpp.models import build_model
 
     torch.save(build_model(SPEC, num_classes=10, in_channels=1).state_dict(), "w.pt")
-    result = run_cli("prune", "--model", SPEC, "--weights", "w.pt", *data_args(digit_folder), "--method", "tpp-adaptive",
-                     "--ratio", "0.5", "--max-iterations", "3", "--check-interval", "1", "--ft-epochs", "0",
-                     "--jsv-batches", "0", "--train-subset", "200", "--out", "adaptive", "--quiet")
+    result = run_cli(
+        "prune",
+        "--model",
+        SPEC,
+        "--weights",
+        "w.pt",
+        *data_args(digit_folder),
+        "--method",
+        "tpp-adaptive",
+        "--ratio",
+        "0.5",
+        "--max-iterations",
+        "3",
+        "--check-interval",
+        "1",
+        "--ft-epochs",
+        "0",
+        "--jsv-batches",
+        "0",
+        "--train-subset",
+        "200",
+        "--out",
+        "adaptive",
+        "--quiet",
+    )
     assert result.code == 0, result.err
     warning = [line for line in result.err_lines if "max_iterations" in line]
-    assert warning == [warning[0]] and warning[0].startswith("tpp: warning: the adaptive regularisation stopped at "
-                                                              "max_iterations=3 before every pruned unit was small")
+    assert warning == [warning[0]] and warning[0].startswith(
+        "tpp: warning: the adaptive regularisation stopped at max_iterations=3 before every pruned unit was small"
+    )
     assert "raise --max-iterations" in warning[0] and ".py:" not in result.err  # one line, no source path
 
 
-@pytest.mark.parametrize("record, entry", [
-    ({"dataset": "imagefolder", "image_size": "abc"}, "image_size=abc"),
-    ({"dataset": "imagefolder", "mean": "x"}, "mean=x"),
-    ({"dataset": "imagefolder", "classes": 5}, "classes=5"),
-    ({"dataset": "imagefolder", "data_dir": ["a"]}, "data_dir=[a]"),
-    ({"dataset": "text_tiny", "seq_len": -1}, "seq_len=-1"),
-    ({"dataset": "mnist", "channels": True}, "channels=True"),
-])
+@pytest.mark.parametrize(
+    "record, entry",
+    [
+        ({"dataset": "imagefolder", "image_size": "abc"}, "image_size=abc"),
+        ({"dataset": "imagefolder", "mean": "x"}, "mean=x"),
+        ({"dataset": "imagefolder", "classes": 5}, "classes=5"),
+        ({"dataset": "imagefolder", "data_dir": ["a"]}, "data_dir=[a]"),
+        ({"dataset": "text_tiny", "seq_len": -1}, "seq_len=-1"),
+        ({"dataset": "mnist", "channels": True}, "channels=True"),
+    ],
+)
 def test_a_malformed_data_record_is_one_line(record, entry, run_cli, tmp_path):
     from tpp.checkpoints import make_payload, save_checkpoint
     from tpp.models import create_model
@@ -180,8 +312,25 @@ def test_a_job_that_failed_before_its_first_result_can_be_rerun_in_its_folder(us
     from tpp.models import build_model
 
     torch.save(build_model(SPEC, num_classes=10, in_channels=1).state_dict(), "w.pt")
-    args = ("prune", "--model", SPEC, "--weights", "w.pt", *data_args(digit_folder), "--method", "l1",
-            "--ft-epochs", "0", "--jsv-batches", "0", "--train-subset", "100", "--out", "job", "--quiet")
+    args = (
+        "prune",
+        "--model",
+        SPEC,
+        "--weights",
+        "w.pt",
+        *data_args(digit_folder),
+        "--method",
+        "l1",
+        "--ft-epochs",
+        "0",
+        "--jsv-batches",
+        "0",
+        "--train-subset",
+        "100",
+        "--out",
+        "job",
+        "--quiet",
+    )
     one_line_error(run_cli(*args, "--ratio", "nothing*:0.5"), "matches no prunable layer")
     assert sorted(p.name for p in Path("job").iterdir()) == [".tpp-run", "config.json", "meta.json"]
     fixed = run_cli(*args, "--ratio", "0.5")  # no --overwrite needed: nothing was computed there

@@ -20,9 +20,28 @@ SHORT = ["--reg-step", "0.05", "--reg-interval", "1", "--stabilize-iters", "20",
 
 def _prune(pretrained, out, *extra):
     method = extra[extra.index("--method") + 1] if "--method" in extra else "tpp"
-    return main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
-                 "--ratio", "0.5", *own_flags(method, SHORT), "--ft-epochs", "1", "--ft-lr", "0.001", "--out", str(out),
-                 "--quiet", *extra])
+    return main(
+        [
+            "prune",
+            "--model",
+            "mlp7_linear",
+            "--dataset",
+            "mnist_subset",
+            "--checkpoint",
+            str(pretrained),
+            "--ratio",
+            "0.5",
+            *own_flags(method, SHORT),
+            "--ft-epochs",
+            "1",
+            "--ft-lr",
+            "0.001",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_prune_writes_report_and_a_loadable_pruned_model(pretrained, tmp_path):
@@ -112,8 +131,23 @@ def test_every_method_runs_from_the_cli(pretrained, tmp_path, method):
     ],
 )
 def test_bad_prune_input_is_one_line(pretrained, tmp_path, capsys, args, words):
-    code = main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
-                 "--ratio", "0.5", "--out", str(tmp_path / "x"), "--quiet", *args])
+    code = main(
+        [
+            "prune",
+            "--model",
+            "mlp7_linear",
+            "--dataset",
+            "mnist_subset",
+            "--checkpoint",
+            str(pretrained),
+            "--ratio",
+            "0.5",
+            "--out",
+            str(tmp_path / "x"),
+            "--quiet",
+            *args,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert len(err.splitlines()) == 1 and "Traceback" not in err
@@ -124,16 +158,50 @@ def test_bad_prune_input_is_one_line(pretrained, tmp_path, capsys, args, words):
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path, capsys):
     torch.save(tpp.create_model("resnet20").state_dict(), tmp_path / "other.pt")
-    code = main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(tmp_path / "other.pt"),
-                 "--ratio", "0.5", "--out", str(tmp_path / "x"), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            "mlp7_linear",
+            "--dataset",
+            "mnist_subset",
+            "--checkpoint",
+            str(tmp_path / "other.pt"),
+            "--ratio",
+            "0.5",
+            "--out",
+            str(tmp_path / "x"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "architecture" in err
 
 
 def test_speedup_target_picks_the_ratio(pretrained, tmp_path):
     out = tmp_path / "job"
-    assert main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
-                 "--speedup", "2.0", *SHORT, "--ft-epochs", "0", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                "mlp7_linear",
+                "--dataset",
+                "mnist_subset",
+                "--checkpoint",
+                str(pretrained),
+                "--speedup",
+                "2.0",
+                *SHORT,
+                "--ft-epochs",
+                "0",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert abs(report["speedup"] / 2.0 - 1) <= 0.02
 
@@ -142,9 +210,34 @@ def test_orthconv_geometry_and_jsv_protocol_are_reachable_and_reported(pretraine
     """The official OrthConv geometry and the paper's train-mode JSV can be asked for, and the report
     says which were used."""
     out = tmp_path / "orthconv"
-    code = main(["prune", "--method", "orthconv+l1", "--model", "mlp7_linear", "--dataset", "mnist_subset",
-                 "--checkpoint", str(pretrained), "--ratio", "0.5", "--orth-iters", "2", "--orthconv-geometry",
-                 "official", "--ft-epochs", "1", "--ft-lr", "0.001", "--jsv-mode", "train", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--method",
+            "orthconv+l1",
+            "--model",
+            "mlp7_linear",
+            "--dataset",
+            "mnist_subset",
+            "--checkpoint",
+            str(pretrained),
+            "--ratio",
+            "0.5",
+            "--orth-iters",
+            "2",
+            "--orthconv-geometry",
+            "official",
+            "--ft-epochs",
+            "1",
+            "--ft-lr",
+            "0.001",
+            "--jsv-mode",
+            "train",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["method_options"] == {"orth_iters": 2, "orth_weight": 0.1, "orthconv_geometry": "official"}
@@ -160,12 +253,30 @@ def test_orthconv_geometry_and_jsv_protocol_are_reachable_and_reported(pretraine
 
 
 def test_an_option_of_another_method_is_one_line_naming_its_owners(pretrained, tmp_path, capsys):
-    for args, owners in ((["--method", "l1", "--gram-weight", "5"], "--gram-weight is an option of tpp, tpp-adaptive;"),
-                         (["--method", "kernorth+l1", "--orthconv-geometry", "official"],
-                          "--orthconv-geometry is an option of l1+orthconv, orthconv+l1;"),
-                         (["--method", "tpp", "--orth-iters", "5"], "--orth-iters is an option of kernorth+l1, orthconv+l1;")):
-        code = main(["prune", "--model", "mlp7_linear", "--dataset", "mnist_subset", "--checkpoint", str(pretrained),
-                     "--ratio", "0.5", "--out", str(tmp_path / "x"), *args])
+    for args, owners in (
+        (["--method", "l1", "--gram-weight", "5"], "--gram-weight is an option of tpp, tpp-adaptive;"),
+        (
+            ["--method", "kernorth+l1", "--orthconv-geometry", "official"],
+            "--orthconv-geometry is an option of l1+orthconv, orthconv+l1;",
+        ),
+        (["--method", "tpp", "--orth-iters", "5"], "--orth-iters is an option of kernorth+l1, orthconv+l1;"),
+    ):
+        code = main(
+            [
+                "prune",
+                "--model",
+                "mlp7_linear",
+                "--dataset",
+                "mnist_subset",
+                "--checkpoint",
+                str(pretrained),
+                "--ratio",
+                "0.5",
+                "--out",
+                str(tmp_path / "x"),
+                *args,
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and owners in err, err
         assert not (tmp_path / "x").exists()  # refused before any work
@@ -179,7 +290,9 @@ def test_a_failing_plot_never_fails_the_job(pretrained, tmp_path, monkeypatch, c
     out = tmp_path / "job"
     assert _prune(pretrained, out, "--method", "l1") == 0
     warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
-    assert warnings == [f"tpp: warning: {out / 'curves.png'} not drawn (no display at all); report.json holds its numbers"]
+    assert warnings == [
+        f"tpp: warning: {out / 'curves.png'} not drawn (no display at all); report.json holds its numbers"
+    ]
     assert (out / "report.json").is_file() and (out / "layers.png").is_file() and not (out / "curves.png").exists()
     assert "curves.png" not in (out / "README.txt").read_text()
 
@@ -194,25 +307,38 @@ def test_job_clock_adds_the_seconds_of_the_latest_commit_it_loads():
 
 
 def _language_report(ft_history):
-    return {"method": "tpp", "config": {"ft_epochs": len(ft_history)},
-            "accuracy_before": {"top1": 40.0, "perplexity": 14.0},
-            "accuracy_after_removal": {"top1": 20.0, "perplexity": 900.0},
-            "counts_before": {"params": 1000}, "counts_after": {"params": 600}, "speedup": 1.5,
-            "pruned_indices": {"mlp": [0, 1]},
-            "layers": [{"name": "mlp", "channels": 8, "pruned": 2}, {"name": "attn", "channels": 4, "pruned": 0,
-                                                                      "heads": True}],
-            "regularization": {"epochs": 2, "history": [{"epoch": e, "train_loss": 3.0, "test_top1": 39.0,
-                                                         "test_perplexity": 15.0} for e in range(2)]},
-            "finetune": {"epochs": len(ft_history), "history": ft_history}}
+    return {
+        "method": "tpp",
+        "config": {"ft_epochs": len(ft_history)},
+        "accuracy_before": {"top1": 40.0, "perplexity": 14.0},
+        "accuracy_after_removal": {"top1": 20.0, "perplexity": 900.0},
+        "counts_before": {"params": 1000},
+        "counts_after": {"params": 600},
+        "speedup": 1.5,
+        "pruned_indices": {"mlp": [0, 1]},
+        "layers": [
+            {"name": "mlp", "channels": 8, "pruned": 2},
+            {"name": "attn", "channels": 4, "pruned": 0, "heads": True},
+        ],
+        "regularization": {
+            "epochs": 2,
+            "history": [{"epoch": e, "train_loss": 3.0, "test_top1": 39.0, "test_perplexity": 15.0} for e in range(2)],
+        },
+        "finetune": {"epochs": len(ft_history), "history": ft_history},
+    }
 
 
 def test_the_guide_names_the_last_epoch_as_the_final_model_and_the_best_apart(tmp_path):
-    history = [{"epoch": 0, "train_loss": 3.1, "test_top1": 35.0, "test_perplexity": 16.0},
-               {"epoch": 1, "train_loss": 3.0, "test_top1": 38.5, "test_perplexity": 15.0},
-               {"epoch": 2, "train_loss": 2.9, "test_top1": 38.0, "test_perplexity": 14.5}]
+    history = [
+        {"epoch": 0, "train_loss": 3.1, "test_top1": 35.0, "test_perplexity": 16.0},
+        {"epoch": 1, "train_loss": 3.0, "test_top1": 38.5, "test_perplexity": 15.0},
+        {"epoch": 2, "train_loss": 2.9, "test_top1": 38.0, "test_perplexity": 14.5},
+    ]
     guide = run_guide(tmp_path / "job", _language_report(history), present=["pruned_model.pt", "finetune/best.pt"])
     assert "last fine-tuning epoch 3 of 3, perplexity 14.500 (next-token top-1 38.00)" in guide
-    assert "best fine-tuning epoch was 2, perplexity 15.000 (next-token top-1 38.50); finetune/best.pt holds it" in guide
+    assert (
+        "best fine-tuning epoch was 2, perplexity 15.000 (next-token top-1 38.50); finetune/best.pt holds it" in guide
+    )
     assert "mlp: 2 of 8" in guide and "attn" not in guide and "--format hf" in guide
     assert "curves.png" not in guide  # not present
     untuned = run_guide(tmp_path, {**_language_report([]), "config": {"ft_epochs": 0}}, present=[])

@@ -27,12 +27,55 @@ def resnet20_base(tmp_path_factory):
 def test_every_method_runs_from_the_cli_on_both_paper_models(pretrained, resnet20_base, tmp_path, method, model):
     checkpoint = pretrained if model == "mlp7_linear" else resnet20_base
     out = tmp_path / "job"
-    code = main(["prune", "--method", method, "--model", model, "--dataset", "mnist_subset", "--checkpoint", str(checkpoint),
-                 "--ratio", "0.5", "--train-subset", "64", "--batch-size", "32", "--test-batch-size", "500",
-                 *own_flags(method, ["--reg-step", "0.5", "--reg-interval", "1", "--stabilize-iters", "2",
-                                      "--zero-out-interval", "1", "--orth-iters", "2", "--max-iterations", "4",
-                                      "--check-interval", "1"]),
-                 "--ft-epochs", "1", "--ft-lr", "0.001", "--jsv-batches", "0", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--method",
+            method,
+            "--model",
+            model,
+            "--dataset",
+            "mnist_subset",
+            "--checkpoint",
+            str(checkpoint),
+            "--ratio",
+            "0.5",
+            "--train-subset",
+            "64",
+            "--batch-size",
+            "32",
+            "--test-batch-size",
+            "500",
+            *own_flags(
+                method,
+                [
+                    "--reg-step",
+                    "0.5",
+                    "--reg-interval",
+                    "1",
+                    "--stabilize-iters",
+                    "2",
+                    "--zero-out-interval",
+                    "1",
+                    "--orth-iters",
+                    "2",
+                    "--max-iterations",
+                    "4",
+                    "--check-interval",
+                    "1",
+                ],
+            ),
+            "--ft-epochs",
+            "1",
+            "--ft-lr",
+            "0.001",
+            "--jsv-batches",
+            "0",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == method and report["speedup"] > 1.2

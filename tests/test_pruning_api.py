@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import tpp
+from tests.loop import pruner_step
 from tpp.errors import ConfigError, PruningError
 from tpp.models import create_model, example_inputs
-
-from tests.loop import pruner_step
 
 
 def _pruner(name="resnet20", **kwargs):
@@ -33,7 +32,9 @@ def test_selects_smallest_l1_filters_with_ceil_and_keeps_one():
 
 
 def test_lambda_schedule_and_phases():
-    _, pruner = _pruner(ratio=0.5, reg_step=0.1, reg_interval=2, reg_ceiling=0.5, stabilize_iters=4, zero_out_interval=1)
+    _, pruner = _pruner(
+        ratio=0.5, reg_step=0.1, reg_interval=2, reg_ceiling=0.5, stabilize_iters=4, zero_out_interval=1
+    )
     seen = []
     while not pruner.done:
         seen.append((pruner.iteration, round(pruner.reg_value, 6), pruner.phase))
@@ -92,7 +93,9 @@ def test_bn_reg_and_weight_reg_switches():
 
 
 def test_stabilisation_zeroes_layers_one_by_one_in_forward_order():
-    model, pruner = _pruner(ratio={"*layer*.conv1": 0.5}, reg_step=1.0, reg_interval=1, stabilize_iters=1000, zero_out_interval=10)
+    model, pruner = _pruner(
+        ratio={"*layer*.conv1": 0.5}, reg_step=1.0, reg_interval=1, stabilize_iters=1000, zero_out_interval=10
+    )
     pruner.step()  # t = 1: lambda hits the ceiling, stabilisation starts
     first, last = model.layer1[0].conv1, model.layer3[2].conv1
     rows_first = pruner.pruned_indices["layer1.0.conv1"]
@@ -157,7 +160,9 @@ def test_state_dict_resume_continues_identically():
     pruner_a = tpp.TPPPruner(first, inputs, **kwargs)
     optimizer_a = torch.optim.SGD(first.parameters(), lr=0.01, momentum=0.9)
     _train(first, pruner_a, optimizer_a, 8, seed=1)
-    saved = copy.deepcopy({"model": first.state_dict(), "opt": optimizer_a.state_dict(), "pruner": pruner_a.state_dict()})
+    saved = copy.deepcopy(
+        {"model": first.state_dict(), "opt": optimizer_a.state_dict(), "pruner": pruner_a.state_dict()}
+    )
 
     resumed = copy.deepcopy(base)
     resumed.load_state_dict(saved["model"])  # regularised weights: re-selecting by L1 could differ
@@ -175,7 +180,9 @@ def test_state_dict_resume_continues_identically():
 
 def test_model_without_batchnorm_runs_the_whole_schedule():
     """The official code crashes here (docs/method.md#official-code): mlp7_linear has no BN after its layers."""
-    model, pruner = _pruner("mlp7_linear", ratio=0.5, reg_step=0.25, reg_interval=1, stabilize_iters=20, zero_out_interval=1)
+    model, pruner = _pruner(
+        "mlp7_linear", ratio=0.5, reg_step=0.25, reg_interval=1, stabilize_iters=20, zero_out_interval=1
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     _train(model, pruner, optimizer, 30, seed=0)
     assert pruner.done
@@ -248,8 +255,10 @@ def test_save_and_load_pruned_round_trip_with_weights_only(tmp_path):
 
 
 # long filters take the pruned-rows form, short ones (K below about p) the K x K form: both are covered
-@pytest.mark.parametrize("shape, ratio", [((16, 8, 3, 3), 0.5), ((48, 20), 0.9), ((12, 6), 0.1), ((7, 3, 1, 1), 0.6),
-                                          ((64, 16), 0.5), ((24, 96), 0.5)])
+@pytest.mark.parametrize(
+    "shape, ratio",
+    [((16, 8, 3, 3), 0.5), ((48, 20), 0.9), ((12, 6), 0.1), ((7, 3, 1, 1), 0.6), ((64, 16), 0.5), ((24, 96), 0.5)],
+)
 def test_gram_penalty_gradient_equals_the_official_definition(shape, ratio):
     """The penalty is computed from the pruned rows (or the K x K grams) with a closed-form backward:
     value and gradient must be those of the official masked-MSE definition, for every filter."""
@@ -257,7 +266,7 @@ def test_gram_penalty_gradient_equals_the_official_definition(shape, ratio):
 
     torch.manual_seed(0)
     layer = torch.nn.Conv2d(shape[1], shape[0], shape[2]) if len(shape) == 4 else torch.nn.Linear(shape[1], shape[0])
-    pruned = torch.randperm(shape[0])[:max(1, round(ratio * shape[0]))].sort().values
+    pruned = torch.randperm(shape[0])[: max(1, round(ratio * shape[0]))].sort().values
     value = GramPenalty([(layer, pruned)])()
     value.backward()
     ours = layer.weight.grad.clone()
@@ -275,9 +284,16 @@ def test_gram_penalty_gradient_equals_the_official_definition(shape, ratio):
 
 def _tiny():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 2),
+    )
     return model, torch.randn(2, 3, 8, 8)
 
 
@@ -286,9 +302,12 @@ def test_prune_before_done_warns_once_with_where_the_schedule_is():
     pruner = tpp.TPPPruner(model, inputs, ratio=0.5)
     for _ in range(200):
         pruner.step()
-    with pytest.warns(UserWarning, match=r"^tpp: prune\(\) before pruner\.done, at iteration 200 of 110,000: .*"
-                                         r"lambda 0\.002 of ceiling 1, phase 'regularize'.*cost accuracy.*"
-                                         r"loop until pruner\.done, or .*schedule='fast'") as caught:
+    with pytest.warns(
+        UserWarning,
+        match=r"^tpp: prune\(\) before pruner\.done, at iteration 200 of 110,000: .*"
+        r"lambda 0\.002 of ceiling 1, phase 'regularize'.*cost accuracy.*"
+        r"loop until pruner\.done, or .*schedule='fast'",
+    ) as caught:
         pruner.prune()
     assert len([w for w in caught if "pruner.done" in str(w.message)]) == 1 and "\n" not in str(caught[0].message)
 
@@ -299,6 +318,7 @@ def test_a_failed_early_prune_warns_only_the_first_time(monkeypatch):
 
     def fail(check_each):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(pruner, "_remove", fail)
     with pytest.warns(UserWarning, match="iteration 0 of 110,000.*plain L1 pruning"), pytest.raises(KeyboardInterrupt):
         pruner.prune()
@@ -310,8 +330,9 @@ def test_a_failed_early_prune_warns_only_the_first_time(monkeypatch):
 
 def test_no_warning_once_done_nor_for_one_shot_methods():
     model, inputs = _tiny()
-    pruner = tpp.TPPPruner(model, inputs, ratio=0.5, reg_step=0.5, reg_interval=1, stabilize_iters=2,
-                           zero_out_interval=0)
+    pruner = tpp.TPPPruner(
+        model, inputs, ratio=0.5, reg_step=0.5, reg_interval=1, stabilize_iters=2, zero_out_interval=0
+    )
     while not pruner.done:
         pruner.step()
     with warnings.catch_warnings():
@@ -328,8 +349,9 @@ def test_adaptive_schedule_warns_with_its_upper_bound():
 
 
 def test_fast_preset_is_ten_times_shorter_and_paper_is_the_default():
-    lengths = {preset: tpp.TPPPruner(*_tiny(), ratio=0.5, schedule=preset).total_iterations
-               for preset in ("paper", "fast")}
+    lengths = {
+        preset: tpp.TPPPruner(*_tiny(), ratio=0.5, schedule=preset).total_iterations for preset in ("paper", "fast")
+    }
     assert lengths == {"paper": 110_000, "fast": 11_000}
     assert tpp.TPPPruner(*_tiny(), ratio=0.5).total_iterations == 110_000
     fast = tpp.TPPPruner(*_tiny(), ratio=0.5, reg_step=0.01, stabilize_iters=50, zero_out_interval=1, schedule="fast")
@@ -355,8 +377,10 @@ def test_fast_preset_runs_to_done_in_a_tenth_of_the_steps():
 def test_unknown_preset_is_a_one_line_config_error():
     from tpp.pruning.presets import fast_options
 
-    for build in (lambda: tpp.TPPPruner(*_tiny(), ratio=0.5, schedule="quick"),
-                  lambda: tpp.pruning.GReg1Pruner(*_tiny(), ratio=0.5, schedule="Fast")):
+    for build in (
+        lambda: tpp.TPPPruner(*_tiny(), ratio=0.5, schedule="quick"),
+        lambda: tpp.pruning.GReg1Pruner(*_tiny(), ratio=0.5, schedule="Fast"),
+    ):
         with pytest.raises(ConfigError, match=r"unknown schedule preset .*; choose from paper, fast") as info:
             build()
         assert "\n" not in str(info.value)
@@ -391,8 +415,9 @@ def test_schedule_length_without_a_model():
     assert schedule_length("greg1", {"reg_step": 0.3, "reg_interval": 2, "stabilize_iters": 4}) == 4 * 2 + 4
     assert schedule_length("kernorth+l1", {}) == 50_000 and schedule_length("tpp-adaptive", {}) == 110_000
     assert schedule_length("l1", {"ratio": 0.5}) is None and describe_schedule("l1", {}) == "none (one-shot)"
-    assert describe_schedule("tpp", {}) == ("110,000 iterations (lambda +0.0001 every 10 up to 1: 100,000, "
-                                            "then 10,000 at the ceiling)")
+    assert describe_schedule("tpp", {}) == (
+        "110,000 iterations (lambda +0.0001 every 10 up to 1: 100,000, then 10,000 at the ceiling)"
+    )
     assert describe_schedule("tpp-adaptive", {}).startswith("at most 110,000 iterations")
     with pytest.raises(ConfigError, match="has no option 'stabilise_iters'"):
         schedule_length("tpp", {"stabilise_iters": 10})

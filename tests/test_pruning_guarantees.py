@@ -12,19 +12,25 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+import transformers  # a dev dependency: missing, the module fails instead of skipping
 
 import tpp
 from tpp.errors import PruningError
 from tpp.pruning import removal
 from tpp.util.inputs import call_model, logits_of
 
-import transformers  # a dev dependency: missing, the module fails instead of skipping
-
 
 def _vit() -> nn.Module:
     torch.manual_seed(0)
-    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=10,
+    )
     return transformers.ViTForImageClassification(config)
 
 
@@ -36,8 +42,11 @@ def _same_state(model: nn.Module, before: dict[str, tuple[int, torch.Tensor]]) -
     """The same tensor objects with the same values (NaN equal to NaN)."""
     now = model.state_dict(keep_vars=True)
     return now.keys() == before.keys() and all(
-        id(now[k]) == before[k][0] and now[k].shape == before[k][1].shape
-        and torch.allclose(now[k].detach(), before[k][1], rtol=0, atol=0, equal_nan=True) for k in now)
+        id(now[k]) == before[k][0]
+        and now[k].shape == before[k][1].shape
+        and torch.allclose(now[k].detach(), before[k][1], rtol=0, atol=0, equal_nan=True)
+        for k in now
+    )
 
 
 def _outputs(model: nn.Module, inputs) -> torch.Tensor:
@@ -109,8 +118,17 @@ def test_depthwise_coupled_expansions_are_internal():
 
 def test_failed_prune_leaves_model_optimizer_and_phase_as_they_were():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8),
-                          nn.ReLU(), nn.Conv2d(8, 4, 1), nn.Flatten(), nn.LazyLinear(3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+        nn.Flatten(),
+        nn.LazyLinear(3),
+    )
     inputs = torch.randn(2, 3, 8, 8)
     model(inputs)
     pruner = tpp.TPPPruner(model, inputs, ratio=0.5, stabilize_iters=5, reg_step=0.5, reg_interval=1)
@@ -124,9 +142,14 @@ def test_failed_prune_leaves_model_optimizer_and_phase_as_they_were():
     before, phase = _state(model), pruner.phase
 
     # code the pruner never saw at construction hard-codes conv 3's input width: removing unit 0 breaks it
-    model[3].register_forward_pre_hook(lambda module, args: args[0].view(args[0].shape[0], 8, -1)[..., :36].view(-1, 8, 6, 6))
-    with pytest.raises(PruningError, match=r"^removing the zeroed channels of 0 would change the network: the model "
-                       r"no longer runs \(Given groups=1.*pass '0' in ignored_layers$") as info:
+    model[3].register_forward_pre_hook(
+        lambda module, args: args[0].view(args[0].shape[0], 8, -1)[..., :36].view(-1, 8, 6, 6)
+    )
+    with pytest.raises(
+        PruningError,
+        match=r"^removing the zeroed channels of 0 would change the network: the model "
+        r"no longer runs \(Given groups=1.*pass '0' in ignored_layers$",
+    ) as info:
         pruner.prune(optimizer)
     assert "\n" not in str(info.value)
     assert _same_state(model, before) and pruner.phase == phase

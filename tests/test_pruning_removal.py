@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import tpp
-from tpp.models import create_model, example_inputs, list_models
 from tests.random_nets import RandomNet, randomise_batchnorm
+from tpp.models import create_model, example_inputs, list_models
 
 IMAGENET = {"resnet18", "resnet34", "resnet50"}
 
@@ -98,8 +98,16 @@ def test_random_architectures_prune_exactly(blocks, stem, bn, ratio, scope, seed
 
 
 def test_grouped_convolution_is_left_out_with_a_warning() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=4), nn.ReLU(),
-                          nn.Conv2d(8, 6, 1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, groups=4),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LazyLinear(4),
+    )
     inputs = torch.randn(1, 3, 8, 8)
     model(inputs)
     with pytest.warns(UserWarning, match="grouped convolution"):

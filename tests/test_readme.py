@@ -16,12 +16,13 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _block_after(heading: str) -> str:
     text = README.read_text()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_third_party_loop_from_the_readme_prunes_a_transformers_model_exactly(tmp_path, monkeypatch):
     import transformers
+
     code = _block_after("### Models from timm and transformers")
     # the only lines replaced: no download, a small model, 32-px data, a schedule that ends quickly
     code = code.replace('AutoModelForImageClassification.from_pretrained("facebook/deit-tiny-patch16-224")', "small()")
@@ -33,8 +34,15 @@ def test_third_party_loop_from_the_readme_prunes_a_transformers_model_exactly(tm
 
     def small():
         torch.manual_seed(0)
-        config = transformers.DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=4, intermediate_size=64, num_labels=10)
+        config = transformers.DeiTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=10,
+        )
         return transformers.DeiTForImageClassification(config)
 
     def batches():
@@ -42,7 +50,7 @@ def test_third_party_loop_from_the_readme_prunes_a_transformers_model_exactly(tm
 
         images, labels = load_mnist_subset("train")
         x = (images[:160].float() / 255).expand(-1, 3, -1, -1)
-        return [(x[i:i + 16], labels[i:i + 16]) for i in range(0, 160, 16)]
+        return [(x[i : i + 16], labels[i : i + 16]) for i in range(0, 160, 16)]
 
     monkeypatch.chdir(tmp_path)
     scope = {"small": small, "batches": batches}

@@ -16,9 +16,16 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 RECIPE_FILES = sorted(RECIPES.glob("*.yaml"))
 
 MINIMAL = {
-    "name": "t", "description": "d", "paper": "p", "hardware": "h", "expected_wall_time": "w",
-    "model": "mlp7_linear", "dataset": "mnist_subset", "base": {"epochs": 1, "lr": "0:0.01"},
-    "prune": {"methods": ["l1"], "ratios": [0.5]}, "finetune": {"epochs": 1, "lrs": ["0:0.01"]},
+    "name": "t",
+    "description": "d",
+    "paper": "p",
+    "hardware": "h",
+    "expected_wall_time": "w",
+    "model": "mlp7_linear",
+    "dataset": "mnist_subset",
+    "base": {"epochs": 1, "lr": "0:0.01"},
+    "prune": {"methods": ["l1"], "ratios": [0.5]},
+    "finetune": {"epochs": 1, "lrs": ["0:0.01"]},
 }
 
 
@@ -35,8 +42,13 @@ def _with(**changes) -> dict:
 
 def test_the_five_paper_recipes_exist() -> None:
     names = {p.stem for p in RECIPE_FILES}
-    assert {"mnist_mlp7_linear", "cifar10_resnet56", "cifar100_vgg19", "imagenet_resnet50",
-            "imagenet_resnet34"} <= names
+    assert {
+        "mnist_mlp7_linear",
+        "cifar10_resnet56",
+        "cifar100_vgg19",
+        "imagenet_resnet50",
+        "imagenet_resnet34",
+    } <= names
 
 
 @pytest.mark.parametrize("path", RECIPE_FILES, ids=lambda p: p.stem)
@@ -57,15 +69,18 @@ def test_unknown_keys_are_named() -> None:
         validate_recipe(_with(prune__tpp={"reg_stp": 1e-3}))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"prune__methods": ["nope"]}, "unknown pruning method 'nope'"),
-    ({"prune__ratios": [1.5]}, "impossible pruning ratio"),
-    ({"prune__ratio_pattern": "*layer*"}, "must contain '{ratio}'"),
-    ({"finetune__lrs": ["0:abc"]}, "invalid LR schedule"),
-    ({"model": "resnet9000"}, "unknown model"),
-    ({"seeds": [0, 0]}, "duplicate"),
-    ({"expected": {"speedups": [1.0, 2.0]}}, "list of 1 numbers"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"prune__methods": ["nope"]}, "unknown pruning method 'nope'"),
+        ({"prune__ratios": [1.5]}, "impossible pruning ratio"),
+        ({"prune__ratio_pattern": "*layer*"}, "must contain '{ratio}'"),
+        ({"finetune__lrs": ["0:abc"]}, "invalid LR schedule"),
+        ({"model": "resnet9000"}, "unknown model"),
+        ({"seeds": [0, 0]}, "duplicate"),
+        ({"expected": {"speedups": [1.0, 2.0]}}, "list of 1 numbers"),
+    ],
+)
 def test_bad_values_fail_with_one_line(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         validate_recipe(_with(**change))
@@ -101,7 +116,10 @@ def test_grid_selection_and_lr_restricted_methods() -> None:
     recipe = load_recipe(RECIPES / "cifar10_resnet56.yaml")
     assert len(build_grid(recipe)) == 5 * (8 + 2) * 3  # LR 1e-3 only for l1 and tpp, as in Table 1
     points = build_grid(recipe, seeds=[1], ratios=["0.9"], lrs=[1])
-    assert {(p.method, p.ratio, p.seed) for p in points} == {("l1", "*layer*.conv1:0.9", 1), ("tpp", "*layer*.conv1:0.9", 1)}
+    assert {(p.method, p.ratio, p.seed) for p in points} == {
+        ("l1", "*layer*.conv1:0.9", 1),
+        ("tpp", "*layer*.conv1:0.9", 1),
+    }
     imagenet = load_recipe(RECIPES / "imagenet_resnet50.yaml")
     (point,) = build_grid(imagenet, ratios=["2.31x"])
     assert point.ratio.endswith("*layer4*conv[1-2]:0.21") and ":0.6," in point.ratio
@@ -131,11 +149,20 @@ def test_dry_run_via_cli(run_cli, tmp_path: Path) -> None:
 def test_tiny_recipe_runs_reports_and_resumes(tmp_path: Path) -> None:
     report = tmp_path / "results" / "tiny.md"
     data = {
-        **MINIMAL, "name": "tiny", "batch_size": 256, "base": {"epochs": 1, "lr": "0:0.01"},
-        "prune": {"methods": ["tpp"], "ratios": [0.5],
-                  "tpp": {"reg_step": 0.25, "reg_interval": 1, "stabilize_iters": 14, "zero_out_interval": 2}},
-        "finetune": {"epochs": 2, "lrs": ["0:0.01"]}, "seeds": [0], "jsv": {"batches": 1, "every_epoch": True},
-        "expected": {"top1": {"tpp@0": 92.82}}, "report": str(report),
+        **MINIMAL,
+        "name": "tiny",
+        "batch_size": 256,
+        "base": {"epochs": 1, "lr": "0:0.01"},
+        "prune": {
+            "methods": ["tpp"],
+            "ratios": [0.5],
+            "tpp": {"reg_step": 0.25, "reg_interval": 1, "stabilize_iters": 14, "zero_out_interval": 2},
+        },
+        "finetune": {"epochs": 2, "lrs": ["0:0.01"]},
+        "seeds": [0],
+        "jsv": {"batches": 1, "every_epoch": True},
+        "expected": {"top1": {"tpp@0": 92.82}},
+        "report": str(report),
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(data))

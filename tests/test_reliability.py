@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tpp.cli.main import main
 from tpp.checkpoints import load_checkpoint
+from tpp.cli.main import main
 from tpp.training import Trainer
 
 DATA = ["--dataset", "mnist_subset"]
@@ -31,16 +31,52 @@ def _one_line(run_cli, *args) -> str:
 def base(tmp_path_factory) -> Path:
     """last.pt of a 1-epoch mlp7_linear on the embedded MNIST subset."""
     out = tmp_path_factory.mktemp("base") / "run"
-    assert main(["train", "--model", "mlp7_linear", *DATA, "--epochs", "1", "--train-subset", "500",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "mlp7_linear",
+                *DATA,
+                "--epochs",
+                "1",
+                "--train-subset",
+                "500",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out / "last.pt"
 
 
 @pytest.fixture(scope="module")
 def pruned_job(tmp_path_factory, base) -> tuple[Path, list[str]]:
     out = tmp_path_factory.mktemp("job") / "job"
-    argv = ["prune", "--method", "tpp", "--model", "mlp7_linear", *DATA, "--checkpoint", str(base), "--ratio", "0.5",
-            *SHORT_TPP, "--train-subset", "500", "--ft-epochs", "1", "--ft-lr", "0.01", "--out", str(out), "--quiet"]
+    argv = [
+        "prune",
+        "--method",
+        "tpp",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--checkpoint",
+        str(base),
+        "--ratio",
+        "0.5",
+        *SHORT_TPP,
+        "--train-subset",
+        "500",
+        "--ft-epochs",
+        "1",
+        "--ft-lr",
+        "0.01",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     return out, argv
 
@@ -49,8 +85,21 @@ def pruned_job(tmp_path_factory, base) -> tuple[Path, list[str]]:
 
 
 def test_resume_repairs_best_pt_and_metrics_after_a_kill_between_the_writes(tmp_path, monkeypatch):
-    argv = ["train", "--model", "mlp7_linear", *DATA, "--train-subset", "300", "--batch-size", "100", "--epochs", "2",
-            "--lr", "0.05", "--quiet"]
+    argv = [
+        "train",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--train-subset",
+        "300",
+        "--batch-size",
+        "100",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--quiet",
+    ]
     assert main([*argv, "--out", str(tmp_path / "full")]) == 0
     # the same run, dying right after the last epoch's last.pt (the commit) is on disk
     save = Trainer._save
@@ -124,21 +173,39 @@ def test_a_flipped_bit_in_a_tensor_is_found(run_cli, base, tmp_path):
 # ------------------------------------------------------------------ 4. options checked before any work
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--ratio", "0.5", "--ft-epochs", "-1"], "argument --ft-epochs: expected a number >= 0, got -1"),
-    (["--ratio", "0.5", "--jsv-batches", "-1"], "argument --jsv-batches"),
-    (["--ratio", "0.5", "--global-ratio", "0.5"], "--ratio and --global-ratio both set how much to prune"),
-    (["--ratio", "fc1:0.5,"], "empty entry in ratio 'fc1:0.5,'"),
-    (["--global-ratio", "1"], "argument --global-ratio: expected the fraction of channels to prune, in [0, 1), got 1"),
-    (["--ratio", "0.5", "--prune-lr", "0"], "argument --prune-lr: expected a finite number > 0, got 0"),
-    (["--ratio", "0.5", "--speedup", "2"], "--ratio 0.5 and --speedup both set how much to prune"),
-    (["--ratio", "0.5", "--ft-lr", "5:0.1"], "--ft-lr: invalid LR schedule"),
-    (["--ratio", "nothing*:0.5", "--dry-run"], "matches no prunable layer"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ratio", "0.5", "--ft-epochs", "-1"], "argument --ft-epochs: expected a number >= 0, got -1"),
+        (["--ratio", "0.5", "--jsv-batches", "-1"], "argument --jsv-batches"),
+        (["--ratio", "0.5", "--global-ratio", "0.5"], "--ratio and --global-ratio both set how much to prune"),
+        (["--ratio", "fc1:0.5,"], "empty entry in ratio 'fc1:0.5,'"),
+        (
+            ["--global-ratio", "1"],
+            "argument --global-ratio: expected the fraction of channels to prune, in [0, 1), got 1",
+        ),
+        (["--ratio", "0.5", "--prune-lr", "0"], "argument --prune-lr: expected a finite number > 0, got 0"),
+        (["--ratio", "0.5", "--speedup", "2"], "--ratio 0.5 and --speedup both set how much to prune"),
+        (["--ratio", "0.5", "--ft-lr", "5:0.1"], "--ft-lr: invalid LR schedule"),
+        (["--ratio", "nothing*:0.5", "--dry-run"], "matches no prunable layer"),
+    ],
+)
 def test_prune_options_are_refused_before_any_work(run_cli, base, tmp_path, args, words):
     out = tmp_path / "job"
-    line = _one_line(run_cli, "prune", "--model", "mlp7_linear", *DATA, "--checkpoint", base, *SHORT_TPP,
-                     "--out", out, "--quiet", *args)
+    line = _one_line(
+        run_cli,
+        "prune",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--checkpoint",
+        base,
+        *SHORT_TPP,
+        "--out",
+        out,
+        "--quiet",
+        *args,
+    )
     assert words in line, line
     assert not out.exists()
 
@@ -160,8 +227,9 @@ def test_recipe_dry_run_reports_its_inputs(run_cli, tmp_path):
     assert result.code == 0 and "data: mnist cannot be read here" in result.out
     garbage = tmp_path / "g.pt"
     garbage.write_bytes(b"\0" * 10)
-    assert "not a readable tpp checkpoint" in _one_line(run_cli, "run", recipe, "--dry-run", "--checkpoint", garbage,
-                                                        "--out", tmp_path / "o")
+    assert "not a readable tpp checkpoint" in _one_line(
+        run_cli, "run", recipe, "--dry-run", "--checkpoint", garbage, "--out", tmp_path / "o"
+    )
 
 
 # ------------------------------------------------------------------ 5. tracebacks
@@ -220,8 +288,9 @@ def test_export_and_bench_refuse_a_file_tpp_did_not_write(run_cli, pruned_job, t
     out, _ = pruned_job
     mine = tmp_path / "model.onnx"
     mine.write_bytes(b"my own model")
-    assert "was not written by tpp" in _one_line(run_cli, "export", "--checkpoint", out / "pruned_model.pt",
-                                                 "--out", mine)
+    assert "was not written by tpp" in _one_line(
+        run_cli, "export", "--checkpoint", out / "pruned_model.pt", "--out", mine
+    )
     assert mine.read_bytes() == b"my own model"
     ours = tmp_path / "ours.onnx"
     for _ in range(2):  # the second export replaces the first, which tpp wrote
@@ -235,13 +304,37 @@ def test_resume_refuses_a_folder_tpp_did_not_write(run_cli, base, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "thesis.tex").write_text("x")
-    line = _one_line(run_cli, "prune", "--model", "mlp7_linear", *DATA, "--checkpoint", base, "--ratio", "0.5",
-                     "--out", folder, "--resume")
+    line = _one_line(
+        run_cli,
+        "prune",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--checkpoint",
+        base,
+        "--ratio",
+        "0.5",
+        "--out",
+        folder,
+        "--resume",
+    )
     assert "not a tpp run directory" in line and (folder / "thesis.tex").read_text() == "x"
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.tex"]
     # another command's folder is not resumed either (a training run is not a pruning job)
-    line = _one_line(run_cli, "prune", "--model", "mlp7_linear", *DATA, "--checkpoint", base, "--ratio", "0.5",
-                     "--out", base.parent, "--resume")
+    line = _one_line(
+        run_cli,
+        "prune",
+        "--model",
+        "mlp7_linear",
+        *DATA,
+        "--checkpoint",
+        base,
+        "--ratio",
+        "0.5",
+        "--out",
+        base.parent,
+        "--resume",
+    )
     assert "holds a `tpp train` run, not a pruning job" in line
 
 
@@ -252,8 +345,9 @@ def test_messages_name_the_cli_flags(run_cli, pruned_job, tmp_path):
     out, _ = pruned_job
     empty = tmp_path / "empty"
     empty.mkdir()
-    line = _one_line(run_cli, "eval", "--checkpoint", out / "pruned_model.pt", "--dataset", "mnist",
-                     "--data-dir", empty)
+    line = _one_line(
+        run_cli, "eval", "--checkpoint", out / "pruned_model.pt", "--dataset", "mnist", "--data-dir", empty
+    )
     assert "pass --download" in line
     line = _one_line(run_cli, "export", "--checkpoint", out, "--out", tmp_path / "m.onnx")
     assert "is a directory" in line and str(out / "pruned_model.pt") in line

@@ -13,19 +13,38 @@ from tpp.reporting import collect, paired_table, summary_table, write_report
 from tpp.reporting.report import summary_text
 
 # (method, seed, last top-1, regularisation iterations or None for none recorded, fine-tuning steps or None)
-JOBS = [("tpp", 0, 91.20, 160, 160), ("tpp", 1, 90.85, 160, 160),
-        ("l1", 0, 90.00, None, 320), ("l1", 1, 91.35, None, 320)]
+JOBS = [
+    ("tpp", 0, 91.20, 160, 160),
+    ("tpp", 1, 90.85, 160, 160),
+    ("l1", 0, 90.00, None, 320),
+    ("l1", 1, 91.35, None, 320),
+]
 
 
-def _job(root: Path, method: str, seed: int, last: float, iterations: int | None, steps: int | None,
-         ratio: float = 0.5, lr: str = "0.01") -> Path:
+def _job(
+    root: Path,
+    method: str,
+    seed: int,
+    last: float,
+    iterations: int | None,
+    steps: int | None,
+    ratio: float = 0.5,
+    lr: str = "0.01",
+) -> Path:
     folder = root / f"{method}__r{ratio}__lr{lr}__s{seed}"
     folder.mkdir(parents=True)
     finetune = {"epochs": 2, "best_top1": last + 1.0, "last_top1": last, "history": []}
     finetune.update({"steps": steps} if steps is not None else {})  # a job from before budgets has no steps
-    report = {"method": method, "config": {"method": method, "ratio": ratio, "ft_lr": lr},
-              "accuracy_before": {"top1": 93.0}, "accuracy_after_removal": {"top1": 10.0}, "speedup": 2.0,
-              "params_reduction": 0.5, "finetune": finetune, "wall_seconds": 60.0}
+    report = {
+        "method": method,
+        "config": {"method": method, "ratio": ratio, "ft_lr": lr},
+        "accuracy_before": {"top1": 93.0},
+        "accuracy_after_removal": {"top1": 10.0},
+        "speedup": 2.0,
+        "params_reduction": 0.5,
+        "finetune": finetune,
+        "wall_seconds": 60.0,
+    }
     if iterations is not None:
         report["regularization"] = {"iterations": iterations, "epochs": 1}
     (folder / "report.json").write_text(json.dumps(report))
@@ -94,9 +113,12 @@ def _row_line(table: str, method: str) -> str:
 
 def test_report_leads_with_the_final_model(runs: list[dict], tmp_path: Path) -> None:
     text = write_report(runs, tmp_path / "doc" / "r.md", "Fair").read_text()
-    headings = ["## Top-1 of the final model (last fine-tuning epoch)",
-                "## Best top-1 after fine-tuning (paper layout)",
-                "## Paired by seed: tpp minus each method", "## All metrics"]
+    headings = [
+        "## Top-1 of the final model (last fine-tuning epoch)",
+        "## Best top-1 after fine-tuning (paper layout)",
+        "## Paired by seed: tpp minus each method",
+        "## All metrics",
+    ]
     positions = [text.index(h) for h in headings]
     assert positions == sorted(positions)
     assert "involves no choice" in text and "model selection on the test set" in text

@@ -14,17 +14,42 @@ from tpp.reporting import aggregate, collect, mean_std, paper_table, summary_tab
 from tpp.reporting.language import language_model_table
 
 
-def _job(root: Path, method: str, ratio: float, lr: str, seed: int, best: float, *, jsv: float | None = None,
-         model: str | None = None, dataset: str | None = None, before: float = 93.0, name: str | None = None) -> Path:
+def _job(
+    root: Path,
+    method: str,
+    ratio: float,
+    lr: str,
+    seed: int,
+    best: float,
+    *,
+    jsv: float | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    before: float = 93.0,
+    name: str | None = None,
+) -> Path:
     folder = root / (name or f"{method}__r{ratio}__lr{lr}__s{seed}")
     folder.mkdir(parents=True)
-    history = [{"epoch": e, "lr": float(lr), "train_loss": 1.0 / (e + 1), "test_top1": best - 2 + e,
-                "best_top1": best - 2 + e, **({"jsv_mean": 1.0 + e} if jsv is not None else {})} for e in range(3)]
+    history = [
+        {
+            "epoch": e,
+            "lr": float(lr),
+            "train_loss": 1.0 / (e + 1),
+            "test_top1": best - 2 + e,
+            "best_top1": best - 2 + e,
+            **({"jsv_mean": 1.0 + e} if jsv is not None else {}),
+        }
+        for e in range(3)
+    ]
     report = {
-        "method": method, "config": {"method": method, "ratio": ratio, "ft_lr": f"0:{lr},30:{float(lr) / 10:g}"},
-        "accuracy_before": {"top1": before}, "accuracy_after_removal": {"top1": 10.0 + seed},
+        "method": method,
+        "config": {"method": method, "ratio": ratio, "ft_lr": f"0:{lr},30:{float(lr) / 10:g}"},
+        "accuracy_before": {"top1": before},
+        "accuracy_after_removal": {"top1": 10.0 + seed},
         "counts_before": {"params": 1000, "macs": 500, "flops": 1000},
-        "counts_after": {"params": 500, "macs": 250, "flops": 500}, "speedup": 2.0, "params_reduction": 0.5,
+        "counts_after": {"params": 500, "macs": 250, "flops": 500},
+        "speedup": 2.0,
+        "params_reduction": 0.5,
         "finetune": {"epochs": 3, "best_top1": best, "last_top1": best - 0.5, "history": history},
         "wall_seconds": 1.0,
     }
@@ -73,8 +98,9 @@ def test_aggregate_groups_by_method_ratio_lr(runs_root: Path) -> None:
     tpp = groups[("tpp", "0.001")]
     assert tpp["n"] == 3 and tpp["seeds"] == [0, 1, 2]
     assert tpp["best_top1"][0] == pytest.approx(93.3233, abs=1e-3)
-    assert tpp["best_top1"][1] == pytest.approx(math.sqrt(((93.21 - 93.3233) ** 2 + (93.29 - 93.3233) ** 2
-                                                           + (93.47 - 93.3233) ** 2) / 3), abs=1e-3)
+    assert tpp["best_top1"][1] == pytest.approx(
+        math.sqrt(((93.21 - 93.3233) ** 2 + (93.29 - 93.3233) ** 2 + (93.47 - 93.3233) ** 2) / 3), abs=1e-3
+    )
     assert tpp["jsv_after_prune"] == (pytest.approx(4.0), pytest.approx(math.sqrt(2 / 3)))
     assert tpp["after_removal_top1"][0] == pytest.approx(11.0)
     l1 = groups[("l1", "0.001")]
@@ -86,8 +112,13 @@ def test_summary_and_paper_tables(runs_root: Path) -> None:
     table = summary_table(runs)
     assert "93.32 ± 0.11" in table and "92.82 ± 0.11" in table  # best, last = best - 0.5
     assert "mean JSV after pruning" in table and "4.0000 ± 0.8165" in table and "2.00x" in table
-    paper = paper_table(runs, [{"method": "tpp", "ratio": None, "lr": "0.001", "top1": 93.32, "top1_std": 0.11},
-                               {"method": "scratch", "ratio": "0.5", "lr": None, "top1": 92.78}])
+    paper = paper_table(
+        runs,
+        [
+            {"method": "tpp", "ratio": None, "lr": "0.001", "top1": 93.32, "top1_std": 0.11},
+            {"method": "scratch", "ratio": "0.5", "lr": None, "top1": 92.78},
+        ],
+    )
     assert "+0.00" in paper and "not run" in paper and "not stated" in paper
 
 
@@ -126,8 +157,11 @@ def test_history_of_a_resumed_job_comes_from_metrics(tmp_path: Path) -> None:
 
 
 # three standalone `tpp prune` jobs on unrelated models, same method, ratio and LR (issue 18)
-THREE_MODELS = [("mymodels:res_cnn", "cifar10", 70.0, 80.0), ("hf:vit_folder", "imagefolder", 85.0, 90.0),
-                ("resnet20", "cifar10", 75.0, 92.0)]
+THREE_MODELS = [
+    ("mymodels:res_cnn", "cifar10", 70.0, 80.0),
+    ("hf:vit_folder", "imagefolder", 85.0, 90.0),
+    ("resnet20", "cifar10", 75.0, 92.0),
+]
 
 
 @pytest.fixture
@@ -196,17 +230,30 @@ def test_unpruned_top1_and_the_model_line_for_standalone_jobs(tmp_path: Path, ru
 
 def test_model_from_the_recipe_when_config_json_lacks_it(tmp_path: Path) -> None:
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(json.dumps({  # JSON is YAML
-        "name": "tiny", "description": "d", "paper": "p", "hardware": "h", "expected_wall_time": "w",
-        "model": "mlp7_linear", "dataset": "mnist_subset", "base": {"epochs": 1, "lr": "0:0.01"},
-        "prune": {"methods": ["l1"], "ratios": [0.5]}, "finetune": {"epochs": 1, "lrs": ["0:0.01"]}}))
+    recipe.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "name": "tiny",
+                "description": "d",
+                "paper": "p",
+                "hardware": "h",
+                "expected_wall_time": "w",
+                "model": "mlp7_linear",
+                "dataset": "mnist_subset",
+                "base": {"epochs": 1, "lr": "0:0.01"},
+                "prune": {"methods": ["l1"], "ratios": [0.5]},
+                "finetune": {"epochs": 1, "lrs": ["0:0.01"]},
+            }
+        )
+    )
     old = _job(tmp_path, "tpp", 0.5, "0.01", 0, 90.0, name="old")
     (old / "run.json").write_text(json.dumps({"recipe": "tiny", "recipe_file": str(recipe)}))
     gone = _job(tmp_path, "tpp", 0.5, "0.01", 0, 90.0, name="gone")
     (gone / "run.json").write_text(json.dumps({"recipe": "tiny", "recipe_file": str(tmp_path / "gone.yaml")}))
     photos = _job(tmp_path, "tpp", 0.5, "0.01", 0, 90.0, name="photos")
-    (photos / "config.json").write_text(json.dumps({"seed": 0, "model": "resnet20", "dataset": "imagefolder",
-                                                    "data_dir": "photos"}))
+    (photos / "config.json").write_text(
+        json.dumps({"seed": 0, "model": "resnet20", "dataset": "imagefolder", "data_dir": "photos"})
+    )
     labels = {Path(r["path"]).name: (r["model"], r["dataset"]) for r in collect([tmp_path])}
     assert labels["old"] == ("mlp7_linear", "mnist_subset")
     assert labels["gone"] == ("recipe tiny", "?")  # the recipe file is gone: its name still keeps it apart
@@ -216,10 +263,16 @@ def test_model_from_the_recipe_when_config_json_lacks_it(tmp_path: Path) -> None
 def _text_job(root: Path, name: str, model: str, ratio: float, after: float) -> None:
     folder = root / name
     folder.mkdir(parents=True)
-    report = {"method": "l1", "config": {"method": "l1", "ratio": ratio, "ft_lr": "0:0.01"},
-              "accuracy_before": {"perplexity": 20.0, "top1": 30.0}, "accuracy_after_removal": {"perplexity": 40.0},
-              "params_reduction": 0.0 if ratio == 0 else 0.2, "finetune": {"epochs": 0, "last_perplexity": after},
-              "train_steps": {"regularize": 0, "finetune": 4}, "wall_seconds": 1.0}
+    report = {
+        "method": "l1",
+        "config": {"method": "l1", "ratio": ratio, "ft_lr": "0:0.01"},
+        "accuracy_before": {"perplexity": 20.0, "top1": 30.0},
+        "accuracy_after_removal": {"perplexity": 40.0},
+        "params_reduction": 0.0 if ratio == 0 else 0.2,
+        "finetune": {"epochs": 0, "last_perplexity": after},
+        "train_steps": {"regularize": 0, "finetune": 4},
+        "wall_seconds": 1.0,
+    }
     (folder / "report.json").write_text(json.dumps(report))
     (folder / "config.json").write_text(json.dumps({"seed": 0, "model": model, "dataset": "text_tiny"}))
 

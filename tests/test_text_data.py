@@ -127,8 +127,16 @@ def test_bad_corpus_files_give_one_line_data_errors(tmp_path):
 
 def test_build_loaders_text_with_a_folder(tmp_path):
     write_corpus(tmp_path)
-    train, evaluate, info = build_loaders("text", tmp_path, tokenizer=ByteTokenizer(), seq_len=16, batch_size=3,
-                                          test_batch_size=5, eval_split="valid", seed=1)
+    train, evaluate, info = build_loaders(
+        "text",
+        tmp_path,
+        tokenizer=ByteTokenizer(),
+        seq_len=16,
+        batch_size=3,
+        test_batch_size=5,
+        eval_split="valid",
+        seed=1,
+    )
     x, y = next(iter(train))
     assert x.shape == (3, 16) and torch.equal(x[:, 1:], y[:, :-1])
     assert evaluate.num_windows == (50 - 1) // 16 and info.name == "text" and info.image_size == 16
@@ -139,6 +147,7 @@ def test_build_loaders_text_with_a_folder(tmp_path):
 def test_a_local_hf_tokenizer_folder_loads(tmp_path):
     import tokenizers
     import transformers
+
     vocab = {"[UNK]": 0, "hello": 1, "world": 2, "text": 3}
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from tpp.checkpoints import load_checkpoint, load_model_weights, save_checkpoint
 from tpp.data import build_loaders
 from tpp.errors import CheckpointError, ConfigError, DataError
 from tpp.metrics import Counts, count, layer_table
 from tpp.models import create_model, example_inputs
-from tpp.checkpoints import load_checkpoint, load_model_weights, save_checkpoint
 from tpp.training import (
     RunDirectory,
     StepHooks,
@@ -61,9 +61,32 @@ def test_cosine_decreases_towards_zero() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "  ", "abc", "1:0.1", "0:0.1,0:0.2", "0:0.1,60:0.01,30:0.001", "0:0.1,", ",0:0.1", "0:-1", "0:0",
-     "0:nan", "0:inf", "0:x", "x:0.1", "-1:0.1", "0.5:0.1", "0:0.1:3", "0.1,0.2", "cosine:", "cosine:-0.1",
-     "step:abc", "linear:0.1", "-0.01", "0"],
+    [
+        "",
+        "  ",
+        "abc",
+        "1:0.1",
+        "0:0.1,0:0.2",
+        "0:0.1,60:0.01,30:0.001",
+        "0:0.1,",
+        ",0:0.1",
+        "0:-1",
+        "0:0",
+        "0:nan",
+        "0:inf",
+        "0:x",
+        "x:0.1",
+        "-1:0.1",
+        "0.5:0.1",
+        "0:0.1:3",
+        "0.1,0.2",
+        "cosine:",
+        "cosine:-0.1",
+        "step:abc",
+        "linear:0.1",
+        "-0.01",
+        "0",
+    ],
 )
 def test_malformed_lr_schedules_raise_one_line_config_error(text: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -203,7 +226,9 @@ def test_hooks_run_in_order_and_can_stop() -> None:
         after_step=lambda: calls.append("step"),
         should_stop=lambda: calls.count("step") >= 3,
     )
-    trainer = Trainer(model, optimizer, train, None, epochs=5, schedule=parse_lr_schedule("0.01"), hooks=hooks, quiet=True)
+    trainer = Trainer(
+        model, optimizer, train, None, epochs=5, schedule=parse_lr_schedule("0.01"), hooks=hooks, quiet=True
+    )
     result = trainer.fit()
     assert calls == ["penalty", "backward", "step"] * 3
     assert result.stopped_early and result.epochs_completed == 1 and result.best_top1 is None
@@ -213,7 +238,9 @@ def test_hooks_run_in_order_and_can_stop() -> None:
 def test_nan_loss_raises_training_error() -> None:
     model, optimizer, train, _ = _setup(train_subset=128)
     hooks = StepHooks(penalty=lambda: torch.tensor(float("nan")))
-    trainer = Trainer(model, optimizer, train, None, epochs=1, schedule=parse_lr_schedule("0.01"), hooks=hooks, quiet=True)
+    trainer = Trainer(
+        model, optimizer, train, None, epochs=1, schedule=parse_lr_schedule("0.01"), hooks=hooks, quiet=True
+    )
     with pytest.raises(TrainingError) as info:
         trainer.fit()
     assert "nan" in str(info.value) and "lower the learning rate" in str(info.value) and "\n" not in str(info.value)
@@ -239,8 +266,17 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
     def run(out: Path, kill_at: int | None = None, resume: bool = False) -> Trainer:
         model, optimizer, train, test = _setup()
         ref: list = []
-        trainer = Trainer(model, optimizer, train, test, epochs=3, schedule=schedule, checkpoint_dir=out,
-                          hooks=noisy_hooks(model, ref, kill_at), quiet=True)
+        trainer = Trainer(
+            model,
+            optimizer,
+            train,
+            test,
+            epochs=3,
+            schedule=schedule,
+            checkpoint_dir=out,
+            hooks=noisy_hooks(model, ref, kill_at),
+            quiet=True,
+        )
         ref.append(trainer)
         if resume:
             assert trainer.resume(out / "last.pt") == 2

@@ -26,8 +26,18 @@ def res_cnn(num_classes=10, in_channels=3):
         nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
 '''
-DATA = ["--dataset", "imagefolder", "--data-dir", "photos", "--image-size", "16", "--channels", "1",
-        "--normalize", "mnist"]
+DATA = [
+    "--dataset",
+    "imagefolder",
+    "--data-dir",
+    "photos",
+    "--image-size",
+    "16",
+    "--channels",
+    "1",
+    "--normalize",
+    "mnist",
+]
 
 
 @pytest.fixture
@@ -54,8 +64,27 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def _pruned_job(run_cli) -> Path:
     """``tpp prune`` of the factory model from w.pt (no fine-tuning): the job's pruned_model.pt."""
-    result = run_cli("prune", "--method", "l1", "--model", MODEL, "--weights", "w.pt", *DATA, "--ratio", "0.5",
-                     "--scope", "all", "--ft-epochs", "0", "--jsv-batches", "0", "--out", "job", "--quiet")
+    result = run_cli(
+        "prune",
+        "--method",
+        "l1",
+        "--model",
+        MODEL,
+        "--weights",
+        "w.pt",
+        *DATA,
+        "--ratio",
+        "0.5",
+        "--scope",
+        "all",
+        "--ft-epochs",
+        "0",
+        "--jsv-batches",
+        "0",
+        "--out",
+        "job",
+        "--quiet",
+    )
     assert result.code == 0, result.err
     sys.modules.pop("mymodels", None)  # a fresh process: nothing imported but what the command names
     return Path("job") / "pruned_model.pt"
@@ -77,8 +106,21 @@ def test_export_takes_model_and_checkpoint_for_a_factory_in_the_current_folder(w
     assert sorted(dims[0] for dims in kept.values()) == [4, 8]  # 8 and 16 channels halved
     # a plain state_dict: the architecture is --model's, its shape the given one
     one_line_error(run_cli("export", "--checkpoint", "w.pt", "--out", "w.onnx"), "pass --model SPEC")
-    result = run_cli("export", "--checkpoint", "w.pt", "--model", MODEL, "--num-classes", "3", "--in-channels", "1",
-                     "--image-size", "16", "--out", "w.onnx")
+    result = run_cli(
+        "export",
+        "--checkpoint",
+        "w.pt",
+        "--model",
+        MODEL,
+        "--num-classes",
+        "3",
+        "--in-channels",
+        "1",
+        "--image-size",
+        "16",
+        "--out",
+        "w.onnx",
+    )
     assert result.code == 0 and Path("w.onnx").stat().st_size > 1000, result.err
     one_line_error(run_cli("export", "--model", MODEL, "--out", "x.onnx"), "--checkpoint is required")
     one_line_error(run_cli("export", "--out", "x.onnx"), "--checkpoint FILE or --model SPEC is required")
@@ -87,13 +129,43 @@ def test_export_takes_model_and_checkpoint_for_a_factory_in_the_current_folder(w
 def test_bench_latency_times_any_spec_and_a_pruned_file_as_a_table(workdir, run_cli):
     pruned = _pruned_job(run_cli)
     fast = ["--batch-sizes", "1,2", "--repeats", "3", "--threads", "1", "--backends", "torch"]
-    result = run_cli("bench", "latency", "--model", MODEL, "--num-classes", "3", "--in-channels", "1",
-                     "--image-size", "16", "--ratio", "0.5", "--scope", "all", *fast, "--out", "lat.json")
+    result = run_cli(
+        "bench",
+        "latency",
+        "--model",
+        MODEL,
+        "--num-classes",
+        "3",
+        "--in-channels",
+        "1",
+        "--image-size",
+        "16",
+        "--ratio",
+        "0.5",
+        "--scope",
+        "all",
+        *fast,
+        "--out",
+        "lat.json",
+    )
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0].startswith(f"{MODEL}, ratio 0.5 (scope all): input 1x16x16")
-    assert lines[1].split() == ["backend", "batch", "model", "median", "ms", "IQR", "ms", "p90", "ms", "samples/s",
-                                "speedup", "FLOPs", "speedup"]
+    assert lines[1].split() == [
+        "backend",
+        "batch",
+        "model",
+        "median",
+        "ms",
+        "IQR",
+        "ms",
+        "p90",
+        "ms",
+        "samples/s",
+        "speedup",
+        "FLOPs",
+        "speedup",
+    ]
     rows = [line.split() for line in lines[3:] if line.startswith("torch")]
     assert [(r[1], r[2]) for r in rows] == [("1", "base"), ("1", "pruned"), ("2", "base"), ("2", "pruned")]
     assert all(float(r[3]) > 0 and float(r[6].replace(",", "")) > 0 for r in rows)
@@ -112,30 +184,56 @@ def test_bench_latency_times_any_spec_and_a_pruned_file_as_a_table(workdir, run_
     report = json.loads((pruned.parent / "report.json").read_text())
     assert measured["params"]["pruned"] == report["counts_after"]["params"]
     assert measured["rows"][0]["flops_speedup"] == pytest.approx(report["speedup"])
-    one_line_error(run_cli("bench", "latency", "--checkpoint", pruned, "--model", MODEL, "--ratio", "0.3"),
-                   "drop it with --checkpoint")
+    one_line_error(
+        run_cli("bench", "latency", "--checkpoint", pruned, "--model", MODEL, "--ratio", "0.3"),
+        "drop it with --checkpoint",
+    )
 
 
 def test_bench_latency_and_a_recipe_take_an_hf_folder(workdir, run_cli):
     from transformers import ResNetConfig
 
-    ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                 num_labels=3).save_pretrained("tiny-resnet")
-    result = run_cli("bench", "latency", "--model", "hf:tiny-resnet", "--in-channels", "1", "--num-classes", "3",
-                     "--image-size", "16", "--ratio", "0.5", "--batch-sizes", "1", "--repeats", "2", "--threads", "1",
-                     "--backends", "torch")
+    ResNetConfig(
+        num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=3
+    ).save_pretrained("tiny-resnet")
+    result = run_cli(
+        "bench",
+        "latency",
+        "--model",
+        "hf:tiny-resnet",
+        "--in-channels",
+        "1",
+        "--num-classes",
+        "3",
+        "--image-size",
+        "16",
+        "--ratio",
+        "0.5",
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "2",
+        "--threads",
+        "1",
+        "--backends",
+        "torch",
+    )
     assert result.code == 0, result.err
     assert result.out.startswith("hf:tiny-resnet, ratio 0.5") and "pruned" in result.out
-    Path("hf.yaml").write_text("model: hf:tiny-resnet\ndataset: imagefolder\ndata_dir: photos\nimage_size: 16\n"
-                               "channels: 1\nbase: {epochs: 1, lr: '0.01'}\nprune: {methods: [l1], ratios: [0.5]}\n")
+    Path("hf.yaml").write_text(
+        "model: hf:tiny-resnet\ndataset: imagefolder\ndata_dir: photos\nimage_size: 16\n"
+        "channels: 1\nbase: {epochs: 1, lr: '0.01'}\nprune: {methods: [l1], ratios: [0.5]}\n"
+    )
     result = run_cli("run", "hf.yaml", "--dry-run")
     assert result.code == 0, result.err
     assert "recipe hf: 1 jobs" in result.out and "FLOPs speedup" in result.out and "can be read" in result.out
 
 
 def test_a_minimal_recipe_with_a_factory_and_an_image_folder_dry_runs_and_runs(workdir, run_cli):
-    recipe = ("model: mymodels:res_cnn\ndataset: imagefolder\ndata_dir: photos\nimage_size: 16\nchannels: 1\n"
-              "normalize: mnist\ncheckpoint: w.pt\nprune:\n  methods: [l1]\n  ratios: [0.5]\n  scope: all\n")
+    recipe = (
+        "model: mymodels:res_cnn\ndataset: imagefolder\ndata_dir: photos\nimage_size: 16\nchannels: 1\n"
+        "normalize: mnist\ncheckpoint: w.pt\nprune:\n  methods: [l1]\n  ratios: [0.5]\n  scope: all\n"
+    )
     Path("mine.yaml").write_text(recipe)
     result = run_cli("run", "mine.yaml", "--dry-run", "--out", "runs")
     assert result.code == 0, result.err
@@ -160,12 +258,15 @@ def test_a_minimal_recipe_with_a_factory_and_an_image_folder_dry_runs_and_runs(w
     assert result.code == 0 and Path("mine.onnx").is_file(), result.err
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("dataset: mnist\nresize: 40\n", "resize applies to dataset: imagefolder"),
-    ("dataset: mnist\nimage_size: 64\n", "mnist has its own 32x32 images"),
-    ("dataset: imagefolder\nchannels: 2\n", "channels must be 1"),
-    ("dataset: imagefolder\naugment: yes please\n", "augment must be true or false"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("dataset: mnist\nresize: 40\n", "resize applies to dataset: imagefolder"),
+        ("dataset: mnist\nimage_size: 64\n", "mnist has its own 32x32 images"),
+        ("dataset: imagefolder\nchannels: 2\n", "channels must be 1"),
+        ("dataset: imagefolder\naugment: yes please\n", "augment must be true or false"),
+    ],
+)
 def test_recipe_image_options_are_checked(tmp_path, extra, message):
     from tpp.errors import ConfigError
     from tpp.recipes import load_recipe
@@ -180,8 +281,12 @@ def test_recipe_model_specs_are_checked_without_importing(tmp_path):
     from tpp.errors import ConfigError
     from tpp.recipes import validate_recipe
 
-    data = {"model": "no_such_module_xyz:net", "dataset": "mnist_subset", "checkpoint": None,
-            "prune": {"methods": ["l1"], "ratios": [0.5]}}
+    data = {
+        "model": "no_such_module_xyz:net",
+        "dataset": "mnist_subset",
+        "checkpoint": None,
+        "prune": {"methods": ["l1"], "ratios": [0.5]},
+    }
     recipe = validate_recipe(data, default_name="my recipe")
     assert (recipe.name, recipe.paper, recipe.finetune["epochs"]) == ("my_recipe", "", 120)
     assert "no_such_module_xyz" not in sys.modules

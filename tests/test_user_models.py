@@ -13,9 +13,9 @@ import torch
 
 import tpp
 from tests.user_model_zoo import FACTORY, data_args, one_line_error, small_cnn, top1
+from tpp.checkpoints import load_pruned
 from tpp.errors import CheckpointError
 from tpp.models import build_model, example_inputs, load_weights
-from tpp.checkpoints import load_pruned
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,24 @@ def trained_factory_run(digit_folder: Path, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("factory-run")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(["train", "--model", FACTORY, *data_args(digit_folder), "--epochs", "6", "--lr", "cosine:0.1",
-                     "--batch-size", "32", "--out", str(out), "--overwrite", "--quiet"])
+        code = main(
+            [
+                "train",
+                "--model",
+                FACTORY,
+                *data_args(digit_folder),
+                "--epochs",
+                "6",
+                "--lr",
+                "cosine:0.1",
+                "--batch-size",
+                "32",
+                "--out",
+                str(out),
+                "--overwrite",
+                "--quiet",
+            ]
+        )
     assert code == 0
     return out, buffer.getvalue()
 
@@ -43,9 +59,27 @@ def test_factory_model_trains_prunes_and_reloads_without_flags(trained_factory_r
     base = run_cli("eval", "--checkpoint", run / "best.pt")  # data folder and its options come from the config
     assert base.code == 0 and top1(base.out) > 70 and "300 imagefolder test images" in base.out
     pruned = tmp_path / "l1"
-    result = run_cli("prune", "--method", "l1", "--model", FACTORY, "--checkpoint", run / "best.pt",
-                     *data_args(digit_folder), "--ratio", "0.5", "--ft-epochs", "2", "--ft-lr", "0.01",
-                     "--batch-size", "32", "--out", pruned, "--quiet")
+    result = run_cli(
+        "prune",
+        "--method",
+        "l1",
+        "--model",
+        FACTORY,
+        "--checkpoint",
+        run / "best.pt",
+        *data_args(digit_folder),
+        "--ratio",
+        "0.5",
+        "--ft-epochs",
+        "2",
+        "--ft-lr",
+        "0.01",
+        "--batch-size",
+        "32",
+        "--out",
+        pruned,
+        "--quiet",
+    )
     assert result.code == 0, result.err
     report = json.loads((pruned / "report.json").read_text())
     assert report["accuracy_before"]["top1"] == pytest.approx(top1(base.out), abs=0.01)
@@ -69,15 +103,45 @@ def test_factory_model_trains_prunes_and_reloads_without_flags(trained_factory_r
 
 def test_factory_model_prunes_with_a_short_tpp_schedule(trained_factory_run, digit_folder, run_cli, tmp_path):
     run, _ = trained_factory_run
-    result = run_cli("prune", "--method", "tpp", "--model", FACTORY, "--checkpoint", run / "best.pt",
-                     *data_args(digit_folder), "--ratio", "0.5", "--reg-step", "0.05", "--reg-interval", "1",
-                     "--reg-ceiling", "0.5", "--stabilize-iters", "15", "--zero-out-interval", "5",
-                     "--ft-epochs", "1", "--ft-lr", "0.01", "--batch-size", "32", "--jsv-batches", "0",
-                     "--out", tmp_path, "--quiet")
+    result = run_cli(
+        "prune",
+        "--method",
+        "tpp",
+        "--model",
+        FACTORY,
+        "--checkpoint",
+        run / "best.pt",
+        *data_args(digit_folder),
+        "--ratio",
+        "0.5",
+        "--reg-step",
+        "0.05",
+        "--reg-interval",
+        "1",
+        "--reg-ceiling",
+        "0.5",
+        "--stabilize-iters",
+        "15",
+        "--zero-out-interval",
+        "5",
+        "--ft-epochs",
+        "1",
+        "--ft-lr",
+        "0.01",
+        "--batch-size",
+        "32",
+        "--jsv-batches",
+        "0",
+        "--out",
+        tmp_path,
+        "--quiet",
+    )
     assert result.code == 0, result.err
     report = json.loads((tmp_path / "report.json").read_text())
     # lambda grows 0.05 per iteration to its 0.5 ceiling (10 iterations), then 15 stabilising ones
-    assert report["regularization"]["iterations"] == 25 and report["regularization"]["final_lambda"] == pytest.approx(0.5)
+    assert report["regularization"]["iterations"] == 25 and report["regularization"]["final_lambda"] == pytest.approx(
+        0.5
+    )
     assert report["counts_after"]["params"] < report["counts_before"]["params"]
     assert report["finetune"]["last_top1"] > 30
     assert type(load_pruned(tmp_path / "pruned_model.pt")).__name__ == "Sequential"
@@ -86,8 +150,9 @@ def test_factory_model_prunes_with_a_short_tpp_schedule(trained_factory_run, dig
 def _save_tiny_hf_config(folder: Path) -> None:
     from transformers import ResNetConfig
 
-    ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                 num_labels=10).save_pretrained(folder)
+    ResNetConfig(
+        num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=10
+    ).save_pretrained(folder)
 
 
 def test_hf_folder_model_with_safetensors_weights(digit_folder, run_cli, tmp_path):
@@ -99,8 +164,23 @@ def test_hf_folder_model_with_safetensors_weights(digit_folder, run_cli, tmp_pat
     _save_tiny_hf_config(folder)
     spec = f"hf:{folder}"
     data = data_args(digit_folder)
-    trained = run_cli("train", "--model", spec, *data, "--epochs", "2", "--lr", "cosine:0.1", "--batch-size", "32",
-                      "--train-subset", "500", "--out", tmp_path / "run", "--quiet")
+    trained = run_cli(
+        "train",
+        "--model",
+        spec,
+        *data,
+        "--epochs",
+        "2",
+        "--lr",
+        "cosine:0.1",
+        "--batch-size",
+        "32",
+        "--train-subset",
+        "500",
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
     assert trained.code == 0, trained.err
     state = extract_state_dict(load_checkpoint(tmp_path / "run" / "best.pt"))
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
@@ -108,9 +188,29 @@ def test_hf_folder_model_with_safetensors_weights(digit_folder, run_cli, tmp_pat
     from_weights = run_cli("eval", "--model", spec, "--weights", tmp_path / "w.safetensors", *data)
     assert from_weights.code == 0, from_weights.err
     assert top1(from_weights.out) == top1(from_checkpoint.out) > 20  # two epochs on 500 digits
-    result = run_cli("prune", "--method", "l1", "--model", spec, "--weights", tmp_path / "w.safetensors", *data,
-                     "--ratio", "0.5", "--ft-epochs", "1", "--ft-lr", "0.01", "--batch-size", "32",
-                     "--train-subset", "500", "--out", tmp_path / "pruned", "--quiet")
+    result = run_cli(
+        "prune",
+        "--method",
+        "l1",
+        "--model",
+        spec,
+        "--weights",
+        tmp_path / "w.safetensors",
+        *data,
+        "--ratio",
+        "0.5",
+        "--ft-epochs",
+        "1",
+        "--ft-lr",
+        "0.01",
+        "--batch-size",
+        "32",
+        "--train-subset",
+        "500",
+        "--out",
+        tmp_path / "pruned",
+        "--quiet",
+    )
     assert result.code == 0, result.err
     report = json.loads((tmp_path / "pruned" / "report.json").read_text())
     assert report["counts_after"]["params"] < report["counts_before"]["params"]
@@ -137,21 +237,39 @@ def test_weights_mismatch_is_one_line_naming_the_keys(run_cli, digit_folder, tmp
     result = run_cli("eval", "--model", FACTORY, "--weights", tmp_path / "partial.pth", *data_args(digit_folder))
     one_line_error(result, "missing 0.weight, 1.weight, 1.bias (+1 more)", "unexpected extra.weight")
     torch.save({"model": small_cnn(10, 1)}, tmp_path / "pickled.pt")  # a whole module: code, not data
-    one_line_error(run_cli("eval", "--model", FACTORY, "--weights", tmp_path / "pickled.pt", *data_args(digit_folder)),
-                   "pickled Python objects")
+    one_line_error(
+        run_cli("eval", "--model", FACTORY, "--weights", tmp_path / "pickled.pt", *data_args(digit_folder)),
+        "pickled Python objects",
+    )
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
-    one_line_error(run_cli("eval", "--model", FACTORY, "--weights", tmp_path / "bad.safetensors",
-                           *data_args(digit_folder)), "not a readable safetensors file")
+    one_line_error(
+        run_cli("eval", "--model", FACTORY, "--weights", tmp_path / "bad.safetensors", *data_args(digit_folder)),
+        "not a readable safetensors file",
+    )
     one_line_error(run_cli("eval", "--model", FACTORY, *data_args(digit_folder)), "--checkpoint is required")
 
 
 def test_dict_output_model_trains_and_evaluates(run_cli, digit_folder, tmp_path):
-    result = run_cli("train", "--model", "tests.user_model_zoo:DictOutputNet", *data_args(digit_folder),
-                     "--epochs", "2", "--lr", "cosine:0.1", "--batch-size", "32", "--out", tmp_path, "--quiet")
+    result = run_cli(
+        "train",
+        "--model",
+        "tests.user_model_zoo:DictOutputNet",
+        *data_args(digit_folder),
+        "--epochs",
+        "2",
+        "--lr",
+        "cosine:0.1",
+        "--batch-size",
+        "32",
+        "--out",
+        tmp_path,
+        "--quiet",
+    )
     assert result.code == 0, result.err
     assert top1(result.out.replace("best top-1 ", "top-1 ")) > 20  # chance: 10% (+-1.7% on 300 images)
-    jsv = run_cli("jsv", "--checkpoint", tmp_path / "best.pt", "--data-dir", digit_folder, "--dataset", "imagefolder",
-                  "--json")
+    jsv = run_cli(
+        "jsv", "--checkpoint", tmp_path / "best.pt", "--data-dir", digit_folder, "--dataset", "imagefolder", "--json"
+    )
     assert jsv.code == 0 and json.loads(jsv.out)["mean"] > 0, jsv.err
 
 
@@ -173,8 +291,20 @@ def test_wrong_number_of_classes_is_caught_before_training(run_cli, digit_folder
         for name in ("digit_0", "digit_1", "digit_2"):
             (root / split).mkdir(parents=True, exist_ok=True)
             (root / split / name).symlink_to(digit_folder / split / name)
-    result = run_cli("train", "--model", "tests.user_model_zoo:fixed_ten_classes", "--dataset", "imagefolder",
-                     "--data-dir", root, "--image-size", "32", "--epochs", "1", "--quiet")
+    result = run_cli(
+        "train",
+        "--model",
+        "tests.user_model_zoo:fixed_ten_classes",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        root,
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     one_line_error(result, "not 3 class scores")
 
 
@@ -184,9 +314,16 @@ def test_readme_user_model_flow(digit_folder, run_cli, tmp_path, monkeypatch):
     section = text.split("### Your own model and images", 1)[1].split("\n## ", 1)[0]
     python = section.split("```python\n", 1)[1].split("```", 1)[0]
     bash = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
-    commands = [shlex.split(line, comments=True) for line in bash.splitlines() if line.strip() and not line.startswith("#")]
-    assert [c[:2] for c in commands] == [["tpp", "train"], ["tpp", "prune"], ["tpp", "prune"], ["tpp", "eval"],
-                                         ["tpp", "info"]]
+    commands = [
+        shlex.split(line, comments=True) for line in bash.splitlines() if line.strip() and not line.startswith("#")
+    ]
+    assert [c[:2] for c in commands] == [
+        ["tpp", "train"],
+        ["tpp", "prune"],
+        ["tpp", "prune"],
+        ["tpp", "eval"],
+        ["tpp", "info"],
+    ]
     (tmp_path / "mymodels.py").write_text(python)
     (tmp_path / "photos").symlink_to(digit_folder)
     monkeypatch.chdir(tmp_path)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import tpp
-from tpp.errors import PruningError
 from tests.zoo.contract import check_case, check_pass_rate
 from tests.zoo.runner import CaseResult, reload_all, run_case, run_suite
 from tests.zoo.selftest_models import SPECS
 from tests.zoo.snapshot import differences, snapshot
+from tpp.errors import PruningError
 
 SPEC = SPECS["residual"]
 

@@ -27,8 +27,22 @@ def zoo(tmp_path_factory):
 
 def test_the_zoo_covers_the_required_families():
     assert transformers.__version__
-    required = {"gpt2", "gpt_neox", "opt", "bloom", "falcon", "llama", "mistral", "qwen2", "qwen3", "gemma", "phi3",
-                "stablelm", "bert", "roberta"}
+    required = {
+        "gpt2",
+        "gpt_neox",
+        "opt",
+        "bloom",
+        "falcon",
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "phi3",
+        "stablelm",
+        "bert",
+        "roberta",
+    }
     assert required <= set(SPECS)
     assert {f"{name}/{scope}" for name in LLAMA_STYLE for scope in SCOPES} <= MUST_BE_EXACT
 

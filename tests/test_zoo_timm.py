@@ -24,8 +24,18 @@ def zoo(tmp_path_factory):
 
 
 def test_the_zoo_covers_the_required_families():
-    required = ("resnet", "mobilenetv3", "efficientnet", "convnext", "regnet", "densenet", "ghostnet", "vit", "mixnet",
-                "rexnet")
+    required = (
+        "resnet",
+        "mobilenetv3",
+        "efficientnet",
+        "convnext",
+        "regnet",
+        "densenet",
+        "ghostnet",
+        "vit",
+        "mixnet",
+        "rexnet",
+    )
     assert all(any(name.startswith(family) for name in SPECS) for family in required)
 
 

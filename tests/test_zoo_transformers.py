@@ -14,7 +14,6 @@ from tests.zoo.hf_models import IMPOSSIBLE, SPECS
 from tests.zoo.runner import SCOPES, run_suite
 
 
-
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     """Every case, run once for the module (one reload process for all of them)."""
@@ -23,8 +22,22 @@ def zoo(tmp_path_factory):
 
 def test_the_zoo_covers_the_required_architectures():
     assert transformers.__version__
-    required = {"resnet", "convnext", "convnextv2", "mobilenet_v1", "mobilenet_v2", "regnet", "efficientnet", "swin",
-                "vit", "deit", "poolformer", "levit", "mobilevit", "bit"}
+    required = {
+        "resnet",
+        "convnext",
+        "convnextv2",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "regnet",
+        "efficientnet",
+        "swin",
+        "vit",
+        "deit",
+        "poolformer",
+        "levit",
+        "mobilevit",
+        "bit",
+    }
     assert required <= set(SPECS)
     assert sum(spec.dict_inputs for spec in SPECS.values()) >= 3  # the {"pixel_values": x} form too
 

@@ -15,8 +15,19 @@ FACTORY = "tests.user_model_zoo:small_cnn"
 
 def data_args(root: Path, *extra: str) -> list[str]:
     """Options reading the digit folder as 1-channel 32x32 images with MNIST normalisation."""
-    return ["--dataset", "imagefolder", "--data-dir", str(root), "--channels", "1", "--image-size", "32",
-            "--normalize", "mnist", *extra]
+    return [
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(root),
+        "--channels",
+        "1",
+        "--image-size",
+        "32",
+        "--normalize",
+        "mnist",
+        *extra,
+    ]
 
 
 def top1(text: str) -> float:
@@ -35,12 +46,20 @@ def one_line_error(result, *needles: str) -> str:
 def small_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:
     """conv-bn-relu x2 with pooling, global average pool, linear: prunable, trains in seconds."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
+        nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, num_classes),
     )
 
 
@@ -65,8 +84,9 @@ def not_a_model(num_classes: int = 10) -> str:
     return "not a model"
 
 
-def write_png_folder(root: Path, images: np.ndarray, labels: np.ndarray, split: str,
-                     per_class: int, classes: list[str] | None = None) -> None:
+def write_png_folder(
+    root: Path, images: np.ndarray, labels: np.ndarray, split: str, per_class: int, classes: list[str] | None = None
+) -> None:
     """Write the first ``per_class`` images of every label as ``root/split/<class>/<i>.png``."""
     from PIL import Image
 

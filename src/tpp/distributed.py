@@ -82,15 +82,19 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> Dis
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if torch.cuda.device_count() <= local_rank:
-            raise ConfigError(f"rank {rank} needs GPU {local_rank} but only {torch.cuda.device_count()} are visible; "
-                              "lower --nproc_per_node")
+            raise ConfigError(
+                f"rank {rank} needs GPU {local_rank} but only {torch.cuda.device_count()} are visible; "
+                "lower --nproc_per_node"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         if not dist.is_gloo_available():
-            raise ConfigError("multi-process CPU training needs torch.distributed's gloo backend, "
-                              "which this PyTorch build lacks; run a single process")
+            raise ConfigError(
+                "multi-process CPU training needs torch.distributed's gloo backend, "
+                "which this PyTorch build lacks; run a single process"
+            )
         backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
@@ -115,8 +119,9 @@ def prepare(model: nn.Module, context: DistributedContext, *, channels_last: boo
     while isinstance(bare, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         bare = bare.module
     changed = False
-    if channels_last and any(p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last)
-                             for p in bare.parameters()):
+    if channels_last and any(
+        p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in bare.parameters()
+    ):
         bare.to(memory_format=torch.channels_last)
         changed = True
     if not context.enabled:

@@ -44,6 +44,7 @@ def check_pass_rate(cases: list[CaseResult], impossible: Mapping[str, str]) -> N
 
     ``impossible`` maps a model name (both scopes) or a ``model/scope`` key to why no channel of it can
     be removed exactly: those cases must be refused when the pruner is built, and are not counted."""
+
     def excused(case: CaseResult) -> bool:
         return case.key in impossible or case.key.split("/")[0] in impossible
 
@@ -53,4 +54,5 @@ def check_pass_rate(cases: list[CaseResult], impossible: Mapping[str, str]) -> N
     exact = [c for c in cases if c.meets_contract_exactly]
     others = "\n".join(describe(c) for c in cases if not c.meets_contract_exactly)
     assert len(exact) >= MIN_EXACT_FRACTION * len(cases), (
-        f"{len(exact)}/{len(cases)} cases pruned exactly, below {MIN_EXACT_FRACTION:.0%}; the others:\n{others}")
+        f"{len(exact)}/{len(cases)} cases pruned exactly, below {MIN_EXACT_FRACTION:.0%}; the others:\n{others}"
+    )

@@ -21,8 +21,11 @@ import torch
 
 
 def _tpp_modules() -> list[str]:
-    return sorted(name for name, module in sys.modules.items()
-                  if module is not None and (name == "tpp" or name.startswith("tpp.")))
+    return sorted(
+        name
+        for name, module in sys.modules.items()
+        if module is not None and (name == "tpp" or name.startswith("tpp."))
+    )
 
 
 def check(entry: dict, tolerance: float) -> str:

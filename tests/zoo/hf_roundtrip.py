@@ -79,13 +79,23 @@ def export_and_reload(cases: list[CaseResult], out_dir: Path) -> None:
     entries = []
     for case in saved:
         folder = _export(case, out_dir) if case.result == "exact" else None
-        entries.append({"key": case.key, "suite": case.suite, "model": case.model, "pruned_file": case.pruned_file,
-                        "io_file": case.io_file, "folder": folder, "auto": specs(case.suite)[case.model].auto_class})
+        entries.append(
+            {
+                "key": case.key,
+                "suite": case.suite,
+                "model": case.model,
+                "pruned_file": case.pruned_file,
+                "io_file": case.io_file,
+                "folder": folder,
+                "auto": specs(case.suite)[case.model].auto_class,
+            }
+        )
     manifest = out_dir / "hf_check.json"
     manifest.write_text(json.dumps(entries))
     script = Path(__file__).with_name("hf_check.py")
-    verdicts = verdicts_of([sys.executable, str(script), str(manifest), str(torch.get_num_threads()),
-                            str(EXACT_TOLERANCE)], saved)
+    verdicts = verdicts_of(
+        [sys.executable, str(script), str(manifest), str(torch.get_num_threads()), str(EXACT_TOLERANCE)], saved
+    )
     if verdicts is None:
         return
     for case, entry in zip(saved, entries):

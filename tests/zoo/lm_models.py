@@ -51,35 +51,85 @@ class LMSpec:
 def _hf(class_name: str, config_name: str, **config):
     """A factory building ``transformers.<class_name>(<config_name>(**config))`` in eager attention
     (the same kernels in every process, so a reload can be compared bit for bit)."""
+
     def build():
         import transformers
 
         cfg = getattr(transformers, config_name)(**{**_TOKENS, **config})
         cfg._attn_implementation = "eager"
         return getattr(transformers, class_name)(cfg)
+
     return build
 
 
-_LLAMA_LIKE = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                   num_key_value_heads=KV_HEADS, intermediate_size=MLP, max_position_embeddings=64)
-_ENCODER = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                intermediate_size=MLP, max_position_embeddings=64)
+_LLAMA_LIKE = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    num_key_value_heads=KV_HEADS,
+    intermediate_size=MLP,
+    max_position_embeddings=64,
+)
+_ENCODER = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    intermediate_size=MLP,
+    max_position_embeddings=64,
+)
 
 # name -> (model class, config class, config, Auto class of the exported folder)
 _TABLE = {
-    "gpt2": ("GPT2LMHeadModel", "GPT2Config",
-             dict(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=MLP, n_positions=64)),
-    "gpt_neox": ("GPTNeoXForCausalLM", "GPTNeoXConfig",
-                 dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                      intermediate_size=MLP, max_position_embeddings=64)),
-    "opt": ("OPTForCausalLM", "OPTConfig",
-            dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                 ffn_dim=MLP, word_embed_proj_dim=HIDDEN, max_position_embeddings=64)),
-    "bloom": ("BloomForCausalLM", "BloomConfig",
-              dict(vocab_size=VOCAB, hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS)),
-    "falcon": ("FalconForCausalLM", "FalconConfig",
-               dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                    num_kv_heads=KV_HEADS, new_decoder_architecture=True, ffn_hidden_size=MLP)),
+    "gpt2": (
+        "GPT2LMHeadModel",
+        "GPT2Config",
+        dict(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=MLP, n_positions=64),
+    ),
+    "gpt_neox": (
+        "GPTNeoXForCausalLM",
+        "GPTNeoXConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=MLP,
+            max_position_embeddings=64,
+        ),
+    ),
+    "opt": (
+        "OPTForCausalLM",
+        "OPTConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            ffn_dim=MLP,
+            word_embed_proj_dim=HIDDEN,
+            max_position_embeddings=64,
+        ),
+    ),
+    "bloom": (
+        "BloomForCausalLM",
+        "BloomConfig",
+        dict(vocab_size=VOCAB, hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS),
+    ),
+    "falcon": (
+        "FalconForCausalLM",
+        "FalconConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_kv_heads=KV_HEADS,
+            new_decoder_architecture=True,
+            ffn_hidden_size=MLP,
+        ),
+    ),
     "llama": ("LlamaForCausalLM", "LlamaConfig", _LLAMA_LIKE),
     "mistral": ("MistralForCausalLM", "MistralConfig", _LLAMA_LIKE),
     "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", _LLAMA_LIKE),
@@ -88,8 +138,12 @@ _TABLE = {
     "phi3": ("Phi3ForCausalLM", "Phi3Config", _LLAMA_LIKE),
     "stablelm": ("StableLmForCausalLM", "StableLmConfig", _LLAMA_LIKE),
     "bert": ("BertForMaskedLM", "BertConfig", _ENCODER, "AutoModelForMaskedLM"),
-    "roberta": ("RobertaForMaskedLM", "RobertaConfig", dict(_ENCODER, max_position_embeddings=66, pad_token_id=1),
-                "AutoModelForMaskedLM"),
+    "roberta": (
+        "RobertaForMaskedLM",
+        "RobertaConfig",
+        dict(_ENCODER, max_position_embeddings=66, pad_token_id=1),
+        "AutoModelForMaskedLM",
+    ),
 }
 
 # Architectures no channel of which can be removed exactly: refused when the pruner is built.

@@ -101,8 +101,9 @@ def _prune(model, ids: torch.Tensor, ratio: dict[str, float], figures: dict) -> 
             pruner = tpp.TPPPruner(model, {"input_ids": ids}, ratio=ratio, scope="internal", **_heads())
         finally:
             figures["build_s"] = round(time.perf_counter() - start, 1)
-            figures["warnings"] = sorted({str(w.message).splitlines()[0][:240] for w in caught
-                                          if "tpp" in str(w.message)})
+            figures["warnings"] = sorted(
+                {str(w.message).splitlines()[0][:240] for w in caught if "tpp" in str(w.message)}
+            )
     pruner.zero_pruned()
     zeroed = _logits(model, ids)
     start = time.perf_counter()
@@ -148,8 +149,10 @@ def main() -> int:
     figures["relative_delta_logit"] = delta / float(zeroed.abs().max())
     figures["params"] = f"{params_before:,} -> {sum(p.numel() for p in pruned.parameters()):,}"
     config = pruned.config
-    figures["config"] = {k: getattr(config, k, None) for k in ("intermediate_size", "num_attention_heads",
-                                                               "num_key_value_heads", "head_dim")}
+    figures["config"] = {
+        k: getattr(config, k, None)
+        for k in ("intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+    }
 
     with tempfile.TemporaryDirectory(prefix="tpp-lm-real-") as tmp:
         tmp = Path(tmp)
@@ -162,8 +165,12 @@ def main() -> int:
         figures["export_files"] = sorted(p.name for p in (tmp / "hf").iterdir())
         figures["export_s"] = round(time.perf_counter() - start, 1)
         torch.save({"input_ids": ids, "logits": output}, tmp / "io.pt")
-        child = subprocess.run([sys.executable, "-c", _CHILD, str(tmp / "hf"), str(tmp / "io.pt")],
-                               capture_output=True, text=True, timeout=600)
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(tmp / "hf"), str(tmp / "io.pt")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if child.returncode != 0:
             figures["export_check"] = "failed: " + " ".join(child.stderr.strip().splitlines()[-1:])
         else:
@@ -171,9 +178,13 @@ def main() -> int:
 
     print(json.dumps(figures, indent=1, default=str))
     check = figures["export_check"]
-    ok = (figures["relative_delta_logit"] <= MAX_RELATIVE
-          and figures["reload_max_abs"] <= MAX_RELATIVE * float(zeroed.abs().max())
-          and isinstance(check, dict) and check["relative"] <= MAX_RELATIVE and not check["tpp_modules"])
+    ok = (
+        figures["relative_delta_logit"] <= MAX_RELATIVE
+        and figures["reload_max_abs"] <= MAX_RELATIVE * float(zeroed.abs().max())
+        and isinstance(check, dict)
+        and check["relative"] <= MAX_RELATIVE
+        and not check["tpp_modules"]
+    )
     print("SmolLM2-135M: " + ("every check holds" if ok else "a check FAILED"))
     return 0 if ok else 1
 

@@ -90,6 +90,7 @@ class Hang(BaseException):
 @contextlib.contextmanager
 def time_limit(stage: str, seconds: float = STAGE_SECONDS) -> Iterator[None]:
     """Raise :class:`Hang` in the main thread if the block runs longer than ``seconds``."""
+
     def fire(signum, frame):
         raise Hang(f"{stage} ran past {seconds:g} s")
 
@@ -102,8 +103,9 @@ def time_limit(stage: str, seconds: float = STAGE_SECONDS) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def run_case(suite: str, spec: ModelSpec, scope: str, out_dir: Path,
-             stage_seconds: float = STAGE_SECONDS) -> CaseResult:
+def run_case(
+    suite: str, spec: ModelSpec, scope: str, out_dir: Path, stage_seconds: float = STAGE_SECONDS
+) -> CaseResult:
     """Run the whole case for ``spec`` under ``scope``, each stage bounded by ``stage_seconds``;
     files go to ``out_dir``."""
     case = CaseResult(suite, spec.name, scope, "dict" if spec.dict_inputs else "tensor")
@@ -135,8 +137,9 @@ def run_case(suite: str, spec: ModelSpec, scope: str, out_dir: Path,
     return case
 
 
-def _run_stages(case: CaseResult, model, inputs, out_dir: Path, stages: list[str], limit: float,
-                options: dict[str, Any]) -> None:
+def _run_stages(
+    case: CaseResult, model, inputs, out_dir: Path, stages: list[str], limit: float, options: dict[str, Any]
+) -> None:
     import tpp
     from tpp.util.inputs import call_model, logits_of
 
@@ -244,8 +247,10 @@ def _optimizer_note(optimizer: torch.optim.Optimizer, model: torch.nn.Module) ->
     current = {id(p) for p in model.parameters()}
     if held == current:
         return ""
-    return (f"optimizer holds {len(held - current)} tensors that are not the model's, "
-            f"misses {len(current - held)} of the model's parameters")
+    return (
+        f"optimizer holds {len(held - current)} tensors that are not the model's, "
+        f"misses {len(current - held)} of the model's parameters"
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -257,7 +262,9 @@ def _where(error: BaseException) -> str:
     """The innermost traceback frame in tpp and, if deeper, the innermost frame of all."""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.endswith("zoo/runner.py")]
     ours = [f for f in frames if "/tpp/" in f.filename]
-    picked = ([ours[-1]] if ours else []) + ([frames[-1]] if frames and (not ours or frames[-1] is not ours[-1]) else [])
+    picked = ([ours[-1]] if ours else []) + (
+        [frames[-1]] if frames and (not ours or frames[-1] is not ours[-1]) else []
+    )
     return " -> ".join(f"{_short(f.filename)}:{f.lineno or '?'} ({f.name})" for f in picked)
 
 
@@ -268,10 +275,12 @@ def _short(filename: str) -> str:
     return filename
 
 
-def run_suite(suite: str, out_dir: Path, names: list[str] | None = None,
-              scopes: tuple[str, ...] = SCOPES) -> list[CaseResult]:
+def run_suite(
+    suite: str, out_dir: Path, names: list[str] | None = None, scopes: tuple[str, ...] = SCOPES
+) -> list[CaseResult]:
     """Every case of ``suite`` (or of ``names``) in every scope, then one reload process for all."""
-    from tests.zoo.suites import STAGE_SECONDS as suite_seconds, specs
+    from tests.zoo.suites import STAGE_SECONDS as suite_seconds
+    from tests.zoo.suites import specs
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,14 +308,23 @@ def reload_all(cases: list[CaseResult], out_dir: Path) -> None:
     if not saved:
         return
     manifest = out_dir / "reload.json"
-    manifest.write_text(json.dumps([
-        {"key": c.key, "suite": c.suite, "model": c.model, "pruned_file": c.pruned_file, "io_file": c.io_file}
-        for c in saved]))
+    manifest.write_text(
+        json.dumps(
+            [
+                {"key": c.key, "suite": c.suite, "model": c.model, "pruned_file": c.pruned_file, "io_file": c.io_file}
+                for c in saved
+            ]
+        )
+    )
     root = str(Path(__file__).resolve().parents[2])
     inherited = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *inherited]))  # absolute: the child runs in root
-    verdicts = verdicts_of([sys.executable, "-m", "tests.zoo.reload", str(manifest), str(torch.get_num_threads())],
-                           saved, cwd=root, env=env)
+    verdicts = verdicts_of(
+        [sys.executable, "-m", "tests.zoo.reload", str(manifest), str(torch.get_num_threads())],
+        saved,
+        cwd=root,
+        env=env,
+    )
     for case in saved if verdicts is not None else ():
         case.reload = verdicts.get(case.key, "not reloaded")
 

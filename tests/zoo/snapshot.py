@@ -17,7 +17,9 @@ def _plain_attributes(module: nn.Module) -> dict[str, Any]:
     for key, value in vars(module).items():
         if key == "training":
             continue
-        if isinstance(value, _PLAIN) or (isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value)):
+        if isinstance(value, _PLAIN) or (
+            isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value)
+        ):
             out[key] = value if not isinstance(value, list) else tuple(value)
     return out
 
@@ -44,8 +46,13 @@ def differences(before: dict[str, Any], after: dict[str, Any], limit: int = 5) -
     found += _dict_changes("module", before["modules"], after["modules"], lambda a, b: a == b, limit)
     if before["optimizer_params"] != after["optimizer_params"]:
         found.append("optimizer param_groups point at other tensors")
-    found += _dict_changes("optimizer state", before["optimizer_state"], after["optimizer_state"],
-                           lambda a, b: a.keys() == b.keys() and all(_same_tensor(a[k], b[k]) for k in a), limit)
+    found += _dict_changes(
+        "optimizer state",
+        before["optimizer_state"],
+        after["optimizer_state"],
+        lambda a, b: a.keys() == b.keys() and all(_same_tensor(a[k], b[k]) for k in a),
+        limit,
+    )
     return found
 
 

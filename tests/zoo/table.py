@@ -53,34 +53,48 @@ def reason_of(case: CaseResult) -> str:
 def _rows(header: list[str], rows) -> list[str]:
     """A markdown table's lines: the header, its rule, one line per row of cells."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows
+    ]
 
 
 def markdown(cases: list[CaseResult]) -> str:
     """The table, then one summary line."""
-    lines = _rows(["model", "inputs", "scope", "result", "reload", "params", "FLOPs", "reason"],
-                  ([c.model, c.inputs, c.scope, c.result, _cell(c.reload), _pair(c.params), _pair(c.flops),
-                    reason_of(c)] for c in cases))
+    lines = _rows(
+        ["model", "inputs", "scope", "result", "reload", "params", "FLOPs", "reason"],
+        (
+            [c.model, c.inputs, c.scope, c.result, _cell(c.reload), _pair(c.params), _pair(c.flops), reason_of(c)]
+            for c in cases
+        ),
+    )
     counts = Counter(c.result for c in cases)
     exact = sum(c.meets_contract_exactly for c in cases)
     lines.append("")
-    lines.append(f"{len(cases)} cases: {exact} pruned exactly and reloaded identically "
-                 f"({100 * exact / max(len(cases), 1):.0f}%); "
-                 + ", ".join(f"{counts[r]} {r}" for r in RESULTS if counts[r]))
+    lines.append(
+        f"{len(cases)} cases: {exact} pruned exactly and reloaded identically "
+        f"({100 * exact / max(len(cases), 1):.0f}%); " + ", ".join(f"{counts[r]} {r}" for r in RESULTS if counts[r])
+    )
     return "\n".join(lines)
 
 
 def lm_markdown(cases: list[CaseResult]) -> str:
     """The language-model table: family, scope, widths pruned, params, result, export, reason."""
-    lines = _rows(["family", "scope", "units pruned", "params", "result", "from_pretrained", "reason"],
-                  ([c.model, c.scope, c.units or "-", _pair(c.params), c.result, _cell(c.export) or "-",
-                    reason_of(c)] for c in cases))
+    lines = _rows(
+        ["family", "scope", "units pruned", "params", "result", "from_pretrained", "reason"],
+        (
+            [c.model, c.scope, c.units or "-", _pair(c.params), c.result, _cell(c.export) or "-", reason_of(c)]
+            for c in cases
+        ),
+    )
     exact = sum(c.meets_contract_exactly and c.export == "equal" for c in cases)
     counts = Counter(c.result for c in cases)
     refused = sum(c.export.startswith("refused") for c in cases)
-    lines += ["", f"{len(cases)} cases: {exact} pruned exactly, reloaded identically and exported equal"
-              + (f", {refused} with the export refused" if refused else "") + "; "
-              + ", ".join(f"{counts[r]} {r}" for r in RESULTS if counts[r])]
+    lines += [
+        "",
+        f"{len(cases)} cases: {exact} pruned exactly, reloaded identically and exported equal"
+        + (f", {refused} with the export refused" if refused else "")
+        + "; "
+        + ", ".join(f"{counts[r]} {r}" for r in RESULTS if counts[r]),
+    ]
     return "\n".join(lines)
 
 
@@ -95,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     suite = "timm" if args.timm else "lm" if args.lm else "transformers"
     if not available(suite):
-        print(f"{suite} is not installed; for timm run `make test-timm` once, then use .venv-timm/bin/python",
-              file=sys.stderr)
+        print(
+            f"{suite} is not installed; for timm run `make test-timm` once, then use .venv-timm/bin/python",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(1)
     names = args.models.split(",") if args.models else None

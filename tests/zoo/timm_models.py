@@ -13,10 +13,12 @@ NUM_CLASSES = 10
 
 def _timm(name: str, **kwargs):
     """A factory building ``timm.create_model(name, pretrained=False, **kwargs)``."""
+
     def build():
         import timm
 
         return timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+
     return build
 
 
@@ -40,8 +42,9 @@ _TABLE = {
 
 # Cases where no channel can be removed exactly: they must be refused when the pruner is built.
 IMPOSSIBLE = {
-    "repvgg_a0/internal": "every convolution's output joins a branch sum, so no channel is internal to a block",
+    "repvgg_a0/internal": "every convolution's output joins a branch sum, so no channel is internal to a block"
 }
 
-SPECS = {name: ModelSpec(name, _timm(timm_name, **kwargs), image)
-         for name, (timm_name, kwargs, image) in _TABLE.items()}
+SPECS = {
+    name: ModelSpec(name, _timm(timm_name, **kwargs), image) for name, (timm_name, kwargs, image) in _TABLE.items()
+}

@@ -17,5 +17,15 @@ from tpp.checkpoints.format import (
 )
 from tpp.checkpoints.model_files import load_pruned, normalise, read_pruned, save_pruned
 
-__all__ = ["FORMAT", "extract_state_dict", "load_checkpoint", "load_model_weights", "load_pruned", "make_payload",
-           "normalise", "read_pruned", "save_checkpoint", "save_pruned"]
+__all__ = [
+    "FORMAT",
+    "extract_state_dict",
+    "load_checkpoint",
+    "load_model_weights",
+    "load_pruned",
+    "make_payload",
+    "normalise",
+    "read_pruned",
+    "save_checkpoint",
+    "save_pruned",
+]

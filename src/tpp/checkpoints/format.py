@@ -84,7 +84,7 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]
             break
     state = {k: v for k, v in inner.items() if torch.is_tensor(v)}
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -126,7 +126,8 @@ def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: 
         raise CheckpointError(
             f"checkpoint {source} holds weights that are not real floating-point numbers where the model has them "
             f"({wrong[0]}{f' and {len(wrong) - 1} more' if len(wrong) > 1 else ''}); they would be cast silently: "
-            "re-create the checkpoint from a float model")
+            "re-create the checkpoint from a float model"
+        )
     bare.load_state_dict(state, strict=True)
 
 

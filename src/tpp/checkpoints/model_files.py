@@ -32,8 +32,14 @@ def normalise(payload: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint dict in the current layout (``model``/``tpp_spec``/``tpp_plan``), whatever tpp wrote it."""
     if payload.get("format") != LEGACY_PRUNED_FORMAT:
         return payload
-    return {"format": FORMAT, "version": 1, "model": payload.get("state_dict"), "tpp_spec": payload.get("spec") or {},
-            "tpp_plan": payload.get("plan"), "extra": payload.get("extra") or {}}
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "model": payload.get("state_dict"),
+        "tpp_spec": payload.get("spec") or {},
+        "tpp_plan": payload.get("plan"),
+        "extra": payload.get("extra") or {},
+    }
 
 
 def save_pruned(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -54,7 +60,8 @@ def read_pruned(path: str | os.PathLike) -> dict[str, Any]:
     if payload.get("format") != FORMAT or not isinstance(payload.get("model"), dict):
         raise CheckpointError(
             f"{path} is not a tpp model file (no {FORMAT!r} format entry with model weights); pass the "
-            "pruned_model.pt that `tpp prune` writes, or save the model with tpp.save_pruned")
+            "pruned_model.pt that `tpp prune` writes, or save the model with tpp.save_pruned"
+        )
     return payload
 
 
@@ -109,9 +116,12 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module | str | None = No
             if base_model == recorded:  # the user vouches for the file's own record
                 base_model = model_from_record(spec)
             else:
-                base_model = build_model(base_model, num_classes=int(spec.get("num_classes", 10)),
-                                         in_channels=int(spec.get("in_channels", 3)),
-                                         image_size=spec.get("image_size"))
+                base_model = build_model(
+                    base_model,
+                    num_classes=int(spec.get("num_classes", 10)),
+                    in_channels=int(spec.get("in_channels", 3)),
+                    image_size=spec.get("image_size"),
+                )
         else:
             if "name" not in spec and "spec" not in spec:
                 raise CheckpointError(f"{path} does not name its architecture; pass base_model=")
@@ -125,11 +135,15 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module | str | None = No
         module.tpp_data = payload[RECORD_KEY]
     wrong = dtype_mismatch(module.state_dict(), payload["model"])
     if wrong:  # load_state_dict would cast them silently
-        raise CheckpointError(f"{path} holds weights that are not real floating-point numbers where the model has "
-                              f"them ({wrong[0]}); re-create the file from a float model")
+        raise CheckpointError(
+            f"{path} holds weights that are not real floating-point numbers where the model has "
+            f"them ({wrong[0]}); re-create the file from a float model"
+        )
     try:
         module.load_state_dict(payload["model"])
     except RuntimeError as error:
         first = str(error).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{path} does not match the given base model ({first}); pass the matching base_model") from None
+        raise CheckpointError(
+            f"{path} does not match the given base model ({first}); pass the matching base_model"
+        ) from None
     return base_model

@@ -27,9 +27,9 @@ from typing import Any, Iterator
 import torch
 
 from tpp.errors import CheckpointError
+from tpp.util.archive import archive_damage
 from tpp.util.atomic import describe_os_error
 from tpp.util.files import not_a_regular_file
-from tpp.util.archive import archive_damage
 
 # pickles larger than this are not scanned for code references (a checkpoint's pickle holds
 # only the structure; the tensor bytes live outside it)
@@ -40,8 +40,9 @@ _GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
 _PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
 
 
-def read_weights_only(path: str | os.PathLike[str], *, kind: str = "checkpoint", fix: str = "",
-                      map_location: Any = "cpu") -> Any:
+def read_weights_only(
+    path: str | os.PathLike[str], *, kind: str = "checkpoint", fix: str = "", map_location: Any = "cpu"
+) -> Any:
     """``torch.load(path, weights_only=True)``, or a one-line :class:`CheckpointError`.
 
     Args:
@@ -199,8 +200,9 @@ def check_layout(obj: Any, path: Path, kind: str = "checkpoint", fix: str = "") 
         return CheckpointError(f"{path} is not a readable tpp {kind} ({what}); {fix}")
 
     if not isinstance(obj, dict) or not obj:
-        raise bad(f"it holds {'an empty dict' if isinstance(obj, dict) else 'a ' + type(obj).__name__}, "
-                  "not a dict of weights")
+        raise bad(
+            f"it holds {'an empty dict' if isinstance(obj, dict) else 'a ' + type(obj).__name__}, not a dict of weights"
+        )
     if not all(isinstance(key, str) for key in obj):
         raise bad("a top-level key is not a string")
     _check_tensors(obj, "", bad)
@@ -238,8 +240,10 @@ def _check_tensors(weights: dict[str, Any], prefix: str, bad: Any) -> None:
             layout = str(value.layout).removeprefix("torch.")
             raise bad(f"'{prefix}{name}' is a {layout} tensor, not a dense one; save dense weights (tensor.to_dense())")
         if value.is_meta:
-            raise bad(f"'{prefix}{name}' is a meta tensor, which holds no values; save the weights of a model that "
-                      "was materialised")
+            raise bad(
+                f"'{prefix}{name}' is a meta tensor, which holds no values; save the weights of a model that "
+                "was materialised"
+            )
 
 
 def _whole(value: Any, minimum: int = 0) -> bool:
@@ -276,9 +280,14 @@ def _check_plan(plan: Any, key: str, bad: Any) -> None:
     if not isinstance(history, list):
         raise bad(f"'{key}' history is not a list")
     for step in history:
-        if (not isinstance(step, (list, tuple)) or len(step) != 3 or not isinstance(step[0], str)
-                or not isinstance(step[1], bool) or not isinstance(step[2], (list, tuple))
-                or not all(_whole(i) for i in step[2])):
+        if (
+            not isinstance(step, (list, tuple))
+            or len(step) != 3
+            or not isinstance(step[0], str)
+            or not isinstance(step[1], bool)
+            or not isinstance(step[2], (list, tuple))
+            or not all(_whole(i) for i in step[2])
+        ):
             raise bad(f"'{key}' has a malformed history entry")
     # the example inputs the plan was traced with: {"kind", "items": [{"shape", "dtype"}]} or, in
     # older files, a list of shapes

@@ -35,16 +35,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "bench", help="latency of pruned vs unpruned models", description=DESCRIPTION)
     parser.add_argument("what", choices=("latency",), help="what to benchmark")
     add_model_args(parser, required=False, weights=False)
-    parser.add_argument("--checkpoint", metavar="FILE",
-                        help="time the pruned architecture of this file (tpp.save_pruned or tpp checkpoint) against "
-                             "its unpruned one; a plain state_dict needs --model")
-    parser.add_argument("--ratio", help=f"a number or 'PATTERN:R,...' (default: '{PAPER_PATTERN}:0.5' for models "
-                                        "with such layers, else 0.5; not with --checkpoint)")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="time the pruned architecture of this file (tpp.save_pruned or tpp checkpoint) against "
+        "its unpruned one; a plain state_dict needs --model",
+    )
+    parser.add_argument(
+        "--ratio",
+        help=f"a number or 'PATTERN:R,...' (default: '{PAPER_PATTERN}:0.5' for models "
+        "with such layers, else 0.5; not with --checkpoint)",
+    )
     parser.add_argument("--scope", default="internal", choices=("internal", "all"))
     parser.add_argument("--num-classes", type=positive_int, metavar="N", help="output classes of --model (default: 10)")
     parser.add_argument("--in-channels", type=positive_int, metavar="N", help="input channels of --model (default: 3)")
-    parser.add_argument("--image-size", type=positive_int, metavar="S",
-                        help="input side (default: the model's own; required for models that do not record it)")
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="S",
+        help="input side (default: the model's own; required for models that do not record it)",
+    )
     parser.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes")
     parser.add_argument("--backends", default="torch,onnxruntime", help="torch and/or onnxruntime")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -87,8 +97,9 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any, Any, str | None]:
     torch.manual_seed(0)
     if args.checkpoint:
         if args.ratio is not None:
-            raise ConfigError("--ratio prunes a fresh --model; drop it with --checkpoint (its pruned architecture "
-                              "is timed)")
+            raise ConfigError(
+                "--ratio prunes a fresh --model; drop it with --checkpoint (its pruned architecture is timed)"
+            )
         pruned = model_of(args, need_weights=False)
         record = getattr(pruned, "tpp_spec", None)
         if not record:
@@ -127,13 +138,20 @@ def run(args: argparse.Namespace) -> int:
     threads = int(args.threads or usable_cores())
     input_shape = tuple(int(s) for s in inputs.shape[1:])
     backends = tuple(b for b in args.backends.split(",") if b)
-    rows = compare_pruned(base, pruned, input_shape, batch_sizes, args.device, backends, repeats=args.repeats,
-                          threads=threads)
+    rows = compare_pruned(
+        base, pruned, input_shape, batch_sizes, args.device, backends, repeats=args.repeats, threads=threads
+    )
     params = {"base": sum(p.numel() for p in base.parameters()), "pruned": sum(p.numel() for p in pruned.parameters())}
-    result = {"model": spec_label(pruned.tpp_spec), "checkpoint": args.checkpoint,
-              "ratio": ratio,
-              "scope": None if args.checkpoint else args.scope, "input_shape": list(input_shape), "params": params,
-              "machine": machine_info(threads, args.device), "rows": rows}
+    result = {
+        "model": spec_label(pruned.tpp_spec),
+        "checkpoint": args.checkpoint,
+        "ratio": ratio,
+        "scope": None if args.checkpoint else args.scope,
+        "input_shape": list(input_shape),
+        "params": params,
+        "machine": machine_info(threads, args.device),
+        "rows": rows,
+    }
     if args.out:
         atomic_write_json(args.out, {"generator": f"{GENERATOR} bench", **result})
     if args.json:
@@ -141,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     source = f"pruned file {args.checkpoint}" if args.checkpoint else f"ratio {ratio} (scope {args.scope})"
     machine = result["machine"]
-    print(f"{result['model']}, {source}: input {'x'.join(map(str, input_shape))}, params {params['base']:,} -> "
-          f"{params['pruned']:,}; {threads} thread(s) on {args.device} ({machine['cpu_model']})")
+    print(
+        f"{result['model']}, {source}: input {'x'.join(map(str, input_shape))}, params {params['base']:,} -> "
+        f"{params['pruned']:,}; {threads} thread(s) on {args.device} ({machine['cpu_model']})"
+    )
     print("\n".join(latency_table(rows)))
     if args.out:
         print(f"wrote {args.out}")

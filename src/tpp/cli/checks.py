@@ -54,8 +54,10 @@ def refuse_saved_factory(args: Any) -> None:
     from tpp.models.specs import is_factory_spec
 
     if is_factory_spec(saved):
-        raise ConfigError(f"{args.out}/config.json names the model factory {saved}, and a file may not make tpp "
-                          f"import code: resume with tpp {args.command} --out {args.out} --resume --model {saved}")
+        raise ConfigError(
+            f"{args.out}/config.json names the model factory {saved}, and a file may not make tpp "
+            f"import code: resume with tpp {args.command} --out {args.out} --resume --model {saved}"
+        )
 
 
 def input_fix(info: Any, alternative: str = "") -> str:
@@ -82,8 +84,10 @@ def check_model_input(model, shape: Sequence[int], model_name: str, fix: str) ->
     budget = None if free is None else int(free * SPARE_SHARE)
     input_bytes = math.prod(shape) * 4
     if budget is not None and input_bytes > budget:
-        raise ModelError(f"an input of shape {shape} alone needs {_gigabytes(input_bytes)}, more than this machine "
-                         f"can spare ({_gigabytes(free)} free); {fix}")
+        raise ModelError(
+            f"an input of shape {shape} alone needs {_gigabytes(input_bytes)}, more than this machine "
+            f"can spare ({_gigabytes(free)} free); {fix}"
+        )
     try:
         needed = _meta_forward(model, shape)
     except RuntimeError as error:
@@ -95,8 +99,10 @@ def check_model_input(model, shape: Sequence[int], model_name: str, fix: str) ->
     except Exception:  # noqa: BLE001 - no verdict from the meta pass: let the real work find out
         return
     if needed is not None and budget is not None and needed > budget:
-        raise ModelError(f"{model_name} on an input of shape {shape} needs about {_gigabytes(needed)} for its "
-                         f"activations, more than this machine can spare ({_gigabytes(free)} free); {fix}")
+        raise ModelError(
+            f"{model_name} on an input of shape {shape} needs about {_gigabytes(needed)} for its "
+            f"activations, more than this machine can spare ({_gigabytes(free)} free); {fix}"
+        )
 
 
 def _cannot_take(model_name: str, shape: list[int], error: BaseException, fix: str) -> ModelError:
@@ -160,14 +166,20 @@ def check_language_model(model, ids, info) -> Any:
             logits = logits_of(call_without_cache(model.eval(), ids))
     except Exception as error:  # noqa: BLE001 - any failure means it is no language model of these tokens
         reason = " ".join(str(error).split())[:160] or type(error).__name__
-        raise ModelError(f"{name} does not take token ids of shape {list(ids.shape)} ({reason}); text data needs a "
-                         "causal language model, e.g. --model hf:DIR or hf:FILE.gguf") from None
+        raise ModelError(
+            f"{name} does not take token ids of shape {list(ids.shape)} ({reason}); text data needs a "
+            "causal language model, e.g. --model hf:DIR or hf:FILE.gguf"
+        ) from None
     finally:
         model.train(training)
     if logits.dim() != 3 or logits.shape[:2] != ids.shape:
-        raise ModelError(f"{name} returns logits of shape {list(logits.shape)} for token ids {list(ids.shape)}, not "
-                         "one prediction per token; text data needs a causal language model (…ForCausalLM)")
+        raise ModelError(
+            f"{name} returns logits of shape {list(logits.shape)} for token ids {list(ids.shape)}, not "
+            "one prediction per token; text data needs a causal language model (…ForCausalLM)"
+        )
     if logits.shape[-1] < info.num_classes:
-        raise ModelError(f"{name} predicts {logits.shape[-1]} tokens but the tokenizer has {info.num_classes}; "
-                         "pass the model's own tokenizer (--tokenizer hf:DIR) or a model with a larger vocabulary")
+        raise ModelError(
+            f"{name} predicts {logits.shape[-1]} tokens but the tokenizer has {info.num_classes}; "
+            "pass the model's own tokenizer (--tokenizer hf:DIR) or a model with a larger vocabulary"
+        )
     return ids

@@ -38,8 +38,10 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     try:
         text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileTooLarge:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, far more than a file "
-                          "of option values holds; pass the right YAML file to --config") from None
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, far more than a file "
+            "of option values holds; pass the right YAML file to --config"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ConfigError(f"cannot read config file {path}: {reason}; pass a YAML file to --config") from None

@@ -21,8 +21,9 @@ DEMO_TPP_SCHEDULE = dict(reg_step=1e-3, reg_interval=1, stabilize_iters=200, zer
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp demo``."""
-    parser = add_command(subparsers, "demo", help="TPP vs L1 on the built-in MNIST subset (minutes, CPU)",
-                         description=DESCRIPTION)
+    parser = add_command(
+        subparsers, "demo", help="TPP vs L1 on the built-in MNIST subset (minutes, CPU)", description=DESCRIPTION
+    )
     parser.add_argument("--out", default="runs/demo", help="output folder (replaced if it holds an earlier demo)")
     parser.add_argument("--ratio", type=float, default=0.8, help="fraction of hidden units pruned per layer")
     parser.add_argument("--pretrain-epochs", type=int, default=10, help="epochs of the base model")
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tpp import training
     from tpp.data import build_loaders
-    from tpp.models import create_model, example_inputs
     from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
+    from tpp.models import create_model, example_inputs
     from tpp.util.atomic import atomic_write_json
 
     started = time.perf_counter()
@@ -52,15 +53,27 @@ def run(args: argparse.Namespace) -> int:
     model = create_model("mlp7_linear", num_classes=info.num_classes, in_channels=info.in_channels)
     say(f"1/3 training mlp7_linear on the built-in MNIST subset ({train_loader.dataset_size} images)")
     optimizer = training.build_optimizer(model, 0.01)
-    base = training.Trainer(model, optimizer, train_loader, test_loader, epochs=args.pretrain_epochs,
-                            schedule=training.parse_lr_schedule("0.01"), quiet=True).fit()
+    base = training.Trainer(
+        model,
+        optimizer,
+        train_loader,
+        test_loader,
+        epochs=args.pretrain_epochs,
+        schedule=training.parse_lr_schedule("0.01"),
+        quiet=True,
+    ).fit()
     say(f"    base model: top-1 {base.last_top1:.2f}%")
     inputs = example_inputs("mlp7_linear", in_channels=1, batch_size=2)
     reports = {}
     for step, method in enumerate(("tpp", "l1"), start=2):
         say(f"{step}/3 pruning {args.ratio:.0%} with {method.upper()}, then fine-tuning {args.ft_epochs} epochs")
-        job = PruneJobConfig(method=method, ratio=args.ratio, pruner_options=dict(DEMO_TPP_SCHEDULE),
-                             ft_epochs=args.ft_epochs, ft_lr=args.ft_lr)
+        job = PruneJobConfig(
+            method=method,
+            ratio=args.ratio,
+            pruner_options=dict(DEMO_TPP_SCHEDULE),
+            ft_epochs=args.ft_epochs,
+            ft_lr=args.ft_lr,
+        )
         folder = out / method
         context = JobContext(out=folder, quiet=True)
         if folder.exists():  # an earlier demo's job (checked by _check_out)
@@ -72,21 +85,25 @@ def run(args: argparse.Namespace) -> int:
     table = results_table(reports)
     print(table)
     plot = plot_finetuning(reports, out / "demo_accuracy.png")
-    atomic_write_json(out / "demo_results.json",
-                               {"generator": "tpp demo", **{m: _short(r) for m, r in reports.items()}})
+    atomic_write_json(
+        out / "demo_results.json", {"generator": "tpp demo", **{m: _short(r) for m, r in reports.items()}}
+    )
     print(f"plot: {plot}  results: {out / 'demo_results.json'}  ({time.perf_counter() - started:.0f}s)")
     return 0
 
 
 def results_table(reports: dict[str, dict[str, Any]]) -> str:
     """Markdown table: accuracy after removal and after fine-tuning, params, FLOPs, speedup."""
-    lines = ["| method | top-1 before | top-1 after removal | best top-1 after fine-tuning | params | FLOPs | speedup |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | top-1 before | top-1 after removal | best top-1 after fine-tuning | params | FLOPs | speedup |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method, r in reports.items():
         lines.append(
             f"| {method.upper()} | {r['accuracy_before']['top1']:.2f} | {r['accuracy_after_removal']['top1']:.2f} | "
             f"{r['finetune']['best_top1']:.2f} | {r['counts_before']['params']:,} -> {r['counts_after']['params']:,} | "
-            f"{r['counts_before']['flops']:,} -> {r['counts_after']['flops']:,} | {r['speedup']:.2f}x |")
+            f"{r['counts_before']['flops']:,} -> {r['counts_after']['flops']:,} | {r['speedup']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -127,5 +144,13 @@ def _check_out(out: Path) -> None:
 
 
 def _short(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy_before", "accuracy_after_removal", "counts_before", "counts_after", "speedup", "finetune", "wall_seconds")
+    keys = (
+        "accuracy_before",
+        "accuracy_after_removal",
+        "counts_before",
+        "counts_after",
+        "speedup",
+        "finetune",
+        "wall_seconds",
+    )
     return {k: report[k] for k in keys if k in report}

@@ -6,13 +6,7 @@ import argparse
 from typing import Any
 
 from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
-from tpp.cli.common import (
-    TEXT_DATASETS,
-    add_command,
-    add_data_args,
-    add_model_args,
-    add_runtime_args,
-)
+from tpp.cli.common import TEXT_DATASETS, add_command, add_data_args, add_model_args, add_runtime_args
 from tpp.cli.recorded_data import recorded_dataset
 from tpp.errors import CheckpointError
 
@@ -44,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from tpp.cli.loading import model_from_args, require_trained_model
 
     require_trained_model(args)
-    from tpp.data import build_loaders
     from tpp.checkpoints import load_checkpoint
     from tpp.checkpoints.format import non_finite_weight
+    from tpp.data import build_loaders
     from tpp.training import evaluate, resolve_device, seed_everything
 
     device = resolve_device(args.device)
@@ -54,29 +48,43 @@ def run(args: argparse.Namespace) -> int:
     info, data = recorded_dataset(args, payload, args.checkpoint or args.weights or args.model)
     text = info.name in TEXT_DATASETS
     seed_everything(args.seed)
-    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size, payload=payload or None)
+    model = model_from_args(
+        args,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        payload=payload or None,
+    )
     broken = non_finite_weight(model)
     if broken:  # its loss would print as nan and its accuracy as chance, without a word why
         raise CheckpointError(
             f"{args.checkpoint or args.weights or args.model} holds non-finite weights (NaN or infinity in {broken}): "
-            "the run that saved it diverged; evaluate an earlier checkpoint, or train again with a lower --lr")
+            "the run that saved it diverged; evaluate an earlier checkpoint, or train again with a lower --lr"
+        )
     if not text:
-        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                          input_fix(info))
+        check_model_input(
+            model, (1, info.in_channels, info.image_size, info.image_size), model_name(model), input_fix(info)
+        )
     model = model.to(device)
     _, test_loader, info = build_loaders(
-        info.name, **data, test_batch_size=args.test_batch_size, device=device,
-        download=args.download, seed=args.seed, num_workers=args.num_workers,
+        info.name,
+        **data,
+        test_batch_size=args.test_batch_size,
+        device=device,
+        download=args.download,
+        seed=args.seed,
+        num_workers=args.num_workers,
     )
     if text:
         check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
     result = evaluate(model, test_loader, device)
     if text:
         bpb = f"  bits/byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""
-        print(f"{args.checkpoint or args.weights or args.model}: perplexity {result['perplexity']:.3f}{bpb}  "
-              f"next-token top-1 {result['top1']:.2f}%  ({result['samples']} tokens of {info.name} "
-              f"{data['eval_split']}.txt in windows of {data['seq_len']})")
+        print(
+            f"{args.checkpoint or args.weights or args.model}: perplexity {result['perplexity']:.3f}{bpb}  "
+            f"next-token top-1 {result['top1']:.2f}%  ({result['samples']} tokens of {info.name} "
+            f"{data['eval_split']}.txt in windows of {data['seq_len']})"
+        )
         return 0
     print(
         f"{args.checkpoint or args.weights or args.model}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "

@@ -30,23 +30,47 @@ examples:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp export``."""
-    parser = add_command(subparsers, "export", help="export a pruned model (ONNX or Hugging Face folder)",
-                         description=DESCRIPTION)
-    parser.add_argument("--format", default="onnx", choices=("onnx", "hf"),
-                        help="onnx: one .onnx file; hf: a from_pretrained folder (transformers models)")
-    parser.add_argument("--checkpoint", metavar="FILE",
-                        help="the model: a pruned model file (tpp.save_pruned), any tpp checkpoint, or a plain "
-                             "state_dict (with --model)")
+    parser = add_command(
+        subparsers, "export", help="export a pruned model (ONNX or Hugging Face folder)", description=DESCRIPTION
+    )
+    parser.add_argument(
+        "--format",
+        default="onnx",
+        choices=("onnx", "hf"),
+        help="onnx: one .onnx file; hf: a from_pretrained folder (transformers models)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="the model: a pruned model file (tpp.save_pruned), any tpp checkpoint, or a plain "
+        "state_dict (with --model)",
+    )
     add_model_args(parser, required=False)
     parser.add_argument("--out", required=True, type=output_path, help="output .onnx file, or folder for --format hf")
-    parser.add_argument("--num-classes", type=positive_int, metavar="N",
-                        help="output classes of a --model built here (default: the checkpoint's, else 10)")
-    parser.add_argument("--in-channels", type=positive_int, metavar="N",
-                        help="input channels of a --model built here (default: the checkpoint's, else 3)")
-    parser.add_argument("--image-size", type=positive_int, metavar="S",
-                        help="side of the example input traced into the ONNX file (default: the model's own)")
-    parser.add_argument("--opset", type=positive_int, default=None,
-                        help="ONNX opset version (what torch's exporter writes: 7 to 20 on torch 2.x; default 17)")
+    parser.add_argument(
+        "--num-classes",
+        type=positive_int,
+        metavar="N",
+        help="output classes of a --model built here (default: the checkpoint's, else 10)",
+    )
+    parser.add_argument(
+        "--in-channels",
+        type=positive_int,
+        metavar="N",
+        help="input channels of a --model built here (default: the checkpoint's, else 3)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="S",
+        help="side of the example input traced into the ONNX file (default: the model's own)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=positive_int,
+        default=None,
+        help="ONNX opset version (what torch's exporter writes: 7 to 20 on torch 2.x; default 17)",
+    )
     parser.add_argument("--static-batch", action="store_true", help="fix the batch dimension instead of a dynamic one")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out that tpp did not write")
     return parser
@@ -102,8 +126,9 @@ def _export_onnx(args: argparse.Namespace) -> Any:
     recorded = recorded_image(args, getattr(model, "tpp_data", None), args.checkpoint)  # refuses another size
     size = args.image_size or recorded.get("image_size")
     inputs = example_inputs(model, batch_size=1, image_size=size)
-    return export_onnx(model, inputs, args.out, opset=opset, dynamic_batch=not args.static_batch,
-                       overwrite=args.overwrite)
+    return export_onnx(
+        model, inputs, args.out, opset=opset, dynamic_batch=not args.static_batch, overwrite=args.overwrite
+    )
 
 
 def model_of(args: argparse.Namespace, need_weights: bool = True) -> Any:
@@ -128,9 +153,13 @@ def model_of(args: argparse.Namespace, need_weights: bool = True) -> Any:
             return load_pruned(args.checkpoint, args.model)
         except CheckpointError as error:
             return _plain_checkpoint_model(args, error)
-    return model_from_args(args, num_classes=getattr(args, "num_classes", None) or 10,
-                           in_channels=getattr(args, "in_channels", None) or 3,
-                           image_size=getattr(args, "image_size", None), need_weights=need_weights)
+    return model_from_args(
+        args,
+        num_classes=getattr(args, "num_classes", None) or 10,
+        in_channels=getattr(args, "in_channels", None) or 3,
+        image_size=getattr(args, "image_size", None),
+        need_weights=need_weights,
+    )
 
 
 def _plain_checkpoint_model(args: argparse.Namespace, error: Exception) -> Any:
@@ -147,9 +176,15 @@ def _plain_checkpoint_model(args: argparse.Namespace, error: Exception) -> Any:
     if normalise(payload).get("format") == FORMAT:
         raise error  # a tpp file that does not load: not a question of which architecture
     if not args.model:
-        raise CheckpointError(f"{args.checkpoint} holds weights without a record of their architecture; "
-                              "pass --model SPEC (the model they belong to)") from None
-    return model_from_checkpoint(args.checkpoint, payload, model_name=args.model,
-                                 num_classes=getattr(args, "num_classes", None),
-                                 in_channels=getattr(args, "in_channels", None),
-                                 image_size=getattr(args, "image_size", None))
+        raise CheckpointError(
+            f"{args.checkpoint} holds weights without a record of their architecture; "
+            "pass --model SPEC (the model they belong to)"
+        ) from None
+    return model_from_checkpoint(
+        args.checkpoint,
+        payload,
+        model_name=args.model,
+        num_classes=getattr(args, "num_classes", None),
+        in_channels=getattr(args, "in_channels", None),
+        image_size=getattr(args, "image_size", None),
+    )

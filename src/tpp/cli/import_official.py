@@ -34,25 +34,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("file", metavar="FILE", help="checkpoint saved by the official code (.pth)")
     parser.add_argument(
-        "--model", metavar="NAME",
+        "--model",
+        metavar="NAME",
         help="tpp model name, e.g. resnet56, vgg19_bn, mlp7_linear (default: from the arch the file records)",
     )
     parser.add_argument("--num-classes", type=positive_int, metavar="N", help="classes (default: from the file)")
     parser.add_argument("--in-channels", type=positive_int, metavar="N", help="input channels (default: from the file)")
     parser.add_argument(
-        "--dataset", metavar="NAME",
+        "--dataset",
+        metavar="NAME",
         help="dataset the model was trained on; recorded so `tpp eval` needs no --dataset (e.g. cifar10)",
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="tpp checkpoint to write (.pt)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out that tpp did not write (a tpp checkpoint is replaced anyway)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out that tpp did not write (a tpp checkpoint is replaced anyway)",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Import, write ``--out`` and print a one-line summary. Returns 0."""
-    from tpp.models import load_official
     from tpp.checkpoints import make_payload, save_checkpoint
+    from tpp.models import load_official
     from tpp.util.owned import checkpoint_is_ours, refuse_foreign
 
     source, out = Path(args.file), Path(args.out)
@@ -67,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
         info = dataset_info(args.dataset)
     model = load_official(
-        source, args.model,
+        source,
+        args.model,
         num_classes=args.num_classes or (info.num_classes if info else None),
         in_channels=args.in_channels or (info.in_channels if info else None),
     )

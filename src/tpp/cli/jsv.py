@@ -7,13 +7,7 @@ import json
 from typing import Any
 
 from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
-from tpp.cli.common import (
-    TEXT_DATASETS,
-    add_command,
-    add_data_args,
-    add_model_args,
-    positive_int,
-)
+from tpp.cli.common import TEXT_DATASETS, add_command, add_data_args, add_model_args, positive_int
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\
@@ -30,17 +24,25 @@ examples:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp jsv``."""
-    parser = add_command(subparsers, "jsv", help="Jacobian singular values (trainability) of a checkpoint",
-                         description=DESCRIPTION)
-    parser.add_argument("--checkpoint", metavar="FILE",
-                        help="tpp checkpoint, pruned model or state_dict (or --model with --weights)")
+    parser = add_command(
+        subparsers, "jsv", help="Jacobian singular values (trainability) of a checkpoint", description=DESCRIPTION
+    )
+    parser.add_argument(
+        "--checkpoint", metavar="FILE", help="tpp checkpoint, pruned model or state_dict (or --model with --weights)"
+    )
     add_model_args(parser, required=False)
     add_data_args(parser, train=True)
     parser.add_argument("--batches", type=positive_int, default=1, help="how many batches to measure")
     parser.add_argument("--split", default="train", choices=("train", "test"), help="which split to read")
-    parser.add_argument("--train-mode", action="store_true", help="BatchNorm in train mode, as the paper measured (stats restored)")
-    parser.add_argument("--directions", type=positive_int, metavar="R",
-                        help="estimate the mean JSV with R Lanczos steps instead of K exact VJPs (many classes; eval mode only)")
+    parser.add_argument(
+        "--train-mode", action="store_true", help="BatchNorm in train mode, as the paper measured (stats restored)"
+    )
+    parser.add_argument(
+        "--directions",
+        type=positive_int,
+        metavar="R",
+        help="estimate the mean JSV with R Lanczos steps instead of K exact VJPs (many classes; eval mode only)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -65,16 +67,28 @@ def run(args: argparse.Namespace) -> int:
     device = training.resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
     info, data = recorded_dataset(args, payload, args.checkpoint or args.weights or args.model)
-    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size, payload=payload or None)
+    model = model_from_args(
+        args,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        payload=payload or None,
+    )
     text = info.name in TEXT_DATASETS
     if not text:
-        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                          input_fix(info))
+        check_model_input(
+            model, (1, info.in_channels, info.image_size, info.image_size), model_name(model), input_fix(info)
+        )
     model = model.to(device)
-    train_loader, test_loader, _ = build_loaders(info.name, **data, batch_size=args.batch_size,
-                                                 test_batch_size=args.test_batch_size, device=device,
-                                                 download=args.download, seed=args.seed)
+    train_loader, test_loader, _ = build_loaders(
+        info.name,
+        **data,
+        batch_size=args.batch_size,
+        test_batch_size=args.test_batch_size,
+        device=device,
+        download=args.download,
+        seed=args.seed,
+    )
     loader = train_loader if args.split == "train" else test_loader
     if text:  # next-token logits by the input embeddings (tpp.metrics.language), in eval mode
         from tpp.metrics.language import DIRECTIONS, language_model_jsv
@@ -82,11 +96,13 @@ def run(args: argparse.Namespace) -> int:
         if args.train_mode:
             raise ConfigError("--train-mode measures BatchNorm batch statistics; a language model has none: drop it")
         check_language_model(model, next(iter(loader))[0][:2].to(device), info)
-        result = language_model_jsv(model, loader, max_batches=args.batches,
-                                    num_directions=args.directions or DIRECTIONS)
+        result = language_model_jsv(
+            model, loader, max_batches=args.batches, num_directions=args.directions or DIRECTIONS
+        )
     else:
-        result = jacobian_singular_values(model, loader, max_batches=args.batches, train_mode=args.train_mode,
-                                          num_directions=args.directions)
+        result = jacobian_singular_values(
+            model, loader, max_batches=args.batches, train_mode=args.train_mode, num_directions=args.directions
+        )
     summary = result.as_dict()
     if args.json:
         print(json.dumps(summary, indent=2))

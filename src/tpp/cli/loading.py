@@ -18,7 +18,6 @@ from tpp.errors import CheckpointError, ConfigError
 from tpp.models.specs import allow_imports_from_cwd  # noqa: F401 - the commands import it from here
 
 
-
 def model_from_checkpoint(
     path: str | Path,
     payload: dict[str, Any],
@@ -64,18 +63,24 @@ def model_from_checkpoint(
             hint = f" (it was trained on {config['dataset']})" if isinstance(config.get("dataset"), str) else ""
             raise CheckpointError(
                 f"{path} holds a {name} with {field} {record[field]}, not the {asked} asked for by --dataset / "
-                f"--{field.replace('_', '-')}; use data with the checkpoint's shape{hint}")
+                f"--{field.replace('_', '-')}; use data with the checkpoint's shape{hint}"
+            )
     try:
         if own:
             # a record the user confirmed with --model is theirs: its factory needs no file-level check;
             # without --model it is the file's say-so, and a factory's module must be imported already
             model = model_from_record(record, num_classes, in_channels, source=None if model_name else str(path))
         else:
-            model = build_model(name, num_classes=int(num_classes or record.get("num_classes", 10)),
-                                in_channels=int(in_channels or record.get("in_channels", 3)), image_size=image_size)
+            model = build_model(
+                name,
+                num_classes=int(num_classes or record.get("num_classes", 10)),
+                in_channels=int(in_channels or record.get("in_channels", 3)),
+                image_size=image_size,
+            )
     except (TypeError, ValueError) as error:  # a record whose arguments the builder does not take
-        raise CheckpointError(f"{path} records arguments {name} does not take ({error}); "
-                              "re-create the checkpoint with tpp") from None
+        raise CheckpointError(
+            f"{path} records arguments {name} does not take ({error}); re-create the checkpoint with tpp"
+        ) from None
     plan = payload.get("tpp_plan")
     if isinstance(plan, dict):
         replay_plan(model, plan, path)
@@ -102,17 +107,22 @@ def model_from_args(
         ConfigError: both --checkpoint and --weights, no --model, or (``need_weights``) no
             weights at all.
     """
-    from tpp.models import build_model, load_weights
     from tpp.checkpoints import load_checkpoint
+    from tpp.models import build_model, load_weights
 
     checkpoint, weights = getattr(args, "checkpoint", None), getattr(args, "weights", None)
     pretrained = bool(getattr(args, "pretrained", False))
     if checkpoint:
         if weights or pretrained:
             raise ConfigError("--checkpoint already holds the weights; drop --weights/--pretrained")
-        return model_from_checkpoint(checkpoint, payload if payload is not None else load_checkpoint(checkpoint),
-                                     model_name=args.model, num_classes=num_classes, in_channels=in_channels,
-                                     image_size=image_size)
+        return model_from_checkpoint(
+            checkpoint,
+            payload if payload is not None else load_checkpoint(checkpoint),
+            model_name=args.model,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+        )
     if need_weights:
         require_trained_model(args)
     if not args.model:
@@ -130,6 +140,8 @@ def require_trained_model(args: argparse.Namespace) -> None:
     if getattr(args, "checkpoint", None):
         return
     if not (getattr(args, "weights", None) or getattr(args, "pretrained", False)):
-        raise ConfigError("--checkpoint is required (or --model with --weights FILE or --pretrained): the trained model")
+        raise ConfigError(
+            "--checkpoint is required (or --model with --weights FILE or --pretrained): the trained model"
+        )
     if not args.model:
         raise ConfigError("--weights/--pretrained need --model (the architecture the weights belong to)")

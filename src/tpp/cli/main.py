@@ -106,7 +106,7 @@ def _resume_hint(args: argparse.Namespace | None) -> str:
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Warnings as ``tpp: warning: <message>``: what to know, not the source line that raised it."""
     text = " ".join(str(message).split())
-    text = text[len("tpp: "):] if text.startswith("tpp: ") else text
+    text = text[len("tpp: ") :] if text.startswith("tpp: ") else text
     print(f"tpp: warning: {text}", file=file or sys.stderr)
 
 

@@ -34,28 +34,43 @@ def _number(kind: type, opt: Any):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if opt.minimum is not None and (value <= opt.minimum if opt.above else value < opt.minimum) or value != value:
             raise argparse.ArgumentTypeError(f"expected a number {opt.bound}, got {text}")
         return value
+
     return parse
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     """One flag per method option (``--reg-step``, ``--no-bn-reg``, ``--orth-iters`` ...)."""
     group = parser.add_argument_group(
-        "method options", "each belongs to the methods in brackets; giving it to another method is an error")
+        "method options", "each belongs to the methods in brackets; giving it to another method is an error"
+    )
     for name, (opt, methods) in _option_table().items():
         where = f" [{', '.join(methods)}]"
         if opt.type is bool:
-            group.add_argument(opt.flag, dest=name, action="store_const", const=not opt.default,
-                               default=argparse.SUPPRESS,
-                               help=("turn off the " if opt.default else "turn on the ") + opt.help + where)
+            group.add_argument(
+                opt.flag,
+                dest=name,
+                action="store_const",
+                const=not opt.default,
+                default=argparse.SUPPRESS,
+                help=("turn off the " if opt.default else "turn on the ") + opt.help + where,
+            )
         else:
             kind = opt.type if opt.type in (int, float) else str
-            group.add_argument(opt.flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
-                               type=_number(kind, opt) if kind in (int, float) else str, choices=opt.choices,
-                               help=f"{opt.help} (default: {opt.default}){where}")
+            group.add_argument(
+                opt.flag,
+                dest=name,
+                default=argparse.SUPPRESS,
+                metavar=name.upper(),
+                type=_number(kind, opt) if kind in (int, float) else str,
+                choices=opt.choices,
+                help=f"{opt.help} (default: {opt.default}){where}",
+            )
 
 
 def method_options(args: argparse.Namespace, method_name: str) -> dict[str, Any]:
@@ -71,5 +86,7 @@ def method_options(args: argparse.Namespace, method_name: str) -> dict[str, Any]
     for name in given:
         if name not in own:
             opt, methods = _option_table()[name]
-            raise ConfigError(f"{opt.flag} is an option of {', '.join(methods)}; --method {method_name} does not use it")
+            raise ConfigError(
+                f"{opt.flag} is an option of {', '.join(methods)}; --method {method_name} does not use it"
+            )
     return given

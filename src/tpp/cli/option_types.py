@@ -26,14 +26,22 @@ def _number_type(convert: Any, kind: str, accept: Any, expected: str, doc: str) 
 
 
 positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >= 1", "argparse type: an integer >= 1.")
-non_negative_int = _number_type(int, "a whole number", lambda v: v >= 0, "a number >= 0",
-                                "argparse type: an integer >= 0.")
-non_negative_float = _number_type(float, "a number", lambda v: 0 <= v < float("inf"), "a finite number >= 0",
-                                  "argparse type: a finite float >= 0.")
-positive_float = _number_type(float, "a number", lambda v: 0 < v < float("inf"), "a finite number > 0",
-                              "argparse type: a finite float > 0.")
-fraction = _number_type(float, "a number", lambda v: 0 <= v < 1, "the fraction of channels to prune, in [0, 1)",
-                        "argparse type: a pruning fraction in [0, 1).")
+non_negative_int = _number_type(
+    int, "a whole number", lambda v: v >= 0, "a number >= 0", "argparse type: an integer >= 0."
+)
+non_negative_float = _number_type(
+    float, "a number", lambda v: 0 <= v < float("inf"), "a finite number >= 0", "argparse type: a finite float >= 0."
+)
+positive_float = _number_type(
+    float, "a number", lambda v: 0 < v < float("inf"), "a finite number > 0", "argparse type: a finite float > 0."
+)
+fraction = _number_type(
+    float,
+    "a number",
+    lambda v: 0 <= v < 1,
+    "the fraction of channels to prune, in [0, 1)",
+    "argparse type: a pruning fraction in [0, 1).",
+)
 
 
 MAX_SEED = 2**63 - 1  # torch, NumPy and the checkpoint's int64 tensors all take seeds up to here
@@ -62,7 +70,8 @@ def _epochs(least: int) -> Any:
         if value > MAX_EPOCHS:
             years = f"; at one second per epoch that would take {value / 3.15e7:.3g} years" if value > 3.15e7 else ""
             raise argparse.ArgumentTypeError(
-                f"expected a number of epochs in {least}..{MAX_EPOCHS}, got {text.strip()}{years}")
+                f"expected a number of epochs in {least}..{MAX_EPOCHS}, got {text.strip()}{years}"
+            )
         return value
 
     parse.__doc__ = f"argparse type: a number of epochs, ``{least}..MAX_EPOCHS``."
@@ -77,8 +86,9 @@ def output_path(text: str) -> str:
     """argparse type: a file or folder to write, refused when empty (it would fall back to a
     default location without a word)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("expected a path, got an empty string; name the output, or leave the option "
-                                         "out for the default")
+        raise argparse.ArgumentTypeError(
+            "expected a path, got an empty string; name the output, or leave the option out for the default"
+        )
     return text
 
 

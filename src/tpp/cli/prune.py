@@ -27,7 +27,6 @@ from tpp.cli.checks import (
 )
 from tpp.cli.common import (
     TEXT_DATASETS,
-    launch,
     add_command,
     add_data_args,
     add_model_args,
@@ -35,6 +34,7 @@ from tpp.cli.common import (
     add_speed_args,
     dataset_from_args,
     fraction,
+    launch,
     non_negative_float,
     non_negative_int,
     per_rank_batch_size,
@@ -81,61 +81,116 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp prune``."""
     from tpp.pruning.registry import list_methods
 
-    parser = add_command(subparsers, "prune", help="prune a pretrained model (TPP or a baseline) and fine-tune it",
-                         description=DESCRIPTION)
+    parser = add_command(
+        subparsers,
+        "prune",
+        help="prune a pretrained model (TPP or a baseline) and fine-tune it",
+        description=DESCRIPTION,
+    )
     add_model_args(parser)
-    parser.add_argument("--checkpoint", metavar="FILE",
-                        help="the trained model: a tpp checkpoint or state_dict (or use --weights / --pretrained)")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="the trained model: a tpp checkpoint or state_dict (or use --weights / --pretrained)",
+    )
     add_data_args(parser, train=True)
     group = parser.add_argument_group("what to prune")
     group.add_argument("--method", default="tpp", choices=list_methods(), help="pruning method")
-    group.add_argument("--ratio", default=None, metavar="R",
-                       help="per-layer ratio: a number, or 'PATTERN:R,...' on module names (e.g. '*layer*.conv1:0.5')")
-    group.add_argument("--global-ratio", type=fraction, metavar="R", help="rank channels network-wide and prune this fraction")
-    group.add_argument("--speedup", type=positive_float, metavar="X",
-                       help="find the ratio that gives this FLOPs speedup (within 2%%); with --ratio 'PATTERN:{ratio}' "
-                       "the search runs on the pattern's ratio")
-    group.add_argument("--target-flops", type=positive_float, metavar="F", help="like --speedup, for a FLOPs budget per image")
-    group.add_argument("--scope", default="internal", choices=("internal", "all"),
-                       help="internal: the paper's (no residual-coupled channels); all: every dependency group")
+    group.add_argument(
+        "--ratio",
+        default=None,
+        metavar="R",
+        help="per-layer ratio: a number, or 'PATTERN:R,...' on module names (e.g. '*layer*.conv1:0.5')",
+    )
+    group.add_argument(
+        "--global-ratio", type=fraction, metavar="R", help="rank channels network-wide and prune this fraction"
+    )
+    group.add_argument(
+        "--speedup",
+        type=positive_float,
+        metavar="X",
+        help="find the ratio that gives this FLOPs speedup (within 2%%); with --ratio 'PATTERN:{ratio}' "
+        "the search runs on the pattern's ratio",
+    )
+    group.add_argument(
+        "--target-flops", type=positive_float, metavar="F", help="like --speedup, for a FLOPs budget per image"
+    )
+    group.add_argument(
+        "--scope",
+        default="internal",
+        choices=("internal", "all"),
+        help="internal: the paper's (no residual-coupled channels); all: every dependency group",
+    )
     group.add_argument("--ignore", action="append", default=[], metavar="PATTERN", help="module names never pruned")
-    group.add_argument("--importance", default="l1", choices=IMPORTANCES,
-                       help="how channels are chosen: l1 (the paper: smallest filters), activation (Wanda-sp: |W| "
-                       "times the input activation norm) or taylor (first-order |w * grad|, as LLM-Pruner)")
-    group.add_argument("--heads", action="store_true",
-                       help="also offer whole attention heads (whole key/value groups) of transformers models as "
-                       "units, e.g. --ratio '*.mlp.*:0.2,*self_attn*:0.34'")
-    group.add_argument("--calibration-batches", type=positive_int, default=8, metavar="N",
-                       help="training batches that --importance activation / taylor read")
+    group.add_argument(
+        "--importance",
+        default="l1",
+        choices=IMPORTANCES,
+        help="how channels are chosen: l1 (the paper: smallest filters), activation (Wanda-sp: |W| "
+        "times the input activation norm) or taylor (first-order |w * grad|, as LLM-Pruner)",
+    )
+    group.add_argument(
+        "--heads",
+        action="store_true",
+        help="also offer whole attention heads (whole key/value groups) of transformers models as "
+        "units, e.g. --ratio '*.mlp.*:0.2,*self_attn*:0.34'",
+    )
+    group.add_argument(
+        "--calibration-batches",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="training batches that --importance activation / taylor read",
+    )
     add_method_options(parser)
     group = parser.add_argument_group("regularisation phase (methods that regularise before removal)")
     group.add_argument("--prune-lr", type=positive_float, default=1e-3, help="constant LR of the regularisation phase")
-    group.add_argument("--fast", action="store_true",
-                       help="10x shorter regularisation (lambda grows 10x faster, 10x shorter stabilisation): a first "
-                       "try on a CPU; deviates from the paper")
+    group.add_argument(
+        "--fast",
+        action="store_true",
+        help="10x shorter regularisation (lambda grows 10x faster, 10x shorter stabilisation): a first "
+        "try on a CPU; deviates from the paper",
+    )
     group = parser.add_argument_group("fine-tuning")
     group.add_argument("--ft-epochs", type=epoch_count_or_zero, default=120, help="fine-tuning epochs (0: none)")
     group.add_argument("--ft-lr", default="0:0.01,60:0.001,90:0.0001", help="fine-tuning LR schedule (paper notation)")
-    group.add_argument("--budget-steps", type=positive_int, metavar="N",
-                       help="equal budgets: N optimizer steps after the base model, regularisation and fine-tuning "
-                       "together; fine-tuning gets what the regularisation leaves, in as many epochs as that takes "
-                       "(instead of --ft-epochs; a relative --ft-lr such as step:0.01 scales with them)")
+    group.add_argument(
+        "--budget-steps",
+        type=positive_int,
+        metavar="N",
+        help="equal budgets: N optimizer steps after the base model, regularisation and fine-tuning "
+        "together; fine-tuning gets what the regularisation leaves, in as many epochs as that takes "
+        "(instead of --ft-epochs; a relative --ft-lr such as step:0.01 scales with them)",
+    )
     group.add_argument("--momentum", type=non_negative_float, default=DEFAULT_MOMENTUM, help="SGD momentum")
     group.add_argument("--weight-decay", type=non_negative_float, default=DEFAULT_WEIGHT_DECAY, help="L2 weight decay")
     group = parser.add_argument_group("trainability (Jacobian singular values)")
-    group.add_argument("--jsv-batches", type=non_negative_int, default=1, help="training batches for the JSV after removal (0: skip)")
-    group.add_argument("--jsv-every-epoch", action="store_true", help="also log the mean JSV after every fine-tuning epoch (plot: jsv.png)")
-    group.add_argument("--jsv-mode", choices=("eval", "train"), default="eval",
-                       help="eval: BatchNorm running statistics; train: batch statistics, as the paper measures "
-                       "(running statistics are restored)")
+    group.add_argument(
+        "--jsv-batches", type=non_negative_int, default=1, help="training batches for the JSV after removal (0: skip)"
+    )
+    group.add_argument(
+        "--jsv-every-epoch",
+        action="store_true",
+        help="also log the mean JSV after every fine-tuning epoch (plot: jsv.png)",
+    )
+    group.add_argument(
+        "--jsv-mode",
+        choices=("eval", "train"),
+        default="eval",
+        help="eval: BatchNorm running statistics; train: batch statistics, as the paper measures "
+        "(running statistics are restored)",
+    )
     add_runtime_args(parser, out=True)
     add_speed_args(parser)
     group = parser.add_argument_group("run directory")
     group.add_argument("--resume", action="store_true", help="continue the job in --out where it stopped")
     group.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out")
-    group.add_argument("--dry-run", action="store_true",
-                       help="check every option, that the checkpoint and the data can be read and what would be "
-                       "removed; train and write nothing")
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every option, that the checkpoint and the data can be read and what would be "
+        "removed; train and write nothing",
+    )
     return parser
 
 
@@ -167,15 +222,24 @@ def check_options(args: argparse.Namespace) -> None:
     refuse_saved_factory(args)
     nothing_saved = not (Path(args.out) / "config.json").is_file() if args.out else True
     if args.resume and args.out and not (args.checkpoint or args.model) and nothing_saved:
-        raise ConfigError(f"--resume: {args.out} holds no job to continue (no config.json); start the job without "
-                          "--resume, with its options")
+        raise ConfigError(
+            f"--resume: {args.out} holds no job to continue (no config.json); start the job without "
+            "--resume, with its options"
+        )
     if not args.checkpoint:  # a tpp checkpoint records both
         require(args, "model", "dataset")
     require_trained_model(args)
     method_options(args, args.method)  # an option of another method is an error now, not after training
-    amounts = [flag for flag, dest in (("--ratio", "ratio"), ("--global-ratio", "global_ratio"),
-                                       ("--speedup", "speedup"), ("--target-flops", "target_flops"))
-               if getattr(args, dest) is not None]
+    amounts = [
+        flag
+        for flag, dest in (
+            ("--ratio", "ratio"),
+            ("--global-ratio", "global_ratio"),
+            ("--speedup", "speedup"),
+            ("--target-flops", "target_flops"),
+        )
+        if getattr(args, dest) is not None
+    ]
     searches = [flag for flag in amounts if flag in ("--speedup", "--target-flops")]
     if not amounts:
         raise ConfigError("give --ratio (e.g. 0.5 or '*layer*.conv1:0.5'), --global-ratio, --speedup or --target-flops")
@@ -186,10 +250,13 @@ def check_options(args: argparse.Namespace) -> None:
         if searches and not pattern:
             raise ConfigError(
                 f"--ratio {args.ratio} and {searches[0]} both set how much to prune; give one of them, or a --ratio "
-                f"pattern with {{ratio}} (e.g. '*layer*.conv1:{{ratio}}') for {searches[0]} to fill in")
+                f"pattern with {{ratio}} (e.g. '*layer*.conv1:{{ratio}}') for {searches[0]} to fill in"
+            )
         if pattern and not searches:
-            raise ConfigError(f"--ratio {args.ratio} has a {{ratio}} placeholder: add --speedup or --target-flops "
-                              "to fill it in, or write the ratio itself")
+            raise ConfigError(
+                f"--ratio {args.ratio} has a {{ratio}} placeholder: add --speedup or --target-flops "
+                "to fill it in, or write the ratio itself"
+            )
         try:
             parse_ratio(args.ratio.replace("{ratio}", "0.5"))
         except ConfigError as error:
@@ -198,8 +265,9 @@ def check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--speedup {args.speedup:g} is below 1x; pass the FLOPs speedup to reach, e.g. 2.0")
     lr_schedule_option(args.ft_lr, "--ft-lr")
     if args.budget_steps is not None and "--ft-epochs" in (getattr(args, "_argv", None) or []):
-        raise ConfigError("--budget-steps sets the fine-tuning length (what the regularisation leaves of it); "
-                          "drop --ft-epochs")
+        raise ConfigError(
+            "--budget-steps sets the fine-tuning length (what the regularisation leaves of it); drop --ft-epochs"
+        )
     resume_or_overwrite(args, "job")
 
 
@@ -207,14 +275,14 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     from functools import partial
 
     from tpp import distributed, training
-    from tpp.cli.loading import model_from_args
-    from tpp.data import build_loaders
-    from tpp.models import example_inputs
-    from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
-    from tpp.pruning.selection import parse_ratio
     from tpp.checkpoints import load_checkpoint
+    from tpp.cli.loading import model_from_args
     from tpp.cli.recorded_data import recorded_dataset
+    from tpp.data import build_loaders
     from tpp.data.record import data_record
+    from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
+    from tpp.models import example_inputs
+    from tpp.pruning.selection import parse_ratio
 
     searching = args.speedup is not None or args.target_flops is not None
     ratio = parse_ratio(args.ratio) if args.ratio is not None and not searching else None
@@ -225,55 +293,111 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
     batch_size = per_rank_batch_size(args.batch_size, dist_context.world_size)
 
     training.seed_everything(args.seed)
-    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size, payload=payload, need_weights=True)
+    model = model_from_args(
+        args,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        payload=payload,
+        need_weights=True,
+    )
     args.model = args.model or model_name(model)  # recorded in config.json, so that a resume needs no --model
-    out = Path(args.out) if args.out else Path("runs") / f"prune-{args.method}-{run_label(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"prune-{args.method}-{run_label(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
     args.out = str(out)  # an interruption names the folder to resume
     text = info.name in TEXT_DATASETS
     if not text:
-        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), model_name(model),
-                          input_fix(info, "pick a --model that takes them"))
+        check_model_input(
+            model,
+            (1, info.in_channels, info.image_size, info.image_size),
+            model_name(model),
+            input_fix(info, "pick a --model that takes them"),
+        )
     model = model.to(device)
     train_loader, test_loader, info = build_loaders(
-        info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size, device=device,
-        download=args.download, seed=args.seed, num_workers=args.num_workers, train_subset=args.train_subset,
-        rank=dist_context.rank, world_size=dist_context.world_size)
+        info.name,
+        **data,
+        batch_size=batch_size,
+        test_batch_size=args.test_batch_size,
+        device=device,
+        download=args.download,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        train_subset=args.train_subset,
+        rank=dist_context.rank,
+        world_size=dist_context.world_size,
+    )
     if text:  # real token ids (two windows) trace a language model's channels
         inputs = check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
     else:
-        inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(device)
+        inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(
+            device
+        )
     model.tpp_data = data_record(info, data)  # every file the job writes says how its inputs are prepared
     if searching:
         ratio = _search_ratio(args, model, inputs, dist_context.is_main and not args.quiet)
     job = PruneJobConfig(
-        method=args.method, ratio=ratio, global_ratio=args.global_ratio, scope=args.scope,
+        method=args.method,
+        ratio=ratio,
+        global_ratio=args.global_ratio,
+        scope=args.scope,
         pruner_options={**_method_options(args), "ignored_layers": args.ignore or None},
-        prune_lr=args.prune_lr, ft_epochs=args.ft_epochs, ft_lr=args.ft_lr,
-        weight_decay=args.weight_decay, momentum=args.momentum,
-        jsv_batches=args.jsv_batches, jsv_every_epoch=args.jsv_every_epoch, jsv_mode=args.jsv_mode,
-        importance=args.importance, calibration_batches=args.calibration_batches, heads=args.heads,
+        prune_lr=args.prune_lr,
+        ft_epochs=args.ft_epochs,
+        ft_lr=args.ft_lr,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        jsv_batches=args.jsv_batches,
+        jsv_every_epoch=args.jsv_every_epoch,
+        jsv_mode=args.jsv_mode,
+        importance=args.importance,
+        calibration_batches=args.calibration_batches,
+        heads=args.heads,
         budget_steps=args.budget_steps,
     )
     if args.dry_run:
         return _dry_run(args, model, inputs, job, (train_loader, test_loader), out, main)
-    prepare = partial(distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False)))
+    prepare = partial(
+        distributed.prepare, context=dist_context, channels_last=bool(getattr(args, "channels_last", False))
+    )
     model = prepare(model)
-    config = resolved_config(args, command="prune", dataset=info.name, device=str(device), out=str(out),
-                             data_dir=data.get("data_dir"),  # also when the checkpoint's record gave it
-                             world_size=dist_context.world_size, **(text_settings(data) if text else {}))
+    config = resolved_config(
+        args,
+        command="prune",
+        dataset=info.name,
+        device=str(device),
+        out=str(out),
+        data_dir=data.get("data_dir"),  # also when the checkpoint's record gave it
+        world_size=dist_context.world_size,
+        **(text_settings(data) if text else {}),
+    )
 
     def create_run_dir() -> Any:
         run_dir = training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite)
         run_dir.write_config(config)
-        run_dir.write_meta(command="prune", seed=args.seed, device=str(device), device_name=training.device_name(device),
-                           world_size=dist_context.world_size)
+        run_dir.write_meta(
+            command="prune",
+            seed=args.seed,
+            device=str(device),
+            device_name=training.device_name(device),
+            world_size=dist_context.world_size,
+        )
         return run_dir
 
     run_dir = distributed.run_on_main(dist_context, create_run_dir)  # the other ranks never touch --out
-    context = JobContext(out=out, resume=args.resume, quiet=args.quiet, rank=dist_context.rank,
-                         loggers=[run_dir] if run_dir is not None else [], speed=speed_options(args), prepare=prepare)
+    context = JobContext(
+        out=out,
+        resume=args.resume,
+        quiet=args.quiet,
+        rank=dist_context.rank,
+        loggers=[run_dir] if run_dir is not None else [],
+        speed=speed_options(args),
+        prepare=prepare,
+    )
     try:
         _, report = run_prune_job(model, train_loader, test_loader, inputs, job, context)
     finally:

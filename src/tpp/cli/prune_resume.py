@@ -11,10 +11,36 @@ from tpp.errors import ConfigError
 # options that define a job: resuming it with other values would mix two experiments (--ft-epochs
 # may grow, as --epochs of `tpp train`, to fine-tune a finished job for longer); every method option
 # (tpp.cli.method_options) is compared as well
-RESUME_MUST_MATCH = ("model", "dataset", "method", "ratio", "global_ratio", "speedup", "target_flops", "scope",
-                     "ignore", "prune_lr", "ft_lr", "momentum", "weight_decay", "batch_size", "train_subset", "seed",
-                     "jsv_batches", "jsv_every_epoch", "jsv_mode", "importance", "calibration_batches", "heads", "seq_len",
-                     "windows_per_epoch", "fast", "val_split", "eval_split", "budget_steps")
+RESUME_MUST_MATCH = (
+    "model",
+    "dataset",
+    "method",
+    "ratio",
+    "global_ratio",
+    "speedup",
+    "target_flops",
+    "scope",
+    "ignore",
+    "prune_lr",
+    "ft_lr",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "train_subset",
+    "seed",
+    "jsv_batches",
+    "jsv_every_epoch",
+    "jsv_mode",
+    "importance",
+    "calibration_batches",
+    "heads",
+    "seq_len",
+    "windows_per_epoch",
+    "fast",
+    "val_split",
+    "eval_split",
+    "budget_steps",
+)
 
 
 def finished_job(args: argparse.Namespace) -> str | None:
@@ -33,8 +59,10 @@ def finished_job(args: argparse.Namespace) -> str | None:
     except (OSError, ValueError):
         saved = None
     if isinstance(saved, dict) and saved.get("command") not in (None, "prune"):
-        raise ConfigError(f"--resume given but {out} holds a `tpp {saved['command']}` run, not a pruning job; "
-                          "pass the --out of a tpp prune job")
+        raise ConfigError(
+            f"--resume given but {out} holds a `tpp {saved['command']}` run, not a pruning job; "
+            "pass the --out of a tpp prune job"
+        )
     if isinstance(saved, dict):
         from tpp.cli.method_options import option_names
 
@@ -46,7 +74,9 @@ def finished_job(args: argparse.Namespace) -> str | None:
                 flag = "--" + key.replace("_", "-")
                 then = f"without {flag} (its default)" if theirs is None else f"with {flag} {theirs}"
                 now = "" if ours is None and theirs is None else f", not {'without it' if ours is None else ours}"
-                raise ConfigError(f"the job in {out} was run {then}{now}; resume it the same way, or pass another --out")
+                raise ConfigError(
+                    f"the job in {out} was run {then}{now}; resume it the same way, or pass another --out"
+                )
     report = read_report(out)
     if report is None or saved is None or saved.get("ft_epochs") != args.ft_epochs:
         return None  # unfinished, or to be fine-tuned for longer

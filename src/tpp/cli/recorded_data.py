@@ -10,9 +10,17 @@ from typing import Any, Mapping
 from tpp.errors import ConfigError, DataError
 
 # the options that set each compared entry of the record, for the refusal to name
-_FLAGS = {"image_size": ("image_size",), "channels": ("channels",), "resize": ("resize",),
-          "mean": ("normalize", "mean"), "std": ("normalize", "std"), "classes": ("data_dir",),
-          "tokenizer": ("tokenizer",), "num_classes": ("dataset",), "val_split": ("val_split",)}
+_FLAGS = {
+    "image_size": ("image_size",),
+    "channels": ("channels",),
+    "resize": ("resize",),
+    "mean": ("normalize", "mean"),
+    "std": ("normalize", "std"),
+    "classes": ("data_dir",),
+    "tokenizer": ("tokenizer",),
+    "num_classes": ("dataset",),
+    "val_split": ("val_split",),
+}
 _IMAGE_FOLDER_KEYS = ("image_size", "resize", "channels", "mean", "std")
 
 
@@ -50,8 +58,10 @@ def recorded_dataset(args: argparse.Namespace, payload: Mapping[str, Any], sourc
     if problem:
         given = [name for name in _FLAGS[problem[0]] if getattr(args, name, None) is not None]
         flag = "--" + (given[0] if given else "dataset").replace("_", "-")
-        raise DataError(f"{source} was trained on {describe_record(record)}, and {flag} gives other inputs "
-                        f"({problem[1]}); drop or fix {flag}")
+        raise DataError(
+            f"{source} was trained on {describe_record(record)}, and {flag} gives other inputs "
+            f"({problem[1]}); drop or fix {flag}"
+        )
     return info, data
 
 

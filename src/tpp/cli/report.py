@@ -30,15 +30,20 @@ examples:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp report``."""
-    parser = add_command(subparsers, "report", help="tables and plots of finished pruning jobs",
-                         description=DESCRIPTION)
+    parser = add_command(
+        subparsers, "report", help="tables and plots of finished pruning jobs", description=DESCRIPTION
+    )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="job folders, or folders containing them")
     parser.add_argument("--out", metavar="FILE.md", help="write a markdown report with plots here")
     parser.add_argument("--title", default="Pruning results", help="report title")
-    parser.add_argument("--intro", metavar="FILE.md",
-                        help="markdown placed under the title: the protocol, the commands, what the numbers show")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out (or plot next to it) that tpp did not write")
+    parser.add_argument(
+        "--intro",
+        metavar="FILE.md",
+        help="markdown placed under the title: the protocol, the commands, what the numbers show",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (or plot next to it) that tpp did not write"
+    )
     return parser
 
 
@@ -65,7 +70,9 @@ def _read_intro(path: str) -> str:
     try:
         return read_bounded(path, 1 << 20).decode("utf-8")
     except FileTooLarge:
-        raise ConfigError(f"--intro {path} is larger than 1 MiB; pass the markdown text to put under the title") from None
+        raise ConfigError(
+            f"--intro {path} is larger than 1 MiB; pass the markdown text to put under the title"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ConfigError(f"cannot read --intro {path}: {reason}; pass a UTF-8 markdown file") from None

@@ -31,21 +31,32 @@ def _csv(kind: type):
             return [kind(item.strip()) for item in text.split(",") if item.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+
     return parse
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``tpp run``."""
-    parser = add_command(subparsers, "run", help="run a recipe (a grid of pruning experiments) and write its report",
-                         description=DESCRIPTION)
+    parser = add_command(
+        subparsers,
+        "run",
+        help="run a recipe (a grid of pruning experiments) and write its report",
+        description=DESCRIPTION,
+    )
     parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML file (see recipes/)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<recipe name>)")
     group = parser.add_argument_group("select part of the grid")
     group.add_argument("--seeds", type=_csv(int), metavar="S,...", help="only these seeds")
-    group.add_argument("--ratios", type=_csv(str), metavar="R,...",
-                       help="only these ratios: values (0.8), paper speedups (1.49x) or labels from --dry-run")
+    group.add_argument(
+        "--ratios",
+        type=_csv(str),
+        metavar="R,...",
+        help="only these ratios: values (0.8), paper speedups (1.49x) or labels from --dry-run",
+    )
     group.add_argument("--methods", type=_csv(str), metavar="M,...", help="only these methods (e.g. tpp,l1)")
-    group.add_argument("--lrs", type=_csv(int), metavar="I,...", help="only these fine-tuning LRs (indices into finetune.lrs)")
+    group.add_argument(
+        "--lrs", type=_csv(int), metavar="I,...", help="only these fine-tuning LRs (indices into finetune.lrs)"
+    )
     group = parser.add_argument_group("runtime")
     group.add_argument("--data-dir", metavar="DIR", help="dataset root (overrides the recipe's data_dir)")
     group.add_argument("--download", action="store_true", help="download missing dataset files from the official URLs")
@@ -54,10 +65,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--overwrite", action="store_true", help="replace a report file that tpp did not write")
     group.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N")
     group.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    group.add_argument("--dry-run", action="store_true",
-                       help="print the grid, each ratio's FLOPs speedup and whether the checkpoint and data can be read; "
-                       "train nothing")
-    group.add_argument("--fast", action="store_true", help="10x shorter TPP schedule (reg_step x10, stabilize_iters / 10)")
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the grid, each ratio's FLOPs speedup and whether the checkpoint and data can be read; "
+        "train nothing",
+    )
+    group.add_argument(
+        "--fast", action="store_true", help="10x shorter TPP schedule (reg_step x10, stabilize_iters / 10)"
+    )
     return parser
 
 
@@ -71,10 +87,23 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
     device = "cpu" if args.dry_run else resolve_device(args.device)
-    folders = run_recipe(recipe, out, seeds=args.seeds, ratios=args.ratios, methods=args.methods, lrs=args.lrs,
-                         data_dir=args.data_dir, download=args.download,
-                         checkpoint=args.checkpoint, report=args.report, device=device,
-                         quiet=args.quiet, dry_run=args.dry_run, fast=args.fast, overwrite=args.overwrite)
+    folders = run_recipe(
+        recipe,
+        out,
+        seeds=args.seeds,
+        ratios=args.ratios,
+        methods=args.methods,
+        lrs=args.lrs,
+        data_dir=args.data_dir,
+        download=args.download,
+        checkpoint=args.checkpoint,
+        report=args.report,
+        device=device,
+        quiet=args.quiet,
+        dry_run=args.dry_run,
+        fast=args.fast,
+        overwrite=args.overwrite,
+    )
     if not args.dry_run:
         print(f"{recipe.name}: {len(folders)} job(s) finished under {out}")
     return 0

@@ -14,22 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tpp.cli.common import (
-    TEXT_DATASETS,
-    launch,
-    add_command,
-    add_data_args,
-    add_model_args,
-    add_runtime_args,
-    add_speed_args,
-    add_train_args,
-    dataset_from_args,
-    per_rank_batch_size,
-    require,
-    resolved_config,
-    run_label,
-    speed_options,
-)
 from tpp.cli.checks import (
     check_language_model,
     check_model_input,
@@ -37,6 +21,22 @@ from tpp.cli.checks import (
     lr_schedule_option,
     refuse_saved_factory,
     resume_or_overwrite,
+)
+from tpp.cli.common import (
+    TEXT_DATASETS,
+    add_command,
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    add_speed_args,
+    add_train_args,
+    dataset_from_args,
+    launch,
+    per_rank_batch_size,
+    require,
+    resolved_config,
+    run_label,
+    speed_options,
 )
 from tpp.cli.text_options import text_settings
 from tpp.errors import ConfigError, ModelError
@@ -99,7 +99,8 @@ def _check_input_shape(model: Any, info: Any, model_name: str) -> None:
     if logits.dim() != 2 or logits.shape[1] != info.num_classes:
         raise ModelError(
             f"model {model_name} gives outputs of shape {list(logits.shape[1:])} per image, not {info.num_classes} "
-            f"class scores for {info.name}; build it with num_classes={info.num_classes}")
+            f"class scores for {info.name}; build it with num_classes={info.num_classes}"
+        )
 
 
 def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -121,8 +122,10 @@ def _check_is_training_run(out: Path) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if command not in (None, "train"):
-        raise ConfigError(f"--resume given but {out} holds a `tpp {command}` run, not a training run; "
-                          "pass the --out of a tpp train run")
+        raise ConfigError(
+            f"--resume given but {out} holds a `tpp {command}` run, not a training run; "
+            "pass the --out of a tpp train run"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,30 +141,45 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     from tpp import distributed, training
     from tpp.checkpoints import load_checkpoint
     from tpp.cli.loading import model_from_args
-    from tpp.jobs import JobContext, TrainJobConfig, run_train_job
     from tpp.data import build_loaders
     from tpp.data.record import data_record
+    from tpp.jobs import JobContext, TrainJobConfig, run_train_job
 
     schedule = training.parse_lr_schedule(args.lr)
     device, main = context.device, context.is_main
     info, data = dataset_from_args(args)
     batch_size = per_rank_batch_size(args.batch_size, context.world_size)
-    out = Path(args.out) if args.out else Path("runs") / f"{run_label(args.model)}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{run_label(args.model)}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
 
     training.seed_everything(args.seed)
-    model = model_from_args(args, num_classes=info.num_classes, in_channels=info.in_channels,
-                            image_size=info.image_size)
+    model = model_from_args(
+        args, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size
+    )
     text = info.name in TEXT_DATASETS
     if not text:
-        check_model_input(model, (1, info.in_channels, info.image_size, info.image_size), args.model,
-                          input_fix(info, "pick a --model that takes them"))
+        check_model_input(
+            model,
+            (1, info.in_channels, info.image_size, info.image_size),
+            args.model,
+            input_fix(info, "pick a --model that takes them"),
+        )
     model = model.to(device)
     if not text:
         _check_input_shape(model, info, args.model)
     config = resolved_config(
-        args, command="train", dataset=info.name, lr=schedule.text, device=str(device), out=str(out),
-        world_size=context.world_size, **(text_settings(data) if text else {}),
+        args,
+        command="train",
+        dataset=info.name,
+        lr=schedule.text,
+        device=str(device),
+        out=str(out),
+        world_size=context.world_size,
+        **(text_settings(data) if text else {}),
     )
     # read last.pt before the data: a damaged or mismatched file is refused in a second
     last = out / training.RunDirectory.LAST
@@ -172,9 +190,17 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     elif args.resume:
         _check_is_training_run(out)
     train_loader, test_loader, info = build_loaders(
-        info.name, **data, batch_size=batch_size, test_batch_size=args.test_batch_size,
-        device=device, download=args.download, seed=args.seed, num_workers=args.num_workers,
-        train_subset=args.train_subset, rank=context.rank, world_size=context.world_size,
+        info.name,
+        **data,
+        batch_size=batch_size,
+        test_batch_size=args.test_batch_size,
+        device=device,
+        download=args.download,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        train_subset=args.train_subset,
+        rank=context.rank,
+        world_size=context.world_size,
     )
     if text:
         check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
@@ -182,7 +208,8 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     model = distributed.prepare(model, context, channels_last=getattr(args, "channels_last", False))
     # the run folder is touched only once model and data are known to be fine, and by rank 0 only
     run_dir = distributed.run_on_main(
-        context, lambda: training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite))
+        context, lambda: training.RunDirectory(out, resume=args.resume, overwrite=args.overwrite)
+    )
     loggers: list[Any] = [run_dir] if run_dir is not None else []
     if args.tensorboard and main:
         board, note = training.open_tensorboard(out / "tb")
@@ -199,17 +226,31 @@ def _train(args: argparse.Namespace, context: Any) -> int:
         if run_dir is not None:
             run_dir.write_config(config)
             run_dir.write_meta(
-                argv=getattr(args, "_argv", None) or sys.argv, command="train", seed=args.seed, device=str(device),
-                device_name=training.device_name(device), world_size=context.world_size,
+                argv=getattr(args, "_argv", None) or sys.argv,
+                command="train",
+                seed=args.seed,
+                device=str(device),
+                device_name=training.device_name(device),
+                world_size=context.world_size,
             )
 
     job = TrainJobConfig(args.epochs, args.lr, args.momentum, args.weight_decay)
-    job_context = JobContext(out=out, resume=args.resume, quiet=args.quiet, rank=context.rank, loggers=loggers,
-                             speed=speed_options(args))
+    job_context = JobContext(
+        out=out, resume=args.resume, quiet=args.quiet, rank=context.rank, loggers=loggers, speed=speed_options(args)
+    )
     started = time.perf_counter()
     try:
-        result = run_train_job(model, train_loader, test_loader, job, job_context, device=device, run_config=config,
-                               resume_from=(last, payload) if payload is not None else None, on_start=on_start)
+        result = run_train_job(
+            model,
+            train_loader,
+            test_loader,
+            job,
+            job_context,
+            device=device,
+            run_config=config,
+            resume_from=(last, payload) if payload is not None else None,
+            on_start=on_start,
+        )
     finally:
         for logger in loggers:
             logger.close()
@@ -217,8 +258,10 @@ def _train(args: argparse.Namespace, context: Any) -> int:
     last_top1 = "n/a" if result.last_top1 is None else f"{result.last_top1:.2f}%"
     perplexity = result.history[-1].get("test_perplexity") if result.history else None
     if main and perplexity is not None:
-        print(f"{args.model} on {info.name}: test perplexity {perplexity:.3f} after {result.epochs_completed} epochs "
-              f"({time.perf_counter() - started:.0f}s); run directory {out}")
+        print(
+            f"{args.model} on {info.name}: test perplexity {perplexity:.3f} after {result.epochs_completed} epochs "
+            f"({time.perf_counter() - started:.0f}s); run directory {out}"
+        )
     elif main:
         print(
             f"{args.model} on {info.name}: best top-1 {best}, last top-1 {last_top1} after {result.epochs_completed} "

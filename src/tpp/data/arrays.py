@@ -16,10 +16,7 @@ SPLITS = ("train", "test")
 
 
 def load_arrays(
-    name: str,
-    split: str,
-    data_dir: str | os.PathLike[str] | None = None,
-    download: bool = False,
+    name: str, split: str, data_dir: str | os.PathLike[str] | None = None, download: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a whole split of a small dataset into memory.
 

@@ -63,7 +63,9 @@ def validation_indices(labels: torch.Tensor, fraction: float, name: str) -> tupl
         DataError: ``fraction`` outside (0, 0.5], or a class too small to give both sides an example.
     """
     if not 0 < float(fraction) <= 0.5:
-        raise DataError(f"val_split={fraction} is outside (0, 0.5]; pass e.g. --val-split 0.1 (10% of the training set)")
+        raise DataError(
+            f"val_split={fraction} is outside (0, 0.5]; pass e.g. --val-split 0.1 (10% of the training set)"
+        )
     generator = torch.Generator().manual_seed(VALIDATION_SEED)
     labels = labels.cpu()
     held: list[torch.Tensor] = []
@@ -71,8 +73,10 @@ def validation_indices(labels: torch.Tensor, fraction: float, name: str) -> tupl
         members = torch.nonzero(labels == label).flatten()
         count = round(len(members) * float(fraction))
         if not 0 < count < len(members):
-            raise DataError(f"class {int(label)} of {name} has {len(members)} training images: too few to carve "
-                            f"--val-split {fraction} from; pass a larger fraction or omit it")
+            raise DataError(
+                f"class {int(label)} of {name} has {len(members)} training images: too few to carve "
+                f"--val-split {fraction} from; pass a larger fraction or omit it"
+            )
         held.append(members[torch.randperm(len(members), generator=generator)[:count]])
     validation = torch.sort(torch.cat(held)).values
     keep = torch.ones(len(labels), dtype=torch.bool)
@@ -147,26 +151,55 @@ def build_loaders(
     if eval_split not in ("valid", "test"):
         raise DataError(f"eval_split must be valid or test, got {eval_split!r}")
     if key not in TEXT_DATASETS and eval_split == "valid" and val_split is None:
-        raise DataError("--eval-split valid needs --val-split F for image data (the validation carve of the training "
-                        "set), e.g. --val-split 0.1")
+        raise DataError(
+            "--eval-split valid needs --val-split F for image data (the validation carve of the training "
+            "set), e.g. --val-split 0.1"
+        )
     if key in TEXT_DATASETS:
         from tpp.data.text import build_text_loaders
 
         if train_subset is not None:
             raise DataError("train_subset is not supported for text; use windows_per_epoch (or omit it).")
         # text_tiny is always the embedded corpus; text without a folder falls back to it too
-        return _labelled(build_text_loaders(
-            data_dir if key == "text" else None, tokenizer, seq_len=seq_len, batch_size=batch_size,
-            test_batch_size=test_batch_size, eval_split=eval_split, device=device, seed=seed, rank=rank,
-            world_size=world_size, windows_per_epoch=windows_per_epoch), eval_split)
+        return _labelled(
+            build_text_loaders(
+                data_dir if key == "text" else None,
+                tokenizer,
+                seq_len=seq_len,
+                batch_size=batch_size,
+                test_batch_size=test_batch_size,
+                eval_split=eval_split,
+                device=device,
+                seed=seed,
+                rank=rank,
+                world_size=world_size,
+                windows_per_epoch=windows_per_epoch,
+            ),
+            eval_split,
+        )
     if key == "imagefolder":
         from tpp.data.imagefolder import build_imagefolder_loaders
 
-        subset = None if train_subset is None else (lambda labels: subset_indices(labels, train_subset, "imagefolder",
-                                                                                  int(labels.max()) + 1))
-        return _labelled(build_imagefolder_loaders(
-            data_dir, image_options, batch_size=batch_size, test_batch_size=test_batch_size, device=device,
-            seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, subset=subset), eval_split)
+        subset = (
+            None
+            if train_subset is None
+            else (lambda labels: subset_indices(labels, train_subset, "imagefolder", int(labels.max()) + 1))
+        )
+        return _labelled(
+            build_imagefolder_loaders(
+                data_dir,
+                image_options,
+                batch_size=batch_size,
+                test_batch_size=test_batch_size,
+                device=device,
+                seed=seed,
+                rank=rank,
+                world_size=world_size,
+                num_workers=num_workers,
+                subset=subset,
+            ),
+            eval_split,
+        )
     info = dataset_info(name)
     if info.name == "imagenet":
         if train_subset is not None:
@@ -174,8 +207,14 @@ def build_loaders(
         from tpp.data.imagenet import build_imagenet_loaders
 
         train, test = build_imagenet_loaders(
-            resolve_data_dir(data_dir), info, batch_size=batch_size, test_batch_size=test_batch_size,
-            num_workers=num_workers, seed=seed, rank=rank, world_size=world_size,
+            resolve_data_dir(data_dir),
+            info,
+            batch_size=batch_size,
+            test_batch_size=test_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
         )
         return _labelled((train, test, info), eval_split)
 
@@ -190,12 +229,19 @@ def build_loaders(
         keep = subset_indices(y_train, train_subset, info.name, info.num_classes)
         x_train, y_train = x_train[keep], y_train[keep]
     train = TensorLoader(
-        x_train, y_train, batch_size=batch_size, mean=info.mean, std=info.std, shuffle=True,
-        augment=info.augment, device=device, seed=seed, rank=rank, world_size=world_size,
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        mean=info.mean,
+        std=info.std,
+        shuffle=True,
+        augment=info.augment,
+        device=device,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
     )
-    test = TensorLoader(
-        x_test, y_test, batch_size=test_batch_size, mean=info.mean, std=info.std, device=device,
-    )
+    test = TensorLoader(x_test, y_test, batch_size=test_batch_size, mean=info.mean, std=info.std, device=device)
     return _labelled((train, test, info), eval_split)
 
 

@@ -117,7 +117,9 @@ def load_cifar(name: str, split: str, root: Path, download: bool = False) -> tup
     files = _SPLIT_FILES[name][split]
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
-        hint = f"Put {', '.join(files)} (the python-version files) in {folder}/ by hand, pass --data-dir, or set TPP_DATA."
+        hint = (
+            f"Put {', '.join(files)} (the python-version files) in {folder}/ by hand, pass --data-dir, or set TPP_DATA."
+        )
         if not download:
             raise DataError(
                 f"{name} {split} files missing: {', '.join(missing)} in {folder}/. Expected the "

@@ -98,9 +98,7 @@ def download_file(url: str, dest: Path, md5: str, expected_hint: str) -> Path:
             fetch_url(url, tmp)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DataError(
-                f"Download of {url} failed ({reason}). {expected_hint}"
-            ) from exc
+            raise DataError(f"Download of {url} failed ({reason}). {expected_hint}") from exc
         got = md5_of(tmp)
         if got != md5:
             raise DataError(
@@ -118,9 +116,7 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
     """Return a member's relative path, refusing anything that could escape the target folder."""
     name = PurePosixPath(member.name)
     if member.name.startswith(("/", "\\")) or name.is_absolute() or ".." in name.parts:
-        raise DataError(
-            f"Archive {archive} contains unsafe path {member.name!r}; delete it and download it again."
-        )
+        raise DataError(f"Archive {archive} contains unsafe path {member.name!r}; delete it and download it again.")
     if not (member.isfile() or member.isdir()):
         raise DataError(
             f"Archive {archive} contains a link or special file {member.name!r}; delete it and download it again."
@@ -164,7 +160,5 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
                         tmp.unlink()
                 written.append(out)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(
-            f"Cannot extract {archive} ({exc}); delete it and download it again."
-        ) from exc
+        raise DataError(f"Cannot extract {archive} ({exc}); delete it and download it again.") from exc
     return written

@@ -44,8 +44,9 @@ def class_files(split_dir: Path, classes: Sequence[str], name: str, suffixes: tu
         try:
             entries = list(os.scandir(folder))
         except OSError as error:
-            raise DataError(f"cannot list {folder}: {error.strerror or type(error).__name__}; "
-                            "fix its permissions or remove it") from None
+            raise DataError(
+                f"cannot list {folder}: {error.strerror or type(error).__name__}; fix its permissions or remove it"
+            ) from None
         for entry in entries:
             if entry.is_dir(follow_symlinks=True):
                 stack.append(Path(entry.path))
@@ -53,13 +54,22 @@ def class_files(split_dir: Path, classes: Sequence[str], name: str, suffixes: tu
                 kind = not_a_regular_file(entry.path)
                 if kind is not None:
                     what = "a broken link" if kind == "missing" else kind
-                    raise DataError(f"{entry.path} is {what}, not an image file; remove it or replace it with the image")
+                    raise DataError(
+                        f"{entry.path} is {what}, not an image file; remove it or replace it with the image"
+                    )
                 found.append(Path(entry.path))
     return sorted(found)
 
 
-def _check_folder(folder: Path, real: str, split_dir: Path, split_real: str, name: str,
-                  owners: dict[str, list[str]], seen: dict[str, Path]) -> None:
+def _check_folder(
+    folder: Path,
+    real: str,
+    split_dir: Path,
+    split_real: str,
+    name: str,
+    owners: dict[str, list[str]],
+    seen: dict[str, Path],
+) -> None:
     if real in seen:
         raise DataError(f"{folder} leads to {real}, already read as {seen[real]} (a loop of symbolic links); {_FIX}")
     if os.path.commonpath([real, split_real]) == real:
@@ -68,5 +78,7 @@ def _check_folder(folder: Path, real: str, split_dir: Path, split_real: str, nam
     for parent in (real, *(str(p) for p in Path(real).parents)):
         others = [c for c in owners.get(parent, ()) if c != name]
         if others:
-            raise DataError(f"{folder} leads into the folder of class {others[0]!r} ({parent}), so its images would "
-                            f"be labelled {name!r} too; {_FIX}")
+            raise DataError(
+                f"{folder} leads into the folder of class {others[0]!r} ({parent}), so its images would "
+                f"be labelled {name!r} too; {_FIX}"
+            )

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tpp.data.imagenet import check_imagefolder_classes
 from tpp.data.description import DatasetInfo
 from tpp.data.folders import class_files
+from tpp.data.imagenet import check_imagefolder_classes
 from tpp.data.loader import BatchLoader, TensorLoader
 from tpp.errors import DataError
 
@@ -75,12 +75,16 @@ class ImageFolderOptions:
         if int(self.image_size) < 1:
             raise DataError(f"image size must be >= 1, got {self.image_size}; pass e.g. --image-size 224")
         if self.resize is not None and int(self.resize) < int(self.image_size):
-            raise DataError(f"--resize {self.resize} is smaller than --image-size {self.image_size}; "
-                            "the centre crop needs resize >= image size")
+            raise DataError(
+                f"--resize {self.resize} is smaller than --image-size {self.image_size}; "
+                "the centre crop needs resize >= image size"
+            )
         if self.channels not in (1, 3):
             raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         if self.normalize not in NORMALIZE_PRESETS:
-            raise DataError(f"unknown normalisation preset {self.normalize!r}; use one of {', '.join(NORMALIZE_PRESETS)}")
+            raise DataError(
+                f"unknown normalisation preset {self.normalize!r}; use one of {', '.join(NORMALIZE_PRESETS)}"
+            )
         mean, std = self.mean_std()
         if any(s <= 0 for s in std):
             raise DataError(f"std values must be positive, got {std}; fix --std")
@@ -88,8 +92,7 @@ class ImageFolderOptions:
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel (mean, std), ``channels`` values each."""
         preset_mean, preset_std = NORMALIZE_PRESETS[self.normalize]
-        return (self._per_channel(self.mean, preset_mean, "--mean"),
-                self._per_channel(self.std, preset_std, "--std"))
+        return (self._per_channel(self.mean, preset_mean, "--mean"), self._per_channel(self.std, preset_std, "--std"))
 
     def _per_channel(self, given: Sequence[float] | None, preset: Sequence[float], flag: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in (given if given else preset))
@@ -99,8 +102,9 @@ class ImageFolderOptions:
             return values * self.channels
         if not given and self.channels == 1:
             return (sum(values) / len(values),)  # a 3-channel preset on grayscale images
-        raise DataError(f"{flag} needs 1 or {self.channels} values for {self.channels}-channel images, "
-                        f"got {len(values)}")
+        raise DataError(
+            f"{flag} needs 1 or {self.channels} values for {self.channels}-channel images, got {len(values)}"
+        )
 
     @property
     def resize_to(self) -> int:
@@ -134,8 +138,16 @@ def imagefolder_info(root: str | os.PathLike[str] | None, options: ImageFolderOp
     options = options or ImageFolderOptions()
     classes = check_imagefolder_classes(*split_dirs(root))
     mean, std = options.mean_std()
-    return DatasetInfo(NAME, len(classes), options.channels, int(options.image_size), mean, std,
-                       bool(options.augment), classes=tuple(classes))
+    return DatasetInfo(
+        NAME,
+        len(classes),
+        options.channels,
+        int(options.image_size),
+        mean,
+        std,
+        bool(options.augment),
+        classes=tuple(classes),
+    )
 
 
 def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], torch.Tensor]:
@@ -151,8 +163,10 @@ def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], to
     for label, name in enumerate(classes):
         found = class_files(split_dir, classes, name, IMAGE_SUFFIXES)
         if not found:
-            raise DataError(f"{split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                            "put at least one image in every class folder")
+            raise DataError(
+                f"{split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                "put at least one image in every class folder"
+            )
         files += found
         labels += [label] * len(found)
     return files, torch.tensor(labels, dtype=torch.int64)
@@ -185,8 +199,9 @@ def decode_image(path: str | os.PathLike[str], options: ImageFolderOptions) -> n
     except Image.DecompressionBombError as error:
         # PIL refuses, from the header alone, images of more than 2 * MAX_IMAGE_PIXELS pixels
         why = str(error).split(",")[0].strip() or "too many pixels"
-        raise DataError(f"image {path} is too large to decode safely ({why}; a decompression bomb?); "
-                        "shrink it or remove it") from None
+        raise DataError(
+            f"image {path} is too large to decode safely ({why}; a decompression bomb?); shrink it or remove it"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise DataError(f"cannot read image {path} ({type(error).__name__}); remove or replace the file") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
@@ -228,15 +243,25 @@ class ImageFileLoader(BatchLoader):
     for the same seed and epoch) but decoding each batch's image files on the fly, in
     ``num_workers`` DataLoader processes: for folders too large to hold in memory."""
 
-    def __init__(self, files: Sequence[Path], labels: torch.Tensor, options: ImageFolderOptions,
-                 num_workers: int = 4, **loader_options: Any) -> None:
+    def __init__(
+        self,
+        files: Sequence[Path],
+        labels: torch.Tensor,
+        options: ImageFolderOptions,
+        num_workers: int = 4,
+        **loader_options: Any,
+    ) -> None:
         super().__init__(labels, channels=options.channels, **loader_options)
         self.files, self.options, self.num_workers = list(files), options, int(num_workers)
 
     def _uint8_batches(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         loader = torch.utils.data.DataLoader(
-            _Files(self.files, self.options), batch_sampler=[b.tolist() for b in batches],
-            num_workers=self.num_workers, pin_memory=self.device.type == "cuda", collate_fn=_collate)
+            _Files(self.files, self.options),
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            collate_fn=_collate,
+        )
         for batch in loader:
             if isinstance(batch, str):
                 raise DataError(batch)
@@ -269,17 +294,19 @@ def build_imagefolder_loaders(
         keep = subset(train_labels).tolist()
         train_files, train_labels = [train_files[i] for i in keep], train_labels[keep]
     common = dict(mean=info.mean, std=info.std, device=device)
-    train_options = dict(batch_size=batch_size, shuffle=True, augment=info.augment, seed=seed, rank=rank,
-                         world_size=world_size, **common)
+    train_options = dict(
+        batch_size=batch_size, shuffle=True, augment=info.augment, seed=seed, rank=rank, world_size=world_size, **common
+    )
     in_memory = options.in_memory
     if in_memory is None:
-        pixels = (len(train_files) + len(val_files)) * options.channels * options.image_size ** 2
+        pixels = (len(train_files) + len(val_files)) * options.channels * options.image_size**2
         in_memory = pixels <= IN_MEMORY_BYTES
     if in_memory:
         workers = max(1, num_workers)
         train: BatchLoader = TensorLoader(decode_all(train_files, options, workers), train_labels, **train_options)
-        val: BatchLoader = TensorLoader(decode_all(val_files, options, workers), val_labels,
-                                        batch_size=test_batch_size, **common)
+        val: BatchLoader = TensorLoader(
+            decode_all(val_files, options, workers), val_labels, batch_size=test_batch_size, **common
+        )
     else:
         train = ImageFileLoader(train_files, train_labels, options, num_workers, **train_options)
         val = ImageFileLoader(val_files, val_labels, options, num_workers, batch_size=test_batch_size, **common)

@@ -58,17 +58,25 @@ def check_imagefolder_classes(train_dir: str | Path, val_dir: str | Path) -> lis
     train_dir, val_dir = Path(train_dir), Path(val_dir)
     for d in (train_dir, val_dir):
         if not d.is_dir():
-            raise DataError(f"Image folder not found: {d}. Create it with one sub-folder per class, or pass the right --data-dir.")
+            raise DataError(
+                f"Image folder not found: {d}. Create it with one sub-folder per class, or pass the right --data-dir."
+            )
     train, val = _class_dirs(train_dir), _class_dirs(val_dir)
     if not train:
         raise DataError(f"No class folders in {train_dir}; it must hold one sub-folder of images per class.")
     if train != val:
         parts = []
         if train - val:
-            parts.append(f"{val_dir} lacks {len(train - val)} class folder(s) present in {train_dir}: {_name_some(train - val)}")
+            parts.append(
+                f"{val_dir} lacks {len(train - val)} class folder(s) present in {train_dir}: {_name_some(train - val)}"
+            )
         if val - train:
-            parts.append(f"{train_dir} lacks {len(val - train)} class folder(s) present in {val_dir}: {_name_some(val - train)}")
-        raise DataError("; ".join(parts) + ". Both splits need the same class folders (sort val images into class folders).")
+            parts.append(
+                f"{train_dir} lacks {len(val - train)} class folder(s) present in {val_dir}: {_name_some(val - train)}"
+            )
+        raise DataError(
+            "; ".join(parts) + ". Both splits need the same class folders (sort val images into class folders)."
+        )
     return sorted(train)
 
 
@@ -137,18 +145,17 @@ def build_imagenet_loaders(
         for name in classes:
             class_files(split, classes, name, None)
     normalize = transforms.Normalize(info.mean, info.std)
-    train_tf = transforms.Compose([
-        transforms.RandomResizedCrop(info.image_size),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        normalize,
-    ])
-    val_tf = transforms.Compose([
-        transforms.Resize(256),
-        transforms.CenterCrop(info.image_size),
-        transforms.ToTensor(),
-        normalize,
-    ])
+    train_tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(info.image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+    val_tf = transforms.Compose(
+        [transforms.Resize(256), transforms.CenterCrop(info.image_size), transforms.ToTensor(), normalize]
+    )
     train_set = datasets.ImageFolder(str(train_dir), train_tf)
     val_set = datasets.ImageFolder(str(val_dir), val_tf)
     sampler = None
@@ -156,11 +163,14 @@ def build_imagenet_loaders(
         sampler = torch.utils.data.DistributedSampler(
             train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
         )
-    common = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available(),
-              "persistent_workers": False}
+    common = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available(), "persistent_workers": False}
     train = torch.utils.data.DataLoader(
-        train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-        generator=torch.Generator(), **common,
+        train_set,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=torch.Generator(),
+        **common,
     )
     val = torch.utils.data.DataLoader(
         val_set, batch_size=test_batch_size, shuffle=False, generator=torch.Generator(), **common

@@ -50,9 +50,7 @@ _INFOS: dict[str, DatasetInfo] = {
     "fashion_mnist": DatasetInfo("fashion_mnist", 10, 1, 32, _MNIST_MEAN, _MNIST_STD, False),
     "mnist_subset": DatasetInfo("mnist_subset", 10, 1, 32, _MNIST_MEAN, _MNIST_STD, False),
     "cifar10": DatasetInfo("cifar10", 10, 3, 32, _IMAGENET_MEAN, _IMAGENET_STD, True),
-    "cifar100": DatasetInfo(
-        "cifar100", 100, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), True
-    ),
+    "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), True),
     "imagenet": DatasetInfo("imagenet", 1000, 3, 224, _IMAGENET_MEAN, _IMAGENET_STD, True),
 }
 
@@ -66,15 +64,11 @@ def canonical_name(name: str) -> str:
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, _ALIASES.get(key.replace("_", ""), key))
     if key not in _INFOS and key != "imagefolder" and key not in TEXT_DATASETS:
-        raise DataError(
-            f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}."
-        )
+        raise DataError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
     return key
 
 
-def dataset_info(
-    name: str, data_dir: str | os.PathLike[str] | None = None, image_options: Any = None
-) -> DatasetInfo:
+def dataset_info(name: str, data_dir: str | os.PathLike[str] | None = None, image_options: Any = None) -> DatasetInfo:
     """Return the :class:`DatasetInfo` of a dataset (aliases such as 'fashion-mnist' accepted).
 
     ``imagefolder`` takes its classes from ``data_dir`` (required) and its input format from

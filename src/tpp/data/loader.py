@@ -164,8 +164,10 @@ class TensorLoader(BatchLoader):
             got = f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
             raise DataError(f"TensorLoader images must be a uint8 tensor [N, C, H, W], got {got}; convert them first.")
         if isinstance(labels, torch.Tensor) and labels.shape != (images.shape[0],):
-            raise DataError(f"TensorLoader labels must be a tensor [N] with N={images.shape[0]}, "
-                            f"got {list(labels.shape)}; pass one label per image.")
+            raise DataError(
+                f"TensorLoader labels must be a tensor [N] with N={images.shape[0]}, "
+                f"got {list(labels.shape)}; pass one label per image."
+            )
         super().__init__(labels, channels=int(images.shape[1]), **options)
         self.images = images.to(self.device)
 
@@ -211,9 +213,13 @@ def _validate_options(
     if int(batch_size) < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}; pass a positive batch size.")
     if len(mean) != channels or len(std) != channels:
-        raise DataError(f"mean/std need {channels} values (one per channel), got {len(mean)}/{len(std)}; "
-                        "use the dataset's DatasetInfo.")
+        raise DataError(
+            f"mean/std need {channels} values (one per channel), got {len(mean)}/{len(std)}; "
+            "use the dataset's DatasetInfo."
+        )
     if any(s <= 0 for s in std):
         raise DataError(f"std values must be positive, got {tuple(std)}; use the dataset's DatasetInfo.")
     if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
-        raise DataError(f"Need 0 <= rank < world_size, got rank={rank}, world_size={world_size}; check the launcher's environment.")
+        raise DataError(
+            f"Need 0 <= rank < world_size, got rank={rank}, world_size={world_size}; check the launcher's environment."
+        )

@@ -70,8 +70,11 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
             dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
             expected = math.prod(dims)
             if expected > MAX_IDX_BYTES:
-                raise _corrupt(path, f"the header {dims} promises {expected} bytes, more than the "
-                                     f"{MAX_IDX_BYTES // 2**20} MiB an MNIST-format file may hold")
+                raise _corrupt(
+                    path,
+                    f"the header {dims} promises {expected} bytes, more than the "
+                    f"{MAX_IDX_BYTES // 2**20} MiB an MNIST-format file may hold",
+                )
             raw = fh.read(expected)
             if len(raw) != expected:
                 raise _corrupt(path, f"{len(raw)} bytes of data but the header {dims} implies {expected}")
@@ -108,8 +111,10 @@ def _ensure_files(name: str, folder: Path, files: tuple[str, str], download: boo
     kinds = {f: not_a_regular_file(folder / f) for f in files}
     odd = [f for f, kind in kinds.items() if kind not in (None, "missing")]
     if odd:  # a FIFO would block the read forever; a download would replace it
-        raise DataError(f"{folder / odd[0]} is {kinds[odd[0]]}, not a regular file; replace it with the official "
-                        "file or pass another --data-dir")
+        raise DataError(
+            f"{folder / odd[0]} is {kinds[odd[0]]}, not a regular file; replace it with the official "
+            "file or pass another --data-dir"
+        )
     missing = [f for f, kind in kinds.items() if kind == "missing"]
     if not missing:
         return

@@ -32,14 +32,22 @@ def data_record(info: DatasetInfo, data: Mapping[str, Any] | None = None) -> dic
         record["data_dir"] = str(data["data_dir"])
     if info.kind == "text":
         tokenizer = data.get("tokenizer")
-        return {**record, "tokenizer": getattr(tokenizer, "name", tokenizer) or info.tokenizer,
-                "seq_len": int(data.get("seq_len") or info.image_size), "eval_split": data.get("eval_split", "test")}
+        return {
+            **record,
+            "tokenizer": getattr(tokenizer, "name", tokenizer) or info.tokenizer,
+            "seq_len": int(data.get("seq_len") or info.image_size),
+            "eval_split": data.get("eval_split", "test"),
+        }
     if data.get("val_split") is not None:  # the carve its training never saw (tpp.data.builders.validation_indices)
         record["val_split"] = float(data["val_split"])
     options = data.get("image_options")
     resize = getattr(options, "resize", None)
-    record.update(image_size=int(info.image_size), channels=int(info.in_channels),
-                  mean=[float(m) for m in info.mean], std=[float(s) for s in info.std])
+    record.update(
+        image_size=int(info.image_size),
+        channels=int(info.in_channels),
+        mean=[float(m) for m in info.mean],
+        std=[float(s) for s in info.std],
+    )
     if resize is not None:
         record["resize"] = int(resize)
     if info.classes:
@@ -67,8 +75,10 @@ def recorded_data(payload: Mapping[str, Any], source: str = "the checkpoint") ->
     for key, value in record.items():
         check = _CHECKS.get(key)
         if check is not None and not check(value):
-            raise DataError(f"{source} records a malformed data entry {key}={_show(value)[:80]}, so it is damaged "
-                            "or was not written by tpp; re-create it with tpp train or tpp prune")
+            raise DataError(
+                f"{source} records a malformed data entry {key}={_show(value)[:80]}, so it is damaged "
+                "or was not written by tpp; re-create it with tpp train or tpp prune"
+            )
     return record
 
 
@@ -77,8 +87,11 @@ def _count(value: Any) -> bool:
 
 
 def _numbers(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and 1 <= len(value) <= 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    return (
+        isinstance(value, (list, tuple))
+        and 1 <= len(value) <= 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
 
 
 def _texts(value: Any) -> bool:
@@ -86,16 +99,35 @@ def _texts(value: Any) -> bool:
 
 
 # what each entry of a record may hold (a file is not trusted to be one tpp wrote)
-_CHECKS = {"num_classes": _count, "image_size": _count, "channels": lambda v: v in (1, 3) and not isinstance(v, bool),
-           "resize": _count, "mean": _numbers, "std": _numbers, "classes": _texts, "seq_len": _count,
-           "data_dir": lambda v: isinstance(v, str), "normalize": lambda v: isinstance(v, str),
-           "tokenizer": lambda v: isinstance(v, str), "eval_split": lambda v: v in ("valid", "test"),
-           "val_split": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 0.5}
+_CHECKS = {
+    "num_classes": _count,
+    "image_size": _count,
+    "channels": lambda v: v in (1, 3) and not isinstance(v, bool),
+    "resize": _count,
+    "mean": _numbers,
+    "std": _numbers,
+    "classes": _texts,
+    "seq_len": _count,
+    "data_dir": lambda v: isinstance(v, str),
+    "normalize": lambda v: isinstance(v, str),
+    "tokenizer": lambda v: isinstance(v, str),
+    "eval_split": lambda v: v in ("valid", "test"),
+    "val_split": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 0.5,
+}
 
 
 # what each compared entry is, in words
-_WORDS = {"val_split": "validation carve", "num_classes": "classes", "tokenizer": "tokenizer", "image_size": "input size", "channels": "channels",
-          "resize": "resize", "mean": "normalisation mean", "std": "normalisation std", "classes": "class names"}
+_WORDS = {
+    "val_split": "validation carve",
+    "num_classes": "classes",
+    "tokenizer": "tokenizer",
+    "image_size": "input size",
+    "channels": "channels",
+    "resize": "resize",
+    "mean": "normalisation mean",
+    "std": "normalisation std",
+    "classes": "class names",
+}
 
 
 def record_mismatch(record: Mapping[str, Any], info: DatasetInfo, data: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -108,8 +140,9 @@ def record_mismatch(record: Mapping[str, Any], info: DatasetInfo, data: Mapping[
     if not record:
         return None
     now = data_record(info, data)
-    keys = ["num_classes"] + (["tokenizer"] if info.kind == "text" else
-                              ["image_size", "channels", "resize", "mean", "std", "classes"])
+    keys = ["num_classes"] + (
+        ["tokenizer"] if info.kind == "text" else ["image_size", "channels", "resize", "mean", "std", "classes"]
+    )
     if info.kind != "text" and "val_split" in now and record.get("val_split") != now["val_split"]:
         # another carve (or one of a model trained on every image) holds images its training saw
         if record.get("val_split") is None:
@@ -129,7 +162,9 @@ def describe_record(record: Mapping[str, Any]) -> str:
     if "tokenizer" in record:
         return f"{name} (tokenizer {record['tokenizer']}, {record.get('seq_len', '?')}-token windows)"
     size = record.get("image_size", "?")
-    return f"{name} ({record.get('channels', '?')}-channel {size}x{size} images, {record.get('num_classes', '?')} classes)"
+    return (
+        f"{name} ({record.get('channels', '?')}-channel {size}x{size} images, {record.get('num_classes', '?')} classes)"
+    )
 
 
 def _same(a: Any, b: Any) -> bool:

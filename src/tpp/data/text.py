@@ -84,15 +84,19 @@ def read_text_splits(
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise DataError(f"{source} is not UTF-8 text (bad byte at offset {error.start}); "
-                            "convert it to UTF-8 (e.g. iconv -t UTF-8)") from None
+            raise DataError(
+                f"{source} is not UTF-8 text (bad byte at offset {error.start}); "
+                "convert it to UTF-8 (e.g. iconv -t UTF-8)"
+            ) from None
         if isinstance(tok, ByteTokenizer):  # the bytes are the tokens: no Python list of 10^8 ints
             tokens = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64)
         else:
             tokens = torch.tensor(tok.encode(text), dtype=torch.int64)
         if tokens.numel() < min_tokens:
-            raise DataError(f"{source} has {tokens.numel()} tokens ({tok.name}), fewer than the {min_tokens} of "
-                            "one window; add text to it or pass a shorter --seq-len")
+            raise DataError(
+                f"{source} has {tokens.numel()} tokens ({tok.name}), fewer than the {min_tokens} of "
+                "one window; add text to it or pass a shorter --seq-len"
+            )
         out[split] = TextSplit(tokens, len(data), source)
     return out
 
@@ -104,8 +108,9 @@ def _file_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"text file {path} is missing; {fix}") from None
     except FileTooLarge:
-        raise DataError(f"text file {path} holds more than {MAX_SPLIT_BYTES // 2**20} MiB; "
-                        "use a shorter excerpt of the corpus") from None
+        raise DataError(
+            f"text file {path} holds more than {MAX_SPLIT_BYTES // 2**20} MiB; use a shorter excerpt of the corpus"
+        ) from None
     except OSError as error:
         raise DataError(f"text file {path} cannot be read ({error.strerror or error}); {fix}") from None
 
@@ -115,8 +120,10 @@ def _embedded_bytes(split: str) -> bytes:
     try:
         return ref.read_bytes()
     except OSError as error:
-        raise DataError(f"embedded text tpp/data/{'/'.join(EMBEDDED_DIR)}/{split}.txt cannot be read "
-                        f"({error.strerror or error}); reinstall tpp-pruning") from None
+        raise DataError(
+            f"embedded text tpp/data/{'/'.join(EMBEDDED_DIR)}/{split}.txt cannot be read "
+            f"({error.strerror or error}); reinstall tpp-pruning"
+        ) from None
 
 
 class TextLoader(EpochBatches):
@@ -168,18 +175,26 @@ class TextLoader(EpochBatches):
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
             raise DataError("TextLoader tokens must be a 1-D tensor of token ids; tokenise the text first")
         if int(seq_len) < 1 or int(batch_size) < 1:
-            raise DataError(f"seq_len and batch_size must be >= 1, got {seq_len} and {batch_size}; pass positive values")
+            raise DataError(
+                f"seq_len and batch_size must be >= 1, got {seq_len} and {batch_size}; pass positive values"
+            )
         if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
-            raise DataError(f"Need 0 <= rank < world_size, got rank={rank}, world_size={world_size}; "
-                            "check the launcher's environment.")
+            raise DataError(
+                f"Need 0 <= rank < world_size, got rank={rank}, world_size={world_size}; "
+                "check the launcher's environment."
+            )
         if windows_per_epoch is not None and (not shuffle or int(windows_per_epoch) < 1):
-            raise DataError(f"windows_per_epoch={windows_per_epoch} needs a shuffled (training) loader and a value "
-                            ">= 1; omit it to use every window once")
+            raise DataError(
+                f"windows_per_epoch={windows_per_epoch} needs a shuffled (training) loader and a value "
+                ">= 1; omit it to use every window once"
+            )
         self.seq_len = int(seq_len)
         self.num_windows = (int(tokens.numel()) - 1) // self.seq_len
         if self.num_windows < 1:
-            raise DataError(f"{tokens.numel()} tokens are fewer than one window of seq_len+1={self.seq_len + 1}; "
-                            "pass a shorter --seq-len or more text")
+            raise DataError(
+                f"{tokens.numel()} tokens are fewer than one window of seq_len+1={self.seq_len + 1}; "
+                "pass a shorter --seq-len or more text"
+            )
         self.device = torch.device(device)
         self.data = tokens.to(self.device, torch.int64)
         self.batch_size = int(batch_size)
@@ -214,12 +229,12 @@ class TextLoader(EpochBatches):
         total = self.num_samples * self.world_size
         if total > len(order):  # repeat leading windows so every rank gets the same count
             order = order.repeat(math.ceil(total / len(order)))[:total]
-        return order[self.rank::self.world_size]
+        return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self.indices().to(self.device)
         for b in range(len(self)):
-            starts = idx[b * self.batch_size:(b + 1) * self.batch_size] * self.seq_len
+            starts = idx[b * self.batch_size : (b + 1) * self.batch_size] * self.seq_len
             windows = self.data[starts.unsqueeze(1) + self._offsets]  # [B, T+1] in one gather
             yield windows[:, :-1], windows[:, 1:]
 
@@ -227,8 +242,18 @@ class TextLoader(EpochBatches):
 def text_info(name: str, tokenizer: Tokenizer, seq_len: int, bytes_per_token: float = 0.0) -> DatasetInfo:
     """The :class:`DatasetInfo` of a text dataset: classes = vocabulary, ``image_size`` = ``seq_len``, one
     input channel (token ids), which is what a model built for it records."""
-    return DatasetInfo(name, int(tokenizer.vocab_size), 1, int(seq_len), (), (), False, kind="text",
-                       tokenizer=tokenizer.name, bytes_per_token=float(bytes_per_token))
+    return DatasetInfo(
+        name,
+        int(tokenizer.vocab_size),
+        1,
+        int(seq_len),
+        (),
+        (),
+        False,
+        kind="text",
+        tokenizer=tokenizer.name,
+        bytes_per_token=float(bytes_per_token),
+    )
 
 
 def build_text_loaders(
@@ -263,10 +288,24 @@ def build_text_loaders(
     tok = load_tokenizer(tokenizer)
     splits = read_text_splits(data_dir, tok, ("train", eval_split), min_tokens=int(seq_len) + 1)
     train_split, eval_data = splits["train"], splits[eval_split]
-    train = TextLoader(train_split.tokens, seq_len=seq_len, batch_size=batch_size, shuffle=True,
-                       windows_per_epoch=windows_per_epoch, bytes_per_token=train_split.bytes_per_token,
-                       device=device, seed=seed, rank=rank, world_size=world_size)
-    evaluate = TextLoader(eval_data.tokens, seq_len=seq_len, batch_size=test_batch_size,
-                          bytes_per_token=eval_data.bytes_per_token, device=device)
+    train = TextLoader(
+        train_split.tokens,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        shuffle=True,
+        windows_per_epoch=windows_per_epoch,
+        bytes_per_token=train_split.bytes_per_token,
+        device=device,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    evaluate = TextLoader(
+        eval_data.tokens,
+        seq_len=seq_len,
+        batch_size=test_batch_size,
+        bytes_per_token=eval_data.bytes_per_token,
+        device=device,
+    )
     name = "text_tiny" if data_dir is None or str(data_dir) == "" else "text"
     return train, evaluate, text_info(name, tok, seq_len, eval_data.bytes_per_token)

@@ -92,8 +92,9 @@ def load_tokenizer(source: str | Tokenizer | None) -> Tokenizer:
     if not isinstance(source, str):
         if isinstance(source, Tokenizer):
             return source
-        raise DataError(f"tokenizer {source!r} is neither a name nor an object with name, vocab_size and "
-                        f"encode(); {_TOKENIZER_FIX}")
+        raise DataError(
+            f"tokenizer {source!r} is neither a name nor an object with name, vocab_size and encode(); {_TOKENIZER_FIX}"
+        )
     text = source.strip()
     if text.lower() == "bytes":
         return ByteTokenizer()
@@ -112,8 +113,9 @@ def load_tokenizer(source: str | Tokenizer | None) -> Tokenizer:
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **options)
     except Exception as error:  # transformers raises many kinds (OSError, ValueError, KeyError ...)
-        raise DataError(f"tokenizer {source}: cannot load a tokenizer from {path} ({_first_line(error)}); "
-                        f"{_TOKENIZER_FIX}") from None
+        raise DataError(
+            f"tokenizer {source}: cannot load a tokenizer from {path} ({_first_line(error)}); {_TOKENIZER_FIX}"
+        ) from None
     return HFTokenizer(tokenizer, text)
 
 
@@ -123,8 +125,10 @@ def _import_transformers() -> Any:
     try:
         return importlib.import_module("transformers")
     except Exception as error:  # missing, or broken against this torch
-        raise DataError(f"tokenizer hf:... needs transformers, which cannot be imported ({_first_line(error)}); "
-                        "pip install 'tpp-pruning[transformers]', or pass --tokenizer bytes") from None
+        raise DataError(
+            f"tokenizer hf:... needs transformers, which cannot be imported ({_first_line(error)}); "
+            "pip install 'tpp-pruning[transformers]', or pass --tokenizer bytes"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:

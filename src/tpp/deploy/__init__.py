@@ -64,8 +64,14 @@ def __dir__() -> list[str]:
 
 
 def export_pruned_onnx(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17, dynamic_batch: bool = True,
-    batch_size: int = 1, overwrite: bool = False, base_model: str | None = None,
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    batch_size: int = 1,
+    overwrite: bool = False,
+    base_model: str | None = None,
 ) -> Path:
     """Load a file written by ``tpp.save_pruned`` and export it to ONNX at ``out`` (verified when
     onnxruntime is installed). The example input comes from the model's registry spec; an
@@ -75,14 +81,20 @@ def export_pruned_onnx(
     Raises:
         TPPError: unreadable checkpoint, failed export or verification, unwritable ``out``.
     """
+    from tpp.checkpoints import load_pruned
     from tpp.deploy.export import check_opset, export_onnx
     from tpp.models import example_inputs
-    from tpp.checkpoints import load_pruned
 
     check_opset(opset)  # before the checkpoint is read
     model = load_pruned(checkpoint, base_model)
-    return export_onnx(model, example_inputs(model, batch_size=batch_size), out, opset=opset,
-                       dynamic_batch=dynamic_batch, overwrite=overwrite)
+    return export_onnx(
+        model,
+        example_inputs(model, batch_size=batch_size),
+        out,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        overwrite=overwrite,
+    )
 
 
 def cpu_model() -> str:
@@ -108,9 +120,13 @@ def machine_info(threads: int | None = None, device: str = "cpu") -> dict[str, A
     except MissingDependencyError:
         ort_version = None
     info = {
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": usable_cores(),
-        "torch_threads": int(threads or usable_cores()), "torch_version": torch.__version__,
-        "onnxruntime_version": ort_version, "python_version": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "torch_threads": int(threads or usable_cores()),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": ort_version,
+        "python_version": platform.python_version(),
         "platform": platform.platform(),
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
@@ -157,9 +173,14 @@ def run_latency_bench(
     input_shape = tuple(int(s) for s in inputs.shape[1:])
     rows = compare_pruned(base, pruned, input_shape, batch_sizes, device, backends, repeats=repeats, threads=threads)
     return {
-        "model": model_name, "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio, "scope": scope,
+        "model": model_name,
+        "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
+        "scope": scope,
         "input_shape": list(input_shape),
-        "params": {"base": sum(p.numel() for p in base.parameters()),
-                   "pruned": sum(p.numel() for p in pruned.parameters())},
-        "machine": machine_info(threads, device), "rows": rows,
+        "params": {
+            "base": sum(p.numel() for p in base.parameters()),
+            "pruned": sum(p.numel() for p in pruned.parameters()),
+        },
+        "machine": machine_info(threads, device),
+        "rows": rows,
     }

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from tpp.errors import CheckpointError, TPPError
-from tpp.util.owned import GENERATOR, refuse_foreign
 from tpp.util.inputs import logits_of
 from tpp.util.modules import unwrap
+from tpp.util.owned import GENERATOR, refuse_foreign
 
 ONNX_EXTRA_HINT = "pip install 'tpp-pruning[onnx]'"
 
@@ -84,8 +84,10 @@ def check_opset(opset: int) -> None:
     """
     low, high = opset_range()
     if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
-        raise ExportError(f"ONNX opset {opset!r} is not supported by this torch's exporter; pass --opset (opset=) "
-                          f"between {low} and {high} (17, the default, suits most runtimes)")
+        raise ExportError(
+            f"ONNX opset {opset!r} is not supported by this torch's exporter; pass --opset (opset=) "
+            f"between {low} and {high} (17, the default, suits most runtimes)"
+        )
 
 
 def _first_line(error: BaseException) -> str:
@@ -102,8 +104,15 @@ def _export_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(
-            model, inputs, buffer, opset_version=opset, input_names=input_names, output_names=["output"],
-            dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False,
+            model,
+            inputs,
+            buffer,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=["output"],
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+            dynamo=False,
         )
     return buffer.getvalue()
 
@@ -133,9 +142,7 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def verify_onnx(
-    model: nn.Module, onnx_model: str | os.PathLike | bytes, inputs: Any, rtol: float = 1e-4
-) -> float:
+def verify_onnx(model: nn.Module, onnx_model: str | os.PathLike | bytes, inputs: Any, rtol: float = 1e-4) -> float:
     """Run ``inputs`` through ``model`` (eval) and the ONNX model on ORT's CPU provider.
 
     Returns the relative error (see :func:`relative_error`); raises :class:`ExportError` if it
@@ -247,7 +254,8 @@ def export_onnx(
             other = inputs[0].shape[0] + 2
             generator = torch.Generator().manual_seed(0)
             batch = tuple(
-                torch.randn((other, *t.shape[1:]), generator=generator).to(t.dtype) if t.is_floating_point()
+                torch.randn((other, *t.shape[1:]), generator=generator).to(t.dtype)
+                if t.is_floating_point()
                 else t[:1].expand(other, *t.shape[1:]).contiguous().cpu()
                 for t in inputs
             )

@@ -29,10 +29,20 @@ from tpp.util.owned import GENERATOR
 
 MARK = ".tpp-export"
 # files a tokenizer's save_pretrained writes (fast and slow tokenizers, chat templates)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
-                   "sentencepiece.bpe.model",
-                   "chat_template.jinja", "chat_template.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 VERIFY_TOLERANCE = 1e-6  # the same process, the same kernels: logits of the reloaded folder match to rounding
 
 
@@ -56,8 +66,10 @@ def _check_destination(folder: Path, overwrite: bool) -> None:
         raise HFExportError(f"cannot write {folder}: it exists and is not a folder; choose another --out")
     if overwrite or folder_is_ours(folder) or not any(folder.iterdir()):
         return
-    raise HFExportError(f"{folder} exists and was not written by tpp; pass --overwrite (overwrite=True) to replace it, "
-                        "or choose another folder")
+    raise HFExportError(
+        f"{folder} exists and was not written by tpp; pass --overwrite (overwrite=True) to replace it, "
+        "or choose another folder"
+    )
 
 
 def source_folder(model: nn.Module) -> Path | None:
@@ -101,19 +113,27 @@ def _verify(model: nn.Module, folder: Path) -> float | None:
     if ids is None:
         return None
     try:
-        loaded = type(model).from_pretrained(str(folder), local_files_only=True, dtype=model.dtype,
-                                             attn_implementation=getattr(model.config, "_attn_implementation", None))
+        loaded = type(model).from_pretrained(
+            str(folder),
+            local_files_only=True,
+            dtype=model.dtype,
+            attn_implementation=getattr(model.config, "_attn_implementation", None),
+        )
     except Exception as error:  # noqa: BLE001 - transformers raises many types for a folder it cannot load
-        raise HFExportError(f"the exported folder does not load with from_pretrained ({_first_line(error)}); "
-                            "nothing was written") from None
+        raise HFExportError(
+            f"the exported folder does not load with from_pretrained ({_first_line(error)}); nothing was written"
+        ) from None
     expected, got = _logits(model, ids), _logits(loaded, ids)
     if got.shape != expected.shape:
-        raise HFExportError(f"the exported folder gives logits of shape {tuple(got.shape)}, the model "
-                            f"{tuple(expected.shape)}; nothing was written")
+        raise HFExportError(
+            f"the exported folder gives logits of shape {tuple(got.shape)}, the model "
+            f"{tuple(expected.shape)}; nothing was written"
+        )
     error = float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
     if not error <= VERIFY_TOLERANCE:
-        raise HFExportError(f"the exported folder's logits differ from the model's by {error:.2e} (relative); "
-                            "nothing was written")
+        raise HFExportError(
+            f"the exported folder's logits differ from the model's by {error:.2e} (relative); nothing was written"
+        )
     return error
 
 
@@ -153,8 +173,9 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer: Any = None, overwrite: bool = False,
-                    verify: bool = True) -> Path:
+def save_pretrained(
+    model: nn.Module, folder: str | os.PathLike, *, tokenizer: Any = None, overwrite: bool = False, verify: bool = True
+) -> Path:
     """Write a (pruned) ``transformers`` model as a folder ``from_pretrained`` loads without tpp.
 
     Args:
@@ -173,10 +194,15 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer: A
             different widths); :func:`tpp.save_pruned` keeps them.
     """
     module = unwrap(model)
-    if not (hasattr(module, "save_pretrained") and hasattr(module, "config")
-            and type(module).__module__.startswith("transformers.")):
-        raise HFExportError(f"{type(module).__name__} is not a transformers model; the Hugging Face format holds "
-                            "transformers models only (use tpp.save_pruned or ONNX export for others)")
+    if not (
+        hasattr(module, "save_pretrained")
+        and hasattr(module, "config")
+        and type(module).__module__.startswith("transformers.")
+    ):
+        raise HFExportError(
+            f"{type(module).__name__} is not a transformers model; the Hugging Face format holds "
+            "transformers models only (use tpp.save_pruned or ONNX export for others)"
+        )
     folder = Path(folder).expanduser()
     _check_destination(folder, overwrite)
     cfg = pruned_config(module)  # before anything is written
@@ -185,8 +211,9 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer: A
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
     except OSError as error:
-        raise HFExportError(f"cannot write {folder}: {error.strerror or type(error).__name__}; "
-                            "choose a writable location") from None
+        raise HFExportError(
+            f"cannot write {folder}: {error.strerror or type(error).__name__}; choose a writable location"
+        ) from None
     old = None
     try:
         with _quiet():
@@ -203,8 +230,9 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer: A
         if isinstance(error, TPPError) or not isinstance(error, Exception):
             raise
         reason = error.strerror if isinstance(error, OSError) and error.strerror else _first_line(error)
-        raise HFExportError(f"cannot write {folder}: {reason}; nothing was changed (check the location's "
-                            "permissions and free space)") from None
+        raise HFExportError(
+            f"cannot write {folder}: {reason}; nothing was changed (check the location's permissions and free space)"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and os.path.lexists(folder):  # else the previous folder is still in `old`: keep it
@@ -212,8 +240,9 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer: A
     return folder
 
 
-def export_pruned_hf(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
-                     base_model: str | None = None) -> Path:
+def export_pruned_hf(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, base_model: str | None = None
+) -> Path:
     """``tpp export --format hf``: load a file written by ``tpp.save_pruned`` and :func:`save_pretrained` it."""
     from tpp.checkpoints import load_pruned
 

@@ -28,8 +28,10 @@ from tpp.pruning.layers import filters, transposed_linear_types
 # GPT-NeoX/BLOOM/Falcon, GPT-2 (a Conv1D), OPT, BERT/RoBERTa
 _MLP_OUT = re.compile(r"(\.mlp\.(down_proj|dense_4h_to_h|c_proj|fc2)|layers\.\d+\.fc2|layer\.\d+\.output\.dense)$")
 # layers whose input width is heads x head_dim: the attention's output projection
-_ATTN_OUT = re.compile(r"(\.(self_attn|attn|attention|self_attention)\.(o_proj|out_proj|c_proj|dense)"
-                       r"|\.attention\.output\.dense)$")
+_ATTN_OUT = re.compile(
+    r"(\.(self_attn|attn|attention|self_attention)\.(o_proj|out_proj|c_proj|dense)"
+    r"|\.attention\.output\.dense)$"
+)
 # layers whose output width is key/value heads x head_dim (separate projections only)
 _KEY = re.compile(r"\.(self_attn|attention)\.(k_proj|key)$|\.attention\.self\.key$")
 _MLP_FIELDS = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size")
@@ -64,8 +66,11 @@ def _widths(model: nn.Module, pattern: re.Pattern, width) -> dict[str, int]:
 def layer_widths(model: nn.Module) -> dict[str, dict[str, int]]:
     """Per layer: the MLP width (``mlp``), the attention width = heads x head_dim (``attention``) and
     the key width = key/value heads x head_dim (``keys``, separate projections only)."""
-    return {"mlp": _widths(model, _MLP_OUT, in_width), "attention": _widths(model, _ATTN_OUT, in_width),
-            "keys": _widths(model, _KEY, out_width)}
+    return {
+        "mlp": _widths(model, _MLP_OUT, in_width),
+        "attention": _widths(model, _ATTN_OUT, in_width),
+        "keys": _widths(model, _KEY, out_width),
+    }
 
 
 def _one(found: dict[str, int], what: str) -> int | None:
@@ -75,7 +80,8 @@ def _one(found: dict[str, int], what: str) -> int | None:
         raise ConfigMismatchError(
             f"the pruned layers have different {what} ({found[names[0]]} in {names[0]}, {found[names[-1]]} in "
             f"{names[-1]}) and one config.json holds one value; save with tpp.save_pruned, whose file keeps them, "
-            "or prune every layer alike (one ratio)")
+            "or prune every layer alike (one ratio)"
+        )
     return values.pop() if values else None
 
 
@@ -145,8 +151,10 @@ def check_buildable(model: nn.Module, cfg: Any) -> None:
             fresh = type(model)(cfg)
     except Exception as error:  # noqa: BLE001 - a config the class rejects, whatever it raises
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigMismatchError(f"{type(model).__name__} cannot be built from the pruned model's config ({first}); "
-                                  "save with tpp.save_pruned, whose file keeps the pruned shapes") from None
+        raise ConfigMismatchError(
+            f"{type(model).__name__} cannot be built from the pruned model's config ({first}); "
+            "save with tpp.save_pruned, whose file keeps the pruned shapes"
+        ) from None
     built = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     name = type(model).__name__
@@ -155,8 +163,11 @@ def check_buildable(model: nn.Module, cfg: Any) -> None:
             raise ConfigMismatchError(
                 f"config.json cannot describe the pruned {name}: {key} is {list(shape)} but {name}(config) builds "
                 f"{list(built[key])} (layers pruned to different widths, or a width the config has no field for); "
-                "save with tpp.save_pruned, whose file keeps them")
+                "save with tpp.save_pruned, whose file keeps them"
+            )
     missing = sorted(set(have) ^ set(built))
     if missing:
-        raise ConfigMismatchError(f"config.json cannot describe the pruned {name}: {missing[0]} is in only one of the "
-                                  "pruned model and the model its config builds; save with tpp.save_pruned")
+        raise ConfigMismatchError(
+            f"config.json cannot describe the pruned {name}: {missing[0]} is in only one of the "
+            "pruned model and the model its config builds; save with tpp.save_pruned"
+        )

@@ -128,7 +128,9 @@ def _input(batch_size: int, input_shape: Sequence[int], device: torch.device | s
     return torch.randn((int(batch_size), *map(int, input_shape)), generator=generator).to(device)
 
 
-def torch_runner(model: nn.Module, batch_size: int, input_shape: Sequence[int], device: str | torch.device = "cpu") -> Callable[[], Any]:
+def torch_runner(
+    model: nn.Module, batch_size: int, input_shape: Sequence[int], device: str | torch.device = "cpu"
+) -> Callable[[], Any]:
     """A no-argument callable running ``model`` (eval, inference mode) on a fixed random batch.
 
     ``input_shape`` is the per-sample shape, e.g. ``(3, 32, 32)``. The model is used as is:
@@ -145,7 +147,11 @@ def torch_runner(model: nn.Module, batch_size: int, input_shape: Sequence[int], 
 
 
 def onnxruntime_runner(
-    path: str | os.PathLike, batch_size: int, input_shape: Sequence[int], threads: int | None = None, device: str = "cpu"
+    path: str | os.PathLike,
+    batch_size: int,
+    input_shape: Sequence[int],
+    threads: int | None = None,
+    device: str = "cpu",
 ) -> Callable[[], Any]:
     """A no-argument callable running an ONNX file with ONNX Runtime on a fixed random batch.
 
@@ -171,17 +177,29 @@ def onnxruntime_runner(
 
 
 def time_torch(
-    model: nn.Module, batch_size: int, input_shape: Sequence[int], device: str | torch.device = "cpu",
-    warmup: int = 5, repeats: int = 30,
+    model: nn.Module,
+    batch_size: int,
+    input_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    warmup: int = 5,
+    repeats: int = 30,
 ) -> LatencyStats:
     """Latency of ``model`` in eager PyTorch (eval, inference mode); the model must be on ``device``."""
     device = torch.device(device)
-    return measure_latency(torch_runner(model, batch_size, input_shape, device), warmup=warmup,
-                           repeats=repeats, synchronize=_sync_for(device))
+    return measure_latency(
+        torch_runner(model, batch_size, input_shape, device),
+        warmup=warmup,
+        repeats=repeats,
+        synchronize=_sync_for(device),
+    )
 
 
 def time_onnxruntime(
-    path: str | os.PathLike, batch_size: int, input_shape: Sequence[int], warmup: int = 5, repeats: int = 30,
+    path: str | os.PathLike,
+    batch_size: int,
+    input_shape: Sequence[int],
+    warmup: int = 5,
+    repeats: int = 30,
     threads: int | None = None,
 ) -> LatencyStats:
     """Latency of an ONNX file on ONNX Runtime's CPU provider with ``threads`` intra-op threads."""
@@ -251,23 +269,40 @@ def compare_pruned(
                     base, pruned = LatencyStats.from_samples(raw["base"]), LatencyStats.from_samples(raw["pruned"])
                     speedup = base.median_ms / pruned.median_ms
                     paired = float(np.median(np.asarray(raw["base"]) / np.asarray(raw["pruned"])))
-                    rows.append({
-                        "backend": backend, "device": str(device), "batch": int(batch), "threads": threads,
-                        "repeats": r, "base": base.as_dict(), "pruned": pruned.as_dict(),
-                        "base_median_ms": base.median_ms, "pruned_median_ms": pruned.median_ms,
-                        "measured_speedup": speedup, "flops_speedup": flops_speedup,
-                        "measured_over_flops": speedup / flops_speedup, "paired_speedup": paired,
-                        "p10_speedup": base.p10_ms / pruned.p10_ms,
-                        "base_flops": base_flops, "pruned_flops": pruned_flops, "flops_counter": counter,
-                    })
+                    rows.append(
+                        {
+                            "backend": backend,
+                            "device": str(device),
+                            "batch": int(batch),
+                            "threads": threads,
+                            "repeats": r,
+                            "base": base.as_dict(),
+                            "pruned": pruned.as_dict(),
+                            "base_median_ms": base.median_ms,
+                            "pruned_median_ms": pruned.median_ms,
+                            "measured_speedup": speedup,
+                            "flops_speedup": flops_speedup,
+                            "measured_over_flops": speedup / flops_speedup,
+                            "paired_speedup": paired,
+                            "p10_speedup": base.p10_ms / pruned.p10_ms,
+                            "base_flops": base_flops,
+                            "pruned_flops": pruned_flops,
+                            "flops_counter": counter,
+                        }
+                    )
     finally:
         torch.set_num_threads(previous_threads)
     return rows
 
 
 def _backend_runners(
-    backend: str, models: dict[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int],
-    device: torch.device, threads: int, folder: Path,
+    backend: str,
+    models: dict[str, nn.Module],
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int],
+    device: torch.device,
+    threads: int,
+    folder: Path,
 ) -> Iterator[tuple[int, dict[str, Callable[[], Any]]]]:
     """``(batch, {"base": fn, "pruned": fn})`` for one backend, one batch size at a time."""
     if backend == "torch":
@@ -294,11 +329,19 @@ def latency_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         for key in ("base", "pruned"):
             stats = row[key]
             pruned = key == "pruned"
-            lines.append((str(row["backend"]), str(row["batch"]), key, f"{stats['median_ms']:.3f}",
-                          f"{stats['iqr_ms']:.3f}", f"{stats['p90_ms']:.3f}",
-                          f"{1e3 * row['batch'] / stats['median_ms']:,.1f}",
-                          f"{row['measured_speedup']:.2f}x" if pruned else "",
-                          f"{row['flops_speedup']:.2f}x" if pruned else ""))
+            lines.append(
+                (
+                    str(row["backend"]),
+                    str(row["batch"]),
+                    key,
+                    f"{stats['median_ms']:.3f}",
+                    f"{stats['iqr_ms']:.3f}",
+                    f"{stats['p90_ms']:.3f}",
+                    f"{1e3 * row['batch'] / stats['median_ms']:,.1f}",
+                    f"{row['measured_speedup']:.2f}x" if pruned else "",
+                    f"{row['flops_speedup']:.2f}x" if pruned else "",
+                )
+            )
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]
 
     def fmt(cells: Sequence[str]) -> str:  # names left-aligned, numbers right-aligned

@@ -61,8 +61,11 @@ def layer_table(widths: Mapping[str, Mapping[str, Any]], pruned_indices: Mapping
     names = list(widths) + [name for name in pruned_indices if name not in widths]
     table = []
     for name in names:
-        row = {"name": name, "channels": (widths.get(name) or {}).get("channels"),
-               "pruned": len(pruned_indices.get(name) or [])}
+        row = {
+            "name": name,
+            "channels": (widths.get(name) or {}).get("channels"),
+            "pruned": len(pruned_indices.get(name) or []),
+        }
         if (widths.get(name) or {}).get("heads"):
             row["heads"] = True
         table.append(row)

@@ -25,8 +25,9 @@ def measure_jsv(model: nn.Module, loader: Iterable, config: Any) -> dict[str, An
     batches = list(itertools.islice(iter(loader), config.jsv_batches))
     if batches and takes_token_ids(batches[0]):
         return language_model_jsv(model, batches, max_batches=len(batches)).as_dict()
-    return jacobian_singular_values(model, batches, max_batches=max(len(batches), 1),
-                                    train_mode=config.jsv_mode == "train").as_dict()
+    return jacobian_singular_values(
+        model, batches, max_batches=max(len(batches), 1), train_mode=config.jsv_mode == "train"
+    ).as_dict()
 
 
 def calibrated_importance(model: nn.Module, loader: Iterable, config: Any) -> Any:

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from tpp.metrics.counting import count
 from tpp.jobs.prune_job import PruneJobConfig, _choice_options, _describe
 from tpp.jobs.stages import pruner_options
+from tpp.metrics.counting import count
 from tpp.pruning.base import UNFINISHED_PRUNE_WARNING
 from tpp.pruning.registry import get_method
 from tpp.util.modules import unwrap
@@ -29,9 +29,15 @@ def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: Pr
     config.check()
     method = get_method(config.method)
     probe = copy.deepcopy(unwrap(model))
-    pruner = method.make_pruner(probe, example_inputs, ratio=config.ratio, scope=config.scope,
-                                global_ratio=config.global_ratio, **_choice_options(None, config),
-                                **pruner_options(config, method))
+    pruner = method.make_pruner(
+        probe,
+        example_inputs,
+        ratio=config.ratio,
+        scope=config.scope,
+        global_ratio=config.global_ratio,
+        **_choice_options(None, config),
+        **pruner_options(config, method),
+    )
     removes = _describe(pruner)
     iterations = int(pruner.total_iterations) if method.regularized else 0
     bounded = method.regularized and not getattr(pruner.schedule, "fixed_length", True)
@@ -39,9 +45,15 @@ def preview_prune_job(model: nn.Module, example_inputs: torch.Tensor, config: Pr
     with warnings.catch_warnings():  # removing at once is the point here, not an unfinished regulariser
         warnings.filterwarnings("ignore", message=UNFINISHED_PRUNE_WARNING)
         before, after = count(probe, example_inputs), count(pruner.prune(), example_inputs)
-    return {"removes": removes, "counts_before": before.as_dict(), "pruned": pruned,
-            "counts_after": after.as_dict(), "speedup": after.speedup_over(before),
-            "iterations": iterations, "iterations_are_bound": bounded}
+    return {
+        "removes": removes,
+        "counts_before": before.as_dict(),
+        "pruned": pruned,
+        "counts_after": after.as_dict(),
+        "speedup": after.speedup_over(before),
+        "iterations": iterations,
+        "iterations_are_bound": bounded,
+    }
 
 
 def measure_step_seconds(model: nn.Module, loader: Any, steps: int = 5) -> float:

@@ -35,21 +35,20 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
+from tpp.checkpoints import load_pruned, read_pruned, save_pruned
 from tpp.distributed import broadcast_parameters
 from tpp.errors import CheckpointError, ConfigError
-from tpp.metrics.counting import count
+from tpp.jobs import stages
+from tpp.jobs.context import JobContext
+from tpp.jobs.job_outputs import JobClock, layer_table, unit_widths, write_run_outputs
 from tpp.jobs.measures import calibrated_importance, measure_jsv, train_steps
+from tpp.jobs.stages import exists, pruner_options
+from tpp.metrics.counting import count
 from tpp.pruning.calibration import IMPORTANCES
 from tpp.pruning.registry import get_method
-from tpp.checkpoints import load_pruned, read_pruned, save_pruned
-from tpp.util.atomic import atomic_write_json
 from tpp.training import evaluate, get_rng_state, parse_lr_schedule, set_rng_state
 from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
-from tpp.jobs.context import JobContext
-from tpp.jobs import stages
-from tpp.jobs.stages import exists, pruner_options
-from tpp.jobs.job_outputs import JobClock, layer_table, unit_widths, write_run_outputs
-from tpp.util.atomic import remove_stale_temporaries
+from tpp.util.atomic import atomic_write_json, remove_stale_temporaries
 from tpp.util.modules import unwrap
 
 REPORT = "report.json"
@@ -95,8 +94,10 @@ class PruneJobConfig:
         if self.importance not in IMPORTANCES:
             raise ConfigError(f"importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
         if self.importance != "l1" and (not isinstance(self.calibration_batches, int) or self.calibration_batches < 1):
-            raise ConfigError(f"importance {self.importance} reads calibration batches: calibration_batches must be "
-                              f"a whole number >= 1, got {self.calibration_batches!r}")
+            raise ConfigError(
+                f"importance {self.importance} reads calibration batches: calibration_batches must be "
+                f"a whole number >= 1, got {self.calibration_batches!r}"
+            )
         for name in ("ft_epochs", "jsv_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -106,8 +107,9 @@ class PruneJobConfig:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or value == low:
                 bound = "> 0" if low is not None else ">= 0"
                 raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-        if self.budget_steps is not None and (not isinstance(self.budget_steps, int) or isinstance(self.budget_steps, bool)
-                                              or self.budget_steps < 1):
+        if self.budget_steps is not None and (
+            not isinstance(self.budget_steps, int) or isinstance(self.budget_steps, bool) or self.budget_steps < 1
+        ):
             raise ConfigError(f"budget_steps must be a whole number >= 1 (or None), got {self.budget_steps!r}")
         parse_lr_schedule(self.ft_lr)
 
@@ -140,10 +142,14 @@ def run_prune_job(
     clock = JobClock()  # earlier processes' seconds come with the files a resume loads
     base_counts = count(model, example_inputs)
     accuracy_before = evaluate(unwrap(model), test_loader, device)
-    report: dict[str, Any] = {"method": config.method, "config": _plain(asdict(config)),
-                              "method_options": _plain(method_settings(method, config)),
-                              "accuracy_before": accuracy_before, "counts_before": base_counts.as_dict(),
-                              "model": _spec_of(model)}
+    report: dict[str, Any] = {
+        "method": config.method,
+        "config": _plain(asdict(config)),
+        "method_options": _plain(method_settings(method, config)),
+        "accuracy_before": accuracy_before,
+        "counts_before": base_counts.as_dict(),
+        "model": _spec_of(model),
+    }
 
     pruned_file = out / "pruned.pt" if out is not None else None
     if context.resume and exists(pruned_file):
@@ -159,18 +165,28 @@ def run_prune_job(
         say("ratio 0: nothing is removed; the unpruned model is fine-tuned with the same budget (a dense control)")
         report["pruned_indices"], report["layers"] = {}, []
         if pruned_file is not None and context.rank == 0:
-            save_pruned(unwrap(model), pruned_file, extra={"pruned_indices": {}, "layers": [], "rng": get_rng_state(),
-                                                           **clock.state_dict()})
+            save_pruned(
+                unwrap(model),
+                pruned_file,
+                extra={"pruned_indices": {}, "layers": [], "rng": get_rng_state(), **clock.state_dict()},
+            )
     else:
         importance = calibrated_importance(model, train_loader, config)
-        pruner = method.make_pruner(model, example_inputs, ratio=config.ratio, scope=config.scope,
-                                    global_ratio=config.global_ratio, **_choice_options(importance, config),
-                                    **pruner_options(config, method))
+        pruner = method.make_pruner(
+            model,
+            example_inputs,
+            ratio=config.ratio,
+            scope=config.scope,
+            global_ratio=config.global_ratio,
+            **_choice_options(importance, config),
+            **pruner_options(config, method),
+        )
         report["pruned_indices"] = pruner.pruned_indices
         _check_budget(config, method, pruner)
         if method.regularized:
-            report["regularization"] = stages.regularize(model, pruner, train_loader, test_loader, config, context, out,
-                                                   say, clock)
+            report["regularization"] = stages.regularize(
+                model, pruner, train_loader, test_loader, config, context, out, say, clock
+            )
         say(f"removing channels ({config.method}, {_describe(pruner)})")
         widths = unit_widths(pruner)  # the widths before removal
         model = pruner.prune()  # a DDP model comes back re-wrapped around the smaller module
@@ -199,13 +215,19 @@ def run_prune_job(
     report["params_reduction"] = pruned_counts.params_reduction(base_counts)
     after = report["accuracy_after_removal"]
     quality = f"perplexity {after['perplexity']:.3f}" if "perplexity" in after else f"top1 {after['top1']:.2f}"
-    say(f"after removal: {quality}  params {base_counts.params:,} -> {pruned_counts.params:,}  "
-        f"FLOPs speedup {report['speedup']:.2f}x")
+    say(
+        f"after removal: {quality}  params {base_counts.params:,} -> {pruned_counts.params:,}  "
+        f"FLOPs speedup {report['speedup']:.2f}x"
+    )
 
-    steps = None if config.budget_steps is None else config.budget_steps - int(
-        (report.get("regularization") or {}).get("iterations") or 0)  # what the regularisation left
-    model, report["finetune"] = stages.finetune(model, train_loader, test_loader, config, method, context, out, clock,
-                                                steps=steps)
+    steps = (
+        None
+        if config.budget_steps is None
+        else config.budget_steps - int((report.get("regularization") or {}).get("iterations") or 0)
+    )  # what the regularisation left
+    model, report["finetune"] = stages.finetune(
+        model, train_loader, test_loader, config, method, context, out, clock, steps=steps
+    )
     report["train_steps"] = train_steps(report, train_loader)
     report["wall_seconds"] = clock.seconds()
     if out is not None and context.rank == 0:
@@ -238,8 +260,10 @@ def _finished(out: Path, config: PruneJobConfig) -> bool:
     ran, asked = report.get("config") or {}, _plain(asdict(config))
     for key in sorted(asked):
         if key != "ft_epochs" and key in ran and ran[key] != asked[key]:
-            raise ConfigError(f"the job in {out} ran with {key}={ran[key]!r}, not {asked[key]!r}; resume it with the "
-                              "same settings or give it another folder")
+            raise ConfigError(
+                f"the job in {out} ran with {key}={ran[key]!r}, not {asked[key]!r}; resume it with the "
+                "same settings or give it another folder"
+            )
     return ran.get("ft_epochs") == config.ft_epochs
 
 
@@ -256,8 +280,10 @@ def method_settings(method: Any, config: PruneJobConfig) -> dict[str, Any]:
 def _choice_options(importance: Any, config: PruneJobConfig) -> dict[str, Any]:
     """``importance`` / ``heads`` for the pruner only when they are not the defaults, so that a user's
     registered pruner that takes neither still runs the default job."""
-    return {**({"importance": importance} if importance is not None else {}),
-            **({"heads": True} if config.heads else {})}
+    return {
+        **({"importance": importance} if importance is not None else {}),
+        **({"heads": True} if config.heads else {}),
+    }
 
 
 def _check_budget(config: PruneJobConfig, method: Any, pruner: Any) -> None:
@@ -266,8 +292,10 @@ def _check_budget(config: PruneJobConfig, method: Any, pruner: Any) -> None:
         return
     needed = int(pruner.total_iterations)  # the adaptive schedule's bound: it may run that long
     if needed > config.budget_steps:
-        raise ConfigError(f"budget_steps {config.budget_steps:,} is less than the {needed:,} regularisation "
-                          f"iterations of {config.method}; raise the budget or shorten the schedule")
+        raise ConfigError(
+            f"budget_steps {config.budget_steps:,} is less than the {needed:,} regularisation "
+            f"iterations of {config.method}; raise the budget or shorten the schedule"
+        )
 
 
 def _dense_control(config: PruneJobConfig) -> bool:

@@ -23,15 +23,26 @@ def run_guide(out: Path, report: Mapping[str, Any], present: Iterable[str] | Non
     if present is None:
         present = [name for name in files if (out / name).is_file() or name in ("report.json", README)]
     present = set(present)
-    lines = [f"tpp prune job: method {report.get('method')}, {_stages(report)}.", "",
-             "THE FINAL MODEL", f"  pruned_model.pt  {_final(report)}"]
+    lines = [
+        f"tpp prune job: method {report.get('method')}, {_stages(report)}.",
+        "",
+        "THE FINAL MODEL",
+        f"  pruned_model.pt  {_final(report)}",
+    ]
     best = best_epoch(report)
     if best is not None:
         same = " (the last epoch is the best)" if best is _history(report)[-1] else ""
-        lines.append(f"  The best fine-tuning epoch was {best['epoch'] + 1}, {_quality(best)}{same}; "
-                     "finetune/best.pt holds it (a training checkpoint).")
-    lines += ["", "RESULTS", *("  " + line for line in _results(report)), "", "FILES (only pruned_model.pt is "
-              "the result; the other model files are for resuming and inspection)"]
+        lines.append(
+            f"  The best fine-tuning epoch was {best['epoch'] + 1}, {_quality(best)}{same}; "
+            "finetune/best.pt holds it (a training checkpoint)."
+        )
+    lines += [
+        "",
+        "RESULTS",
+        *("  " + line for line in _results(report)),
+        "",
+        "FILES (only pruned_model.pt is the result; the other model files are for resuming and inspection)",
+    ]
     width = max(len(name) for name in files)
     lines += [f"  {name.ljust(width)}  {text}" for name, text in files.items() if name in present]
     lines += ["", "COMMANDS", *("  " + line for line in _commands(out, report)), ""]
@@ -68,8 +79,7 @@ def _final(report: Mapping[str, Any]) -> str:
     total = (report.get("config") or {}).get("ft_epochs") or len(history)
     dense = report.get("pruned_indices") == {}
     what = "the fine-tuned model (nothing was pruned)" if dense else "the fine-tuned pruned model"
-    return (f"{what}: last fine-tuning epoch {history[-1]['epoch'] + 1} of {total}, "
-            f"{_quality(history[-1])}")
+    return f"{what}: last fine-tuning epoch {history[-1]['epoch'] + 1} of {total}, {_quality(history[-1])}"
 
 
 def best_epoch(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -80,24 +90,30 @@ def best_epoch(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def _results(report: Mapping[str, Any]) -> list[str]:
     before, after = report.get("counts_before") or {}, report.get("counts_after") or {}
-    lines = [f"before pruning: {_quality(report.get('accuracy_before'), 'perplexity', 'top1')}; right after removal: "
-             f"{_quality(report.get('accuracy_after_removal'), 'perplexity', 'top1')}"]
+    lines = [
+        f"before pruning: {_quality(report.get('accuracy_before'), 'perplexity', 'top1')}; right after removal: "
+        f"{_quality(report.get('accuracy_after_removal'), 'perplexity', 'top1')}"
+    ]
     if "params" in before and "params" in after:
         speedup = report.get("speedup")
-        lines.append(f"params {before['params']:,} -> {after['params']:,}"
-                     + (f", FLOPs speedup {speedup:.2f}x" if isinstance(speedup, (int, float)) else ""))
+        lines.append(
+            f"params {before['params']:,} -> {after['params']:,}"
+            + (f", FLOPs speedup {speedup:.2f}x" if isinstance(speedup, (int, float)) else "")
+        )
     layers = [r for r in report.get("layers") or [] if r.get("pruned")]
     if not layers:
         lines.append("nothing was removed" if not report.get("pruned_indices") else "pruned layers: see report.json")
         return lines
     total = sum(int(r.get("channels") or 0) for r in report.get("layers") or [])
-    lines.append(f"pruned {sum(r['pruned'] for r in layers)} of {total} channels in {len(layers)} of "
-                 f"{len(report.get('layers') or [])} layers:")
+    lines.append(
+        f"pruned {sum(r['pruned'] for r in layers)} of {total} channels in {len(layers)} of "
+        f"{len(report.get('layers') or [])} layers:"
+    )
     for row in layers[:MAX_LAYERS]:
         unit = " key/value heads" if row.get("heads") else ""
         lines.append(f"  {row['name']}: {row['pruned']} of {row.get('channels', '?')}{unit}")
     if len(layers) > MAX_LAYERS:
-        lines.append(f"  ... and {len(layers) - MAX_LAYERS} more (report.json \"layers\", layers.png)")
+        lines.append(f'  ... and {len(layers) - MAX_LAYERS} more (report.json "layers", layers.png)')
     return lines
 
 
@@ -111,14 +127,14 @@ def _describe_files(report: Mapping[str, Any]) -> dict[str, str]:
         "pruned.pt": "the pruned model right after removal, before fine-tuning (tpp.save_pruned format)",
         "finetune/last.pt": f"training checkpoint (model, optimizer, RNG) after {last}: what --resume continues",
         "finetune/best.pt": "training checkpoint of the best fine-tuning epoch"
-                            + (f" ({best['epoch'] + 1})" if best else ""),
+        + (f" ({best['epoch'] + 1})" if best else ""),
         "prune/last.pt": "regularisation checkpoint (model, optimizer, pruner state) after its last epoch",
         "prune/best.pt": "the regularisation epoch with the best test top-1 (not the model that was pruned)",
         "report.json": "every number of the job: sizes, speedup, accuracies, per-epoch history, pruned channels",
         "curves.png": "test quality and train loss per epoch: regularisation, removal, fine-tuning",
         "layers.png": "kept and pruned channels of each prunable layer",
         "jsv.png": "mean Jacobian singular value right after removal and after each fine-tuning epoch",
-        "metrics.jsonl": "one record per epoch of both stages (\"stage\": regularize or finetune), wall times too",
+        "metrics.jsonl": 'one record per epoch of both stages ("stage": regularize or finetune), wall times too',
         "config.json": "every option of the run",
         "meta.json": "versions, host and command line of the run and of each resume",
         README: "this guide",
@@ -131,11 +147,16 @@ def _commands(out: Path, report: Mapping[str, Any]) -> list[str]:
     folder = shlex.quote(str(out))
     model = shlex.quote(str(out / "pruned_model.pt"))
     language = "perplexity" in (report.get("accuracy_after_removal") or {})
-    export = (f"tpp export --format hf --checkpoint {model} --out {shlex.quote(str(out / 'hf'))}" if language else
-              f"tpp export --format onnx --checkpoint {model} --out {shlex.quote(str(out / 'pruned_model.onnx'))}")
+    export = (
+        f"tpp export --format hf --checkpoint {model} --out {shlex.quote(str(out / 'hf'))}"
+        if language
+        else f"tpp export --format onnx --checkpoint {model} --out {shlex.quote(str(out / 'pruned_model.onnx'))}"
+    )
     # a file may name a module:function factory but not make tpp import it: the commands name it
     factory = f" --model {shlex.quote(report['model'])}" if is_factory_spec(report.get("model")) else ""
-    return [f"evaluate:  tpp eval --checkpoint {model}{factory}",
-            f"export:    {export}{factory}",
-            f"resume:    tpp prune --out {folder} --resume{factory}   (the other options come from config.json)",
-            "           (continues a killed job; with a larger --ft-epochs it fine-tunes further)"]
+    return [
+        f"evaluate:  tpp eval --checkpoint {model}{factory}",
+        f"export:    {export}{factory}",
+        f"resume:    tpp prune --out {folder} --resume{factory}   (the other options come from config.json)",
+        "           (continues a killed job; with a larger --ft-epochs it fine-tunes further)",
+    ]

@@ -36,31 +36,50 @@ def regularize(model, pruner, train_loader, test_loader, config, context, out, s
     say(f"regularising: {bound}{iterations:,} iterations (~{epochs - 1:,} epochs) at lr {config.prune_lr:g}")
     optimizer = build_optimizer(model, config.prune_lr, config.momentum, config.weight_decay)
     hooks = StepHooks(
-        penalty=pruner.penalty, after_backward=pruner.regularize, after_step=pruner.step,
+        penalty=pruner.penalty,
+        after_backward=pruner.regularize,
+        after_step=pruner.step,
         should_stop=lambda: pruner.done,
         postfix=lambda: {"phase": pruner.phase, "lambda": f"{pruner.reg_value:.4g}"},
     )
     trainer = Trainer(
-        model, optimizer, train_loader, test_loader, epochs=epochs, schedule=parse_lr_schedule(f"0:{config.prune_lr}"),
-        hooks=hooks, checkpoint_dir=out / "prune" if out is not None else None,
-        extra_state={"pruner": pruner, "clock": clock}, quiet=context.quiet, rank=context.rank,
-        print_fn=context.print_fn, loggers=[StageLogger(logger, "regularize") for logger in context.loggers],
+        model,
+        optimizer,
+        train_loader,
+        test_loader,
+        epochs=epochs,
+        schedule=parse_lr_schedule(f"0:{config.prune_lr}"),
+        hooks=hooks,
+        checkpoint_dir=out / "prune" if out is not None else None,
+        extra_state={"pruner": pruner, "clock": clock},
+        quiet=context.quiet,
+        rank=context.rank,
+        print_fn=context.print_fn,
+        loggers=[StageLogger(logger, "regularize") for logger in context.loggers],
         speed=context.speed,
     )
     last = out / "prune" / "last.pt" if out is not None else None
     if context.resume and exists(last):
         done = trainer.resume(last, load_checkpoint(last))
-        say(f"resuming the regularisation from epoch {done + 1} (iteration {pruner.iteration:,} of {bound}{iterations:,})")
+        say(
+            f"resuming the regularisation from epoch {done + 1} (iteration {pruner.iteration:,} of {bound}{iterations:,})"
+        )
     result = trainer.fit()
     warn_if_cut_short(pruner.schedule.summary())
-    return {"iterations": pruner.iteration, "epochs": result.epochs_completed, "final_lambda": pruner.reg_value,
-            "schedule": pruner.schedule.summary(),
-            "best_top1": result.best_top1, "last_top1": result.last_top1,
-            "history": stage_history(context.loggers, "regularize", result.history)}
+    return {
+        "iterations": pruner.iteration,
+        "epochs": result.epochs_completed,
+        "final_lambda": pruner.reg_value,
+        "schedule": pruner.schedule.summary(),
+        "best_top1": result.best_top1,
+        "last_top1": result.last_top1,
+        "history": stage_history(context.loggers, "regularize", result.history),
+    }
 
 
-def finetune(model, train_loader, test_loader, config, method, context, out, clock,
-             steps: int | None = None) -> tuple[nn.Module, dict]:
+def finetune(
+    model, train_loader, test_loader, config, method, context, out, clock, steps: int | None = None
+) -> tuple[nn.Module, dict]:
     """Stage 3: a fresh SGD optimizer (the old one points at replaced tensors) and the LR schedule, for
     ``config.ft_epochs`` epochs, or (an equal budget) for ``steps`` optimizer steps: as many epochs as
     they take, the LR schedule spread over those, the last epoch cut at the step."""
@@ -78,10 +97,20 @@ def finetune(model, train_loader, test_loader, config, method, context, out, clo
     if penalty is not None:
         hooks.penalty = penalty
     trainer = Trainer(
-        model, optimizer, train_loader, test_loader, epochs=epochs, schedule=schedule, hooks=hooks,
-        checkpoint_dir=out / "finetune" if out is not None else None, quiet=context.quiet, rank=context.rank,
-        print_fn=context.print_fn, loggers=[StageLogger(logger, "finetune") for logger in context.loggers],
-        speed=context.speed, extra_state={"clock": clock},
+        model,
+        optimizer,
+        train_loader,
+        test_loader,
+        epochs=epochs,
+        schedule=schedule,
+        hooks=hooks,
+        checkpoint_dir=out / "finetune" if out is not None else None,
+        quiet=context.quiet,
+        rank=context.rank,
+        print_fn=context.print_fn,
+        loggers=[StageLogger(logger, "finetune") for logger in context.loggers],
+        speed=context.speed,
+        extra_state={"clock": clock},
     )
     last = out / "finetune" / "last.pt" if out is not None else None
     if context.resume and exists(last):
@@ -90,9 +119,14 @@ def finetune(model, train_loader, test_loader, config, method, context, out, clo
             context.print_fn(f"resuming the fine-tuning from epoch {done + 1} of {epochs}")
     result = trainer.fit()
     history = stage_history(context.loggers, "finetune", result.history)
-    summary = {"epochs": result.epochs_completed, "steps": trainer.global_step, "best_top1": result.best_top1,
-               "last_top1": result.last_top1,
-               "last_top5": result.last_top5, "history": history}
+    summary = {
+        "epochs": result.epochs_completed,
+        "steps": trainer.global_step,
+        "best_top1": result.best_top1,
+        "last_top1": result.last_top1,
+        "last_top5": result.last_top5,
+        "history": history,
+    }
     if history and "test_perplexity" in history[-1]:
         summary["last_perplexity"] = history[-1]["test_perplexity"]
     return model, summary
@@ -105,6 +139,8 @@ def warn_if_cut_short(summary: dict[str, Any]) -> None:
         return
     ratio = summary.get("final_ratio")
     size = "" if ratio is None else f" (pruned/kept magnitude {ratio:.3g})"
-    warn_caller(f"tpp: the adaptive regularisation stopped at max_iterations={summary.get('iterations')} before "
-                f"every pruned unit was small{size}; removal will cost accuracy: raise --max-iterations or --reg-step",
-                package="tpp.jobs")
+    warn_caller(
+        f"tpp: the adaptive regularisation stopped at max_iterations={summary.get('iterations')} before "
+        f"every pruned unit was small{size}; removal will cost accuracy: raise --max-iterations or --reg-step",
+        package="tpp.jobs",
+    )

@@ -44,9 +44,20 @@ def run_train_job(
     schedule = parse_lr_schedule(config.lr)
     optimizer = build_optimizer(model, schedule.lr_at(0, config.epochs), config.momentum, config.weight_decay)
     trainer = Trainer(
-        model, optimizer, train_loader, test_loader, epochs=config.epochs, schedule=schedule, device=device,
-        loggers=context.loggers, checkpoint_dir=context.out, config=dict(run_config or {}), quiet=context.quiet,
-        rank=context.rank, print_fn=context.print_fn, speed=context.speed,
+        model,
+        optimizer,
+        train_loader,
+        test_loader,
+        epochs=config.epochs,
+        schedule=schedule,
+        device=device,
+        loggers=context.loggers,
+        checkpoint_dir=context.out,
+        config=dict(run_config or {}),
+        quiet=context.quiet,
+        rank=context.rank,
+        print_fn=context.print_fn,
+        speed=context.speed,
     )
     done = 0
     if resume_from is not None:

@@ -228,9 +228,7 @@ def _exact_chunk(
         per_call = max(1, min(k, _BUDGET_BYTES // (b * x[0].numel() * 4))) if batched else 1
         for i in range(0, k, per_call):
             v = dirs[i : i + per_call] if batched else dirs[i]
-            (g,) = torch.autograd.grad(
-                logits, x, v, retain_graph=True, is_grads_batched=batched, allow_unused=True
-            )
+            (g,) = torch.autograd.grad(logits, x, v, retain_graph=True, is_grads_batched=batched, allow_unused=True)
             if g is not None:  # [per_call, b, ...] batched, else [b, ...]
                 jac[:, i : i + per_call] = g.flatten(2).transpose(0, 1) if batched else g.flatten(1)[:, None]
     eig = torch.linalg.eigvalsh(jac @ jac.mT)

@@ -20,7 +20,6 @@ from torch import nn
 from tpp.metrics.jacobian import JSVResult, jacobian_singular_values
 from tpp.util.inputs import logits_of
 
-
 WINDOWS, TOKENS, DIRECTIONS = 2, 64, 20  # the default bounds of the estimate's cost (language_model_jsv)
 
 
@@ -42,9 +41,15 @@ def takes_token_ids(batch: Any) -> bool:
     return torch.is_tensor(inputs) and not inputs.is_floating_point() and inputs.dim() == 2
 
 
-def language_model_jsv(model: nn.Module, loader: Iterable[Any], *, max_batches: int = 1,
-                       windows: int | None = WINDOWS, tokens: int | None = TOKENS,
-                       num_directions: int | None = DIRECTIONS) -> JSVResult:
+def language_model_jsv(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    max_batches: int = 1,
+    windows: int | None = WINDOWS,
+    tokens: int | None = TOKENS,
+    num_directions: int | None = DIRECTIONS,
+) -> JSVResult:
     """Mean JSV etc. of ``model`` (a ``transformers`` language model) on the first ``max_batches``
     batches of token ids from ``loader`` (see the module docstring).
 
@@ -73,8 +78,9 @@ def language_model_jsv(model: nn.Module, loader: Iterable[Any], *, max_batches: 
     if not embeddings:
         raise ValueError("the loader yielded no batch")
     with _eager_attention(model):
-        return jacobian_singular_values(_EmbeddingsToNextToken(model), embeddings, max_batches=len(embeddings),
-                                        num_directions=num_directions)
+        return jacobian_singular_values(
+            _EmbeddingsToNextToken(model), embeddings, max_batches=len(embeddings), num_directions=num_directions
+        )
 
 
 @contextlib.contextmanager

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import importlib
 
-# importing the family modules registers their models (one file per family, as in timm)
-for _family in ("mlp", "resnet_cifar", "resnet_imagenet", "vgg"):
-    importlib.import_module(f"tpp.models.{_family}")
 from tpp.models.layers import ChannelPadShortcut
 from tpp.models.official import OFFICIAL_ARCHS, load_official
 from tpp.models.registry import create_model, example_inputs, list_models, model_image_size, register_model
 from tpp.models.specs import build_model, model_from_record, spec_label
 from tpp.models.weights import load_weights, read_weights
+
+# importing the family modules registers their models (one file per family, as in timm)
+for _family in ("mlp", "resnet_cifar", "resnet_imagenet", "vgg"):
+    importlib.import_module(f"tpp.models.{_family}")
 
 __all__ = [
     "ChannelPadShortcut",

@@ -49,7 +49,9 @@ def file_limit(size: int) -> int:
     return max(FILE_FLOOR, FILE_FACTOR * size)
 
 
-def build_measured(build: Callable[[], nn.Module], spec: str, source: str | os.PathLike[str] | None = None) -> nn.Module:
+def build_measured(
+    build: Callable[[], nn.Module], spec: str, source: str | os.PathLike[str] | None = None
+) -> nn.Module:
     """``build()``, after a first ``build()`` on the meta device showed that the weights fit
     (see the module docstring; ``source``: the file the model's record was read from, if any).
 
@@ -77,9 +79,11 @@ def build_measured(build: Callable[[], nn.Module], spec: str, source: str | os.P
         raise CheckpointError(
             f"{source} records the model {spec} with {human_size(needed)} of weights, far more than a model rebuilt "
             f"from a {human_size(size)} file may need (at most {human_size(from_file)}); the record is damaged: "
-            f"re-create the file, or pass --model {spec} (base_model= in Python) if you trust it")
+            f"re-create the file, or pass --model {spec} (base_model= in Python) if you trust it"
+        )
     if spare is not None and needed > spare:
         raise ModelError(
             f"{spec} needs {human_size(needed)} for its weights, more than this machine can spare "
-            f"({human_size(available_memory() or 0)} free); pick a smaller model or fewer classes")
+            f"({human_size(available_memory() or 0)} free); pick a smaller model or fewer classes"
+        )
     return build()

@@ -22,8 +22,12 @@ from tpp.errors import ModelError
 # extra of pyproject.toml that provides each library
 EXTRAS = {"timm": "timm", "torchvision": "vision", "transformers": "transformers", "safetensors": "transformers"}
 # files from which transformers' from_pretrained reads a folder's weights
-_HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                    "pytorch_model.bin.index.json")
+_HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def require(module: str) -> ModuleType:
@@ -37,8 +41,9 @@ def require(module: str) -> ModuleType:
             raise ModelError(f"{top} is not installed; {hint}") from None
         raise ModelError(f"{top} cannot be imported (it lacks {error.name}); {hint}") from None
     except Exception as error:  # e.g. a torchvision built for another torch fails while loading
-        raise ModelError(f"{top} is installed but cannot be imported ({_first_line(error)}); "
-                         f"reinstall it to match torch: {hint}") from None
+        raise ModelError(
+            f"{top} is installed but cannot be imported ({_first_line(error)}); reinstall it to match torch: {hint}"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -49,7 +54,8 @@ def _first_line(error: BaseException) -> str:
 def _download_error(spec: str, error: BaseException) -> ModelError:
     return ModelError(
         f"could not get the pretrained weights of {spec} ({_first_line(error)}); --pretrained downloads "
-        "them unless they are cached: check the name and the network connection, or drop --pretrained")
+        "them unless they are cached: check the name and the network connection, or drop --pretrained"
+    )
 
 
 def timm_model(name: str, num_classes: int, in_channels: int, pretrained: bool = False) -> nn.Module:
@@ -72,8 +78,10 @@ def torchvision_model(name: str, num_classes: int, in_channels: int, pretrained:
     replaced by a fresh one when ``num_classes`` differs from the weights' classes."""
     models = require("torchvision.models")
     if in_channels != 3:
-        raise ModelError(f"torchvision:{name} takes 3-channel (RGB) images, not {in_channels}; "
-                         "feed it RGB images (e.g. --channels 3)")
+        raise ModelError(
+            f"torchvision:{name} takes 3-channel (RGB) images, not {in_channels}; "
+            "feed it RGB images (e.g. --channels 3)"
+        )
     names = models.list_models()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=1)
@@ -96,8 +104,10 @@ def replace_classifier(model: nn.Module, num_classes: int, spec: str) -> nn.Modu
         if isinstance(module, nn.Linear):
             last = name, module
     if last is None:
-        raise ModelError(f"{spec} has no Linear classifier to resize to {num_classes} classes; "
-                         "use its own number of classes or another model")
+        raise ModelError(
+            f"{spec} has no Linear classifier to resize to {num_classes} classes; "
+            "use its own number of classes or another model"
+        )
     name, layer = last
     if layer.out_features == num_classes:
         return model
@@ -107,8 +117,12 @@ def replace_classifier(model: nn.Module, num_classes: int, spec: str) -> nn.Modu
 
 
 def hf_model(
-    target: str, num_classes: int, in_channels: int, pretrained: bool = False,
-    config: Mapping[str, Any] | None = None, class_name: str | None = None,
+    target: str,
+    num_classes: int,
+    in_channels: int,
+    pretrained: bool = False,
+    config: Mapping[str, Any] | None = None,
+    class_name: str | None = None,
 ) -> nn.Module:
     """A ``transformers`` image-classification model, or the language model a folder holds.
 
@@ -138,8 +152,10 @@ def hf_model(
         try:
             cfg = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
         except Exception as error:
-            raise ModelError(f"hf:{target}: cannot read its config.json ({_first_line(error)}); "
-                             "point hf: at a folder written by save_pretrained()") from None
+            raise ModelError(
+                f"hf:{target}: cannot read its config.json ({_first_line(error)}); "
+                "point hf: at a folder written by save_pretrained()"
+            ) from None
         weights = any((folder / name).is_file() for name in _HF_WEIGHT_FILES)
         language = _language_model_class(transformers, cfg, f"hf:{target}")
         if language is not None:  # a language model has no classes or image channels to resize
@@ -149,21 +165,28 @@ def hf_model(
         if not weights:
             return _hf_build(auto, cfg)
         try:  # a new number of classes (or channels) re-initialises the layers whose shapes change
-            return auto.from_pretrained(str(folder), config=cfg, local_files_only=True,
-                                        ignore_mismatched_sizes=before != (num_classes, in_channels))
+            return auto.from_pretrained(
+                str(folder),
+                config=cfg,
+                local_files_only=True,
+                ignore_mismatched_sizes=before != (num_classes, in_channels),
+            )
         except Exception as error:
             raise ModelError(f"hf:{target}: cannot load the weights in the folder ({_first_line(error)})") from None
     if target.isidentifier():
         if pretrained:
-            raise ModelError(f"hf:{target} is a class: it builds a fresh model from the default configuration; "
-                             "for pretrained weights pass a folder (hf:DIR) or a Hub id (hf:org/name)")
+            raise ModelError(
+                f"hf:{target} is a class: it builds a fresh model from the default configuration; "
+                "for pretrained weights pass a folder (hf:DIR) or a Hub id (hf:org/name)"
+            )
         cls = _hf_class(transformers, target, f"hf:{target}")
         return _hf_build(cls, _sized(cls.config_class(), num_classes, in_channels, f"hf:{target}"))
     if not pretrained:
         raise ModelError(
             f"hf:{target} is neither a folder nor a transformers class name; pass a folder holding config.json, "
             f"a class such as hf:ResNetForImageClassification, or add --pretrained to download {target} "
-            "from the Hugging Face Hub")
+            "from the Hugging Face Hub"
+        )
     try:
         cfg = transformers.AutoConfig.from_pretrained(target)
         before = (cfg.num_labels, getattr(cfg, "num_channels", in_channels))
@@ -202,11 +225,14 @@ def _gguf_model(transformers: ModuleType, path: Path, spec: str) -> nn.Module:
     except ImportError:
         raise ModelError(f"{spec}: reading .gguf files needs the gguf package; pip install gguf") from None
     try:
-        return transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                                 local_files_only=True)
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, local_files_only=True
+        )
     except Exception as error:
-        raise ModelError(f"{spec}: cannot load the language model in {path.name} ({_first_line(error)}); "
-                         "pass a .gguf file of an architecture transformers supports") from None
+        raise ModelError(
+            f"{spec}: cannot load the language model in {path.name} ({_first_line(error)}); "
+            "pass a .gguf file of an architecture transformers supports"
+        ) from None
 
 
 def _hf_load(cls: Any, folder: Path, cfg: Any, spec: str) -> nn.Module:
@@ -228,8 +254,10 @@ def _hf_class(transformers: ModuleType, name: str, spec: str) -> Any:
     if name.startswith("Auto") and cls is not None:
         return cls
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ModelError(f"{spec}: transformers has no model class {name!r}; use a class such as "
-                         "ResNetForImageClassification, or a folder written by save_pretrained()")
+        raise ModelError(
+            f"{spec}: transformers has no model class {name!r}; use a class such as "
+            "ResNetForImageClassification, or a folder written by save_pretrained()"
+        )
     return cls
 
 
@@ -239,8 +267,10 @@ def _hf_config_from_dict(transformers: ModuleType, data: Mapping[str, Any], spec
     try:
         return transformers.AutoConfig.for_model(model_type, **values)
     except Exception as error:
-        raise ModelError(f"{spec}: this transformers cannot rebuild the recorded configuration "
-                         f"({_first_line(error)}); install the transformers version that saved it") from None
+        raise ModelError(
+            f"{spec}: this transformers cannot rebuild the recorded configuration "
+            f"({_first_line(error)}); install the transformers version that saved it"
+        ) from None
 
 
 def _hf_build(cls: Any, cfg: Any) -> nn.Module:
@@ -253,8 +283,10 @@ def _sized(cfg: Any, num_classes: int, in_channels: int, spec: str) -> Any:
     if getattr(cfg, "num_channels", in_channels) != in_channels:
         cfg.num_channels = in_channels
     elif not hasattr(cfg, "num_channels") and in_channels != 3:
-        raise ModelError(f"{spec} takes 3-channel images and its configuration has no num_channels; "
-                         "feed it RGB images (e.g. --channels 3)")
+        raise ModelError(
+            f"{spec} takes 3-channel images and its configuration has no num_channels; "
+            "feed it RGB images (e.g. --channels 3)"
+        )
     return cfg
 
 

@@ -74,8 +74,11 @@ class _Layout:
 
 
 _LAYOUTS: dict[str, _Layout] = {
-    **{name: _Layout(_rename_shortcut, "conv1.weight", "linear.weight")
-       for name in OFFICIAL_ARCHS.values() if name.startswith("resnet")},
+    **{
+        name: _Layout(_rename_shortcut, "conv1.weight", "linear.weight")
+        for name in OFFICIAL_ARCHS.values()
+        if name.startswith("resnet")
+    },
     "vgg19_bn": _Layout(lambda state: dict(state), "features.0.weight", "classifier.weight"),
     "mlp7_linear": _Layout(_rename_mlp, "fc1.weight", "fc7.weight"),
     "mlp7_relu": _Layout(_rename_mlp, "fc1.weight", "fc7.weight"),
@@ -188,15 +191,11 @@ def load_official(
         raise ConfigError(f"{path} {recorded}; pass --model (one of {', '.join(sorted(_LAYOUTS))})")
     layout = _LAYOUTS.get(name)
     if layout is None:
-        raise ModelError(
-            f"tpp cannot map official checkpoints onto {name!r}; supported: {', '.join(sorted(_LAYOUTS))}"
-        )
+        raise ModelError(f"tpp cannot map official checkpoints onto {name!r}; supported: {', '.join(sorted(_LAYOUTS))}")
     state = layout.rename(state)
     found_classes, found_channels = _infer(state, layout, name)
     net = create_model(
-        name,
-        num_classes=num_classes or found_classes or 10,
-        in_channels=in_channels or found_channels or 3,
+        name, num_classes=num_classes or found_classes or 10, in_channels=in_channels or found_channels or 3
     )
     problems = _mismatches(net.state_dict(), state)
     if problems:

@@ -50,13 +50,7 @@ class BasicBlock(nn.Module):
 class ResNetCifar(nn.Module):
     """Stem conv3x3(in_channels->16)-BN-ReLU, three stages, global average pool, ``linear``."""
 
-    def __init__(
-        self,
-        blocks_per_stage: int,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        shortcut: str = "A",
-    ) -> None:
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> None:
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")

@@ -53,7 +53,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
             raise ModelError(f"--model {text!r} names no model after '{prefix}:'; e.g. {prefix}:resnet18")
         return prefix, rest.strip()
     if not all(part.isidentifier() for part in prefix.split(".")) or not all(
-            part.isidentifier() for part in rest.split(".")):
+        part.isidentifier() for part in rest.split(".")
+    ):
         raise ModelError(f"--model {text!r} is not a model spec; use a registry name or {SPEC_FORMS}")
     return "factory", text
 
@@ -68,12 +69,7 @@ def is_factory_spec(spec: Any) -> bool:
 
 
 def build_model(
-    spec: str,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    *,
-    pretrained: bool = False,
-    image_size: int | None = None,
+    spec: str, num_classes: int = 10, in_channels: int = 3, *, pretrained: bool = False, image_size: int | None = None
 ) -> nn.Module:
     """Build the model a spec names (see the module docstring) and attach ``model.tpp_spec``.
 
@@ -95,8 +91,10 @@ def build_model(
     kind, target = parse_spec(spec)
     if kind == "registry":
         if pretrained:
-            raise ModelError(f"{target} is a tpp model with no published weights; drop --pretrained and pass "
-                             "--weights FILE or --checkpoint FILE")
+            raise ModelError(
+                f"{target} is a tpp model with no published weights; drop --pretrained and pass "
+                "--weights FILE or --checkpoint FILE"
+            )
         try:
             model_image_size(target)  # the registry's "unknown model" error, with close matches
         except ModelError as error:
@@ -105,9 +103,11 @@ def build_model(
     spec = f"{kind}:{target}" if kind != "factory" else target
     # measured on the meta device first, except published weights and the user's own factory
     # (which would run twice)
-    model = (_build_external(kind, target, spec, num_classes, in_channels, pretrained, None)
-             if pretrained or kind == "factory" else
-             build_measured(lambda: _build_external(kind, target, spec, num_classes, in_channels, False, None), spec))
+    model = (
+        _build_external(kind, target, spec, num_classes, in_channels, pretrained, None)
+        if pretrained or kind == "factory"
+        else build_measured(lambda: _build_external(kind, target, spec, num_classes, in_channels, False, None), spec)
+    )
     model.tpp_spec = _record(model, kind, spec, num_classes, in_channels, image_size)
     return model
 
@@ -140,8 +140,11 @@ def model_from_record(
     where = f"{source} " if source else "the record "
     if "name" in record:
         kwargs = {k: v for k, v in record.items() if k not in ("name", "num_classes", "in_channels")}
-        return build_measured(lambda: create_model(record["name"], num_classes=classes, in_channels=channels,
-                                                   **kwargs), str(record["name"]), source)
+        return build_measured(
+            lambda: create_model(record["name"], num_classes=classes, in_channels=channels, **kwargs),
+            str(record["name"]),
+            source,
+        )
     if "spec" not in record:
         raise CheckpointError(f"{where}does not record which model it holds; pass --model (or base_model=)")
     kind, target = parse_spec(record["spec"])
@@ -149,8 +152,9 @@ def model_from_record(
     if kind == "factory":  # its classes and channels are bounded where the file is read (check_layout)
         model = _build_external(kind, target, spec, classes, channels, False, record, source)
     else:
-        model = build_measured(lambda: _build_external(kind, target, spec, classes, channels, False, record, source),
-                               spec, source)
+        model = build_measured(
+            lambda: _build_external(kind, target, spec, classes, channels, False, record, source), spec, source
+        )
     model.tpp_spec = _record(model, kind, spec, classes, channels, record.get("image_size"))
     return model
 
@@ -166,8 +170,12 @@ def infer_record(model: nn.Module) -> dict[str, Any] | None:
         classes = int(getattr(config, "num_labels", 10))
         channels = int(getattr(config, "num_channels", 3))
         image = getattr(config, "image_size", None)
-        record = {"spec": f"hf:{type(model).__name__}", "num_classes": classes, "in_channels": channels,
-                  **external.hf_record(model)}
+        record = {
+            "spec": f"hf:{type(model).__name__}",
+            "num_classes": classes,
+            "in_channels": channels,
+            **external.hf_record(model),
+        }
         if isinstance(image, int):
             record["image_size"] = image
         return record
@@ -180,8 +188,16 @@ def spec_label(record: Mapping[str, Any] | None) -> str:
     return str(record.get("name") or record.get("spec") or "")
 
 
-def _build_external(kind: str, target: str, spec: str, num_classes: int, in_channels: int, pretrained: bool,
-                    record: Mapping[str, Any] | None, source: str | None = None) -> nn.Module:
+def _build_external(
+    kind: str,
+    target: str,
+    spec: str,
+    num_classes: int,
+    in_channels: int,
+    pretrained: bool,
+    record: Mapping[str, Any] | None,
+    source: str | None = None,
+) -> nn.Module:
     if kind == "registry":
         raise ModelError(f"{spec} is a registry name; build it with create_model")
     if kind == "timm":
@@ -190,8 +206,14 @@ def _build_external(kind: str, target: str, spec: str, num_classes: int, in_chan
         model = external.torchvision_model(target, num_classes, in_channels, pretrained)
     elif kind == "hf":
         config = record.get("hf_config") if record else None
-        model = external.hf_model(target, num_classes, in_channels, pretrained, config=config,
-                                  class_name=record.get("hf_class") if record else None)
+        model = external.hf_model(
+            target,
+            num_classes,
+            in_channels,
+            pretrained,
+            config=config,
+            class_name=record.get("hf_class") if record else None,
+        )
     else:
         model = _factory_model(target, num_classes, in_channels, pretrained, source)
     if not isinstance(model, nn.Module):
@@ -199,8 +221,9 @@ def _build_external(kind: str, target: str, spec: str, num_classes: int, in_chan
     return model
 
 
-def _record(model: nn.Module, kind: str, spec: str, num_classes: int, in_channels: int,
-            image_size: int | None) -> dict[str, Any]:
+def _record(
+    model: nn.Module, kind: str, spec: str, num_classes: int, in_channels: int, image_size: int | None
+) -> dict[str, Any]:
     record: dict[str, Any] = {"spec": spec, "num_classes": int(num_classes), "in_channels": int(in_channels)}
     if image_size is not None:
         record["image_size"] = int(image_size)
@@ -221,9 +244,13 @@ def _factory_model(spec: str, num_classes: int, in_channels: int, pretrained: bo
             if source:
                 fix = f"make it importable (PYTHONPATH) or pass --model / base_model= to rebuild {source}"
             raise ModelError(f"cannot import {module_name!r} for the model {spec}; {fix}") from None
-        raise ModelError(f"importing {module_name} for the model {spec} failed: {external._first_line(error)}") from error
+        raise ModelError(
+            f"importing {module_name} for the model {spec} failed: {external._first_line(error)}"
+        ) from error
     except Exception as error:
-        raise ModelError(f"importing {module_name} for the model {spec} failed: {external._first_line(error)}") from error
+        raise ModelError(
+            f"importing {module_name} for the model {spec} failed: {external._first_line(error)}"
+        ) from error
     factory: Any = module
     # on a file's say-so, attributes are looked up without running code (a module's __getattr__
     # may import more modules lazily)
@@ -269,11 +296,13 @@ def _check_module_from_file(module_name: str, spec: str, source: str) -> None:
         return
     raise CheckpointError(
         f"{source} names the model factory {spec}, whose module {module_name} is not imported, and tpp does not "
-        f"import code on a file's say-so; if you trust it, pass --model {spec} (Python: base_model={spec!r})")
+        f"import code on a file's say-so; if you trust it, pass --model {spec} (Python: base_model={spec!r})"
+    )
 
 
-def _check_factory_from_file(factory: Any, module_name: str, params: Mapping[str, inspect.Parameter],
-                             spec: str, source: str) -> None:
+def _check_factory_from_file(
+    factory: Any, module_name: str, params: Mapping[str, inspect.Parameter], spec: str, source: str
+) -> None:
     """Refuse to call, on a file's say-so, anything that is not plainly a model factory."""
     top = module_name.split(".")[0]
     model_class = inspect.isclass(factory) and issubclass(factory, nn.Module)
@@ -282,7 +311,8 @@ def _check_factory_from_file(factory: Any, module_name: str, params: Mapping[str
         raise CheckpointError(
             f"{source} names {spec}, which is not a model factory tpp calls on a file's say-so (a Python "
             "function taking num_classes or in_channels, or an nn.Module class); pass --model "
-            f"{spec} (or base_model=) if you trust it")
+            f"{spec} (or base_model=) if you trust it"
+        )
 
 
 def allow_imports_from_cwd(spec: str) -> None:

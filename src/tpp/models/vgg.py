@@ -29,11 +29,7 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
-                layers += [
-                    nn.Conv2d(channels, v, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(v),
-                    nn.ReLU(inplace=False),
-                ]
+                layers += [nn.Conv2d(channels, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=False)]
                 channels = v
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -34,24 +34,31 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if kind == "missing":
         raise CheckpointError(f"weights file {path} does not exist; check the path given to --weights")
     if kind is not None:
-        raise CheckpointError(f"weights file {path} is {kind}, not a regular file; pass a .pt/.pth or .safetensors "
-                              "file to --weights")
+        raise CheckpointError(
+            f"weights file {path} is {kind}, not a regular file; pass a .pt/.pth or .safetensors file to --weights"
+        )
     if path.suffix == ".safetensors":
         loader = require("safetensors.torch")
         try:
             state: Mapping[str, Any] = loader.load_file(str(path), device="cpu")
         except Exception as error:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({type(error).__name__}); "
-                                  "re-save it with safetensors.torch.save_file") from None
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file ({type(error).__name__}); "
+                "re-save it with safetensors.torch.save_file"
+            ) from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            raise CheckpointError(f"{path} holds pickled Python objects that tpp does not load (weights-only "
-                                  "loading never runs code); save the state_dict: torch.save(model.state_dict(), path)") from None
+            raise CheckpointError(
+                f"{path} holds pickled Python objects that tpp does not load (weights-only "
+                "loading never runs code); save the state_dict: torch.save(model.state_dict(), path)"
+            ) from None
         except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError):
-            raise CheckpointError(f"{path} is not a readable torch weights file (corrupt or truncated?); "
-                                  "re-save it with torch.save(model.state_dict(), path)") from None
+            raise CheckpointError(
+                f"{path} is not a readable torch weights file (corrupt or truncated?); "
+                "re-save it with torch.save(model.state_dict(), path)"
+            ) from None
         for key in ("model", "state_dict"):
             if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
                 state = state[key]
@@ -62,10 +69,12 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     for key, value in tensors.items():
         if value.layout != torch.strided or value.is_meta:
             what = "a meta tensor, which holds no values" if value.is_meta else f"a {value.layout} tensor"
-            raise CheckpointError(f"{path}: {key} is {what}; --weights takes dense tensors with values "
-                                  "(save model.state_dict() of a materialised model)")
+            raise CheckpointError(
+                f"{path}: {key} is {what}; --weights takes dense tensors with values "
+                "(save model.state_dict() of a materialised model)"
+            )
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -80,8 +89,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     bare = unwrap(model)
     problem = weights_mismatch(bare.state_dict(), state)
     if problem:
-        raise CheckpointError(f"{path} does not fit the model ({problem}); pass weights saved from the same "
-                              "--model (and number of classes)")
+        raise CheckpointError(
+            f"{path} does not fit the model ({problem}); pass weights saved from the same "
+            "--model (and number of classes)"
+        )
     bare.load_state_dict(state, strict=True)
     return model
 
@@ -90,8 +101,11 @@ def dtype_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, tor
     """``'key (int64)'`` for every tensor of ``given`` that is not a real floating-point number where
     ``expected`` holds one: ``load_state_dict`` would cast integers silently and drop the imaginary
     part of complex numbers, so the model would run on weights that are not the file's."""
-    return [f"{k} ({str(given[k].dtype).removeprefix('torch.')})" for k, v in expected.items()
-            if k in given and v.is_floating_point() and not given[k].is_floating_point()]
+    return [
+        f"{k} ({str(given[k].dtype).removeprefix('torch.')})"
+        for k, v in expected.items()
+        if k in given and v.is_floating_point() and not given[k].is_floating_point()
+    ]
 
 
 def weights_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str:
@@ -99,11 +113,18 @@ def weights_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, t
     the model has them, else a short description naming the first differing keys of each kind."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} {list(given[k].shape)} vs {list(expected[k].shape)} in the model"
-              for k in expected if k in given and given[k].shape != expected[k].shape]
+    shapes = [
+        f"{k} {list(given[k].shape)} vs {list(expected[k].shape)} in the model"
+        for k in expected
+        if k in given and given[k].shape != expected[k].shape
+    ]
     parts = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape of", shapes),
-                        ("not floating-point:", dtype_mismatch(expected, given))):
+    for label, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape of", shapes),
+        ("not floating-point:", dtype_mismatch(expected, given)),
+    ):
         if keys:
             more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
             parts.append(f"{label} {', '.join(keys[:_SHOWN])}{more}")

@@ -15,6 +15,21 @@ from tpp.pruning.methods.tpp_adaptive import TPPAdaptivePruner
 from tpp.pruning.registry import Method, get_method, list_methods, pruning_method, register_method
 from tpp.pruning.selection import parse_ratio
 
-__all__ = ["BasePruner", "ConfiguredPruner", "GReg1Pruner", "KernOrthThenL1Pruner", "L1Pruner", "Method",
-           "OrthConvThenL1Pruner", "OrthRegThenL1Pruner", "TPPAdaptivePruner", "TPPPruner", "get_method",
-           "list_methods", "parse_ratio", "pruning_method", "register_layer", "register_method"]
+__all__ = [
+    "BasePruner",
+    "ConfiguredPruner",
+    "GReg1Pruner",
+    "KernOrthThenL1Pruner",
+    "L1Pruner",
+    "Method",
+    "OrthConvThenL1Pruner",
+    "OrthRegThenL1Pruner",
+    "TPPAdaptivePruner",
+    "TPPPruner",
+    "get_method",
+    "list_methods",
+    "parse_ratio",
+    "pruning_method",
+    "register_layer",
+    "register_method",
+]

@@ -29,20 +29,33 @@ import torch.nn as nn
 from tpp.errors import ConfigError, TPPError
 from tpp.pruning.configs import consumer_widths, keep_configs_true
 from tpp.pruning.graph import build_graph
+from tpp.pruning.history import record_plan
 from tpp.pruning.importance import as_importance
 from tpp.pruning.penalties import SelectedParameters
 from tpp.pruning.plan import make_plan
+from tpp.pruning.presets import unfinished_message
 from tpp.pruning.progress import unit_progress
 from tpp.pruning.regularizers import Regularizer
+from tpp.pruning.removal import (
+    ModelSnapshot,
+    OptimizerSnapshot,
+    RemovalError,
+    parameter_names,
+    remove_channels,
+    repoint_optimizer,
+)
 from tpp.pruning.replicas import broadcast_from_rank0, rewrap
-from tpp.pruning.removal import (ModelSnapshot, OptimizerSnapshot, RemovalError, parameter_names, remove_channels,
-                                 repoint_optimizer)
 from tpp.pruning.schedules import OneShot, Schedule
-from tpp.pruning.state import (FOREIGN, STATE_VERSION, PrunerStateError, check_config, check_indices, check_iteration,
-                               check_keys)
-from tpp.pruning.history import record_plan
+from tpp.pruning.state import (
+    FOREIGN,
+    STATE_VERSION,
+    PrunerStateError,
+    check_config,
+    check_indices,
+    check_iteration,
+    check_keys,
+)
 from tpp.pruning.units import PruningUnit
-from tpp.pruning.presets import unfinished_message
 from tpp.util.modules import device_of, unwrap, warn_caller
 
 SELECT_AT = ("start", "prune")
@@ -104,8 +117,9 @@ class BasePruner:
         self.regularizers = list(regularizers)
         self.schedule = schedule if schedule is not None else OneShot()
         self.select_at = select_at
-        self._target = dict(ratio=ratio, scope=scope, ignored_layers=ignored_layers, global_ratio=global_ratio,
-                            heads=heads)
+        self._target = dict(
+            ratio=ratio, scope=scope, ignored_layers=ignored_layers, global_ratio=global_ratio, heads=heads
+        )
         self._plan_now()
         self._pruned = False
         self._warned_unfinished = False
@@ -113,10 +127,17 @@ class BasePruner:
     # ------------------------------------------------------------------ selection
     def _plan_now(self) -> None:
         plan = make_plan(
-            self.module, lambda: build_graph(self.module, self.example_inputs), self.example_inputs,
-            ratio=self._target["ratio"], global_ratio=self._target["global_ratio"], scope=self._target["scope"],
-            ignored_layers=self._target["ignored_layers"], importance=self.importance,
-            broadcast=broadcast_from_rank0, heads=self._target["heads"])
+            self.module,
+            lambda: build_graph(self.module, self.example_inputs),
+            self.example_inputs,
+            ratio=self._target["ratio"],
+            global_ratio=self._target["global_ratio"],
+            scope=self._target["scope"],
+            ignored_layers=self._target["ignored_layers"],
+            importance=self.importance,
+            broadcast=broadcast_from_rank0,
+            heads=self._target["heads"],
+        )
         self.graph = build_graph(self.module, self.example_inputs)  # fresh: the trial removal used the others up
         self.units: list[PruningUnit] = plan.units
         self._pruned_roots = plan.pruned_roots
@@ -269,8 +290,9 @@ class BasePruner:
     def _remove(self, check_each: bool) -> None:
         self.zero_pruned()
         widths = consumer_widths(self.graph, list(self._units_by_name.values()))
-        remove_channels(self.module, self.graph, self.units, self._pruned_roots, self.example_inputs,
-                        check_each=check_each)
+        remove_channels(
+            self.module, self.graph, self.units, self._pruned_roots, self.example_inputs, check_each=check_each
+        )
         untrue = keep_configs_true(self.module, widths, consumer_widths(self.graph, list(self._units_by_name.values())))
         if untrue:  # the model itself is fine; only a rebuild from its config would not fit
             warn_caller("tpp: " + "; ".join(untrue) + "; a model rebuilt from this config would not fit the weights")
@@ -309,19 +331,28 @@ class BasePruner:
         """
         schedule_keys = set(self.schedule.state_dict())
         owned = {"version", "pruned", "config"} | ({"pruned_indices"} if self.select_at == "start" else set())
-        state = check_keys(state, schedule_keys | owned,
-                           {"iteration"} | ({"pruned_indices"} if self.select_at == "start" else set()),
-                           type(self).__name__)
+        state = check_keys(
+            state,
+            schedule_keys | owned,
+            {"iteration"} | ({"pruned_indices"} if self.select_at == "start" else set()),
+            type(self).__name__,
+        )
         if state.get("pruned"):
-            raise PrunerStateError("this pruner state is from after prune(); load the pruned model with "
-                                   "tpp.load_pruned")
+            raise PrunerStateError(
+                "this pruner state is from after prune(); load the pruned model with tpp.load_pruned"
+            )
         check_config(self.config, state.get("config"))
         check_iteration(state["iteration"], _length(self.schedule))
         units, roots = self.units, self._pruned_roots
         if self.select_at == "start":
             global_ratio = self._target["global_ratio"]
-            roots = check_indices(state["pruned_indices"], self._units_by_name, self._planned,
-                                  self._nominal if global_ratio is None else None, global_ratio)
+            roots = check_indices(
+                state["pruned_indices"],
+                self._units_by_name,
+                self._planned,
+                self._nominal if global_ratio is None else None,
+                global_ratio,
+            )
             units = sorted((self._units_by_name[name] for name in roots), key=lambda u: u.order)
         before = (self.units, self._pruned_roots, self.schedule.state_dict())
         try:
@@ -340,8 +371,10 @@ class BasePruner:
     def __repr__(self) -> str:
         pruned = sum(len(v) for v in self._pruned_roots.values())
         total = sum(u.channels for u in self.units)
-        return (f"{type(self).__name__}(units={len(self.units)}, pruned_channels={pruned}/{total}, "
-                f"phase={self.phase!r}, iteration={self.iteration}, lambda={self.reg_value:.4g})")
+        return (
+            f"{type(self).__name__}(units={len(self.units)}, pruned_channels={pruned}/{total}, "
+            f"phase={self.phase!r}, iteration={self.iteration}, lambda={self.reg_value:.4g})"
+        )
 
 
 def _length(schedule: Schedule) -> int | None:

@@ -52,12 +52,17 @@ def consumers(unit: PruningUnit) -> list[Consumer]:
         module, handler = item.dep.target.module, item.dep.handler
         # every Torch-Pruning pruner (and tpp's Conv1D one) names its input-channel handler so;
         # depthwise convolutions only carry the channels on and are among the rows
-        if getattr(handler, "__name__", "") != "prune_in_channels" or not is_weight_layer(module) \
-                or id(module) in rows or any(i is None or i < 0 for i in item.idxs) \
-                or any(i is None for i in item.root_idxs):
+        if (
+            getattr(handler, "__name__", "") != "prune_in_channels"
+            or not is_weight_layer(module)
+            or id(module) in rows
+            or any(i is None or i < 0 for i in item.idxs)
+            or any(i is None for i in item.root_idxs)
+        ):
             continue
-        found.append((module, torch.as_tensor(item.root_idxs, dtype=torch.long),
-                      torch.as_tensor(item.idxs, dtype=torch.long)))
+        found.append(
+            (module, torch.as_tensor(item.root_idxs, dtype=torch.long), torch.as_tensor(item.idxs, dtype=torch.long))
+        )
     return found
 
 
@@ -181,8 +186,10 @@ class ActivationImportance(_Calibrated):
             weight = module.weight.detach().abs().to(torch.float64)
             columns = input_columns(module, weight)
             if sq is None or sq.shape != columns.shape:
-                return self._fallback(unit, f"its consumer {type(module).__name__} did not run on calibration "
-                                            "batches of its current width")
+                return self._fallback(
+                    unit,
+                    f"its consumer {type(module).__name__} did not run on calibration batches of its current width",
+                )
             per_input = sq.to(weight.device).sqrt() * columns
             score.index_add_(0, roots, per_input[local.to(per_input.device)].cpu())
         return score.float()
@@ -250,8 +257,9 @@ class TaylorImportance(_Calibrated):
     def __call__(self, unit: PruningUnit) -> torch.Tensor:
         self._ensure_measured()
         score = torch.zeros(unit.channels, dtype=torch.float64)
-        rows = [(getattr(m.module, attr, None), dim, m) for m in unit.rows
-                for attr, dim in (("weight", m.dim), ("bias", 0))]
+        rows = [
+            (getattr(m.module, attr, None), dim, m) for m in unit.rows for attr, dim in (("weight", m.dim), ("bias", 0))
+        ]
         others = [(getattr(m.module, attr, None), 0, m) for m in unit.norms for attr in ("weight", "bias")]
         others += [(m.module, m.dim, m) for m in unit.params]
         found = any(t is not None and t in self.saliency for t, _, _ in rows)
@@ -275,8 +283,13 @@ class TaylorImportance(_Calibrated):
 IMPORTANCES = ("l1", "activation", "taylor")
 
 
-def make_importance(name: str, model: Any, calibration: Iterable[Any] | None = None, *,
-                    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None) -> Importance:
+def make_importance(
+    name: str,
+    model: Any,
+    calibration: Iterable[Any] | None = None,
+    *,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
+) -> Importance:
     """The importance called ``name`` (one of :data:`IMPORTANCES`) for ``model``.
 
     ``calibration``: for ``"activation"`` model inputs, for ``"taylor"`` ``(inputs, targets)`` pairs with

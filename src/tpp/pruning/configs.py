@@ -34,8 +34,11 @@ def consumer_widths(graph: Any, units: Sequence[PruningUnit]) -> dict[str, set[i
         found: set[int] = set()
         for item in unit.group or ():
             module = item.dep.target.module
-            if is_weight_layer(module) and graph.is_in_channel_pruning_fn(item.dep.handler) \
-                    and not graph.is_out_channel_pruning_fn(item.dep.handler):
+            if (
+                is_weight_layer(module)
+                and graph.is_in_channel_pruning_fn(item.dep.handler)
+                and not graph.is_out_channel_pruning_fn(item.dep.handler)
+            ):
                 found.add(int(module.weight.shape[1 - filter_dim(module)]))
         widths[unit.name] = found
     return widths
@@ -71,15 +74,20 @@ def sync_configs(model: nn.Module, before: dict[str, set[int]], after: dict[str,
             if len(new) == 1:
                 setattr(config, field, next(iter(new)))
             else:
-                problems.append(f"config.{field} stays {old}: the MLP layers now have widths {sorted(new)}, "
-                                "which one number cannot describe")
-    hidden = sorted({w for name, widths in before.items() if name not in described and after[name] != widths
-                     for w in widths})
+                problems.append(
+                    f"config.{field} stays {old}: the MLP layers now have widths {sorted(new)}, "
+                    "which one number cannot describe"
+                )
+    hidden = sorted(
+        {w for name, widths in before.items() if name not in described and after[name] != widths for w in widths}
+    )
     # e.g. BLOOM's MLP is 4 x hidden_size by construction, with no field of its own. Only said of text models
     # (a vocab_size): vision configs describe their stages by lists, which tpp does not claim to keep true.
     if hidden and any(hasattr(c, "vocab_size") for c in configs):
-        problems.append(f"the config has no field for the pruned width{'s' if len(hidden) > 1 else ''} "
-                        f"{', '.join(map(str, hidden))}")
+        problems.append(
+            f"the config has no field for the pruned width{'s' if len(hidden) > 1 else ''} "
+            f"{', '.join(map(str, hidden))}"
+        )
     return problems
 
 

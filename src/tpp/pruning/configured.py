@@ -77,12 +77,24 @@ class ConfiguredPruner(BasePruner):
             if self.schedule_presets:
                 self.options = preset_config(self.options, preset)
             elif preset != "paper":
-                raise ConfigError(f"{type(self).__name__} has no regularisation schedule to shorten; "
-                                  "leave schedule= out")
+                raise ConfigError(
+                    f"{type(self).__name__} has no regularisation schedule to shorten; leave schedule= out"
+                )
             schedule = None
         regularizers, schedule, select_at = self._compose(schedule)
-        super().__init__(model, example_inputs, ratio, scope, ignored_layers, global_ratio, importance=importance,
-                         regularizers=regularizers, schedule=schedule, select_at=select_at, heads=heads)
+        super().__init__(
+            model,
+            example_inputs,
+            ratio,
+            scope,
+            ignored_layers,
+            global_ratio,
+            importance=importance,
+            regularizers=regularizers,
+            schedule=schedule,
+            select_at=select_at,
+            heads=heads,
+        )
 
     def _compose(self, schedule: Schedule | None) -> Composition:
         """The method's parts from ``self.options``: its regularisers, its schedule and ``select_at``.

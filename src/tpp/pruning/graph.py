@@ -113,8 +113,11 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     was_training = {m: m.training for m in model.modules()}
     recorder = _ReshapeRecorder()
     layer_inputs: dict[nn.Module, Any] = {}
-    hooks = [m.register_forward_pre_hook(_input_recorder(layer_inputs))
-             for m in model.modules() if isinstance(m, weight_layer_types())]
+    hooks = [
+        m.register_forward_pre_hook(_input_recorder(layer_inputs))
+        for m in model.modules()
+        if isinstance(m, weight_layer_types())
+    ]
     try:
         with torch.enable_grad(), recorder:
             graph = tp.DependencyGraph().build_dependency(
@@ -129,9 +132,11 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
             )
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as error:
         text = " ".join(str(error).split())[:200]
-        raise PruningError(f"tracing the model on example_inputs failed ({type(error).__name__}: {text}); "
-                           "check that model(example_inputs) runs (a dict is passed as keyword arguments, "
-                           "a tuple as positional ones)") from None
+        raise PruningError(
+            f"tracing the model on example_inputs failed ({type(error).__name__}: {text}); "
+            "check that model(example_inputs) runs (a dict is passed as keyword arguments, "
+            "a tuple as positional ones)"
+        ) from None
     finally:
         for hook in hooks:
             hook.remove()
@@ -145,10 +150,12 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
 def _input_recorder(store: dict):
     """A pre-hook that notes what a layer reads (its input's autograd node, or the leaf tensor's id):
     layers that read the same tensor get the same key (a gated MLP's gate and up projections)."""
+
     def hook(module, args, kwargs=None):
         if args and torch.is_tensor(args[0]):
             x = args[0]
             store.setdefault(module, x.grad_fn if x.grad_fn is not None else ("leaf", id(x)))
+
     return hook
 
 
@@ -195,8 +202,10 @@ def _bounded_search(graph: tp.DependencyGraph):
         if state["count"] > limit:
             raise _SearchExploded
         if state["count"] % 64 == 0 and time.monotonic() > deadline:
-            raise PruningError(f"finding the coupled channels took more than {SEARCH_SECONDS:.0f} s; pass the "
-                               "blocks with unusual channel slicing in ignored_layers")
+            raise PruningError(
+                f"finding the coupled channels took more than {SEARCH_SECONDS:.0f} s; pass the "
+                "blocks with unusual channel slicing in ignored_layers"
+            )
         return original(group, dep, idxs)
 
     tp_group.Group.add_dep = add_dep
@@ -227,8 +236,9 @@ def all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], skip=lambda 
                 continue
             search["count"] = 0
             try:
-                group = graph.get_pruning_group(module, pruner.prune_out_channels,
-                                                list(range(pruner.get_out_channels(module))))
+                group = graph.get_pruning_group(
+                    module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
+                )
             except _SearchExploded:
                 visited.add(module)
                 yield module, None
@@ -240,5 +250,3 @@ def all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], skip=lambda 
                     prunable = prunable and dep.target.module not in ignored_set
             if prunable:
                 yield module, group
-
-

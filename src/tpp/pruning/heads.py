@@ -80,9 +80,14 @@ def layout_of(name: str, module: nn.Module) -> HeadLayout | None:
     if not all(type(p) is nn.Linear for p in projections) or not isinstance(head_dim, int) or head_dim <= 0:
         return None
     q, k, v, o = projections
-    if q.out_features % head_dim or k.out_features % head_dim or v.out_features != k.out_features \
-            or o.in_features != q.out_features or k.out_features == 0 or (q.out_features // k.out_features) * \
-            k.out_features != q.out_features:
+    if (
+        q.out_features % head_dim
+        or k.out_features % head_dim
+        or v.out_features != k.out_features
+        or o.in_features != q.out_features
+        or k.out_features == 0
+        or (q.out_features // k.out_features) * k.out_features != q.out_features
+    ):
         return None
     for child_name, child in module.named_children():
         if child_name in PROJECTIONS:
@@ -126,9 +131,9 @@ def replay_heads(model: nn.Module, entries: list) -> None:
     """Redo the head removals of a plan's history (entries ``["heads:<name>", True, groups]``)."""
     modules = dict(model.named_modules())
     for name, _, groups in entries:
-        layout = layout_of(name[len(HISTORY_PREFIX):], modules.get(name[len(HISTORY_PREFIX):], nn.Module()))
+        layout = layout_of(name[len(HISTORY_PREFIX) :], modules.get(name[len(HISTORY_PREFIX) :], nn.Module()))
         if layout is None:
-            raise PruningError(f"{name[len(HISTORY_PREFIX):]} is not an attention module with cuttable heads")
+            raise PruningError(f"{name[len(HISTORY_PREFIX) :]} is not an attention module with cuttable heads")
         remove_heads(layout, torch.as_tensor(groups, dtype=torch.long))
 
 
@@ -151,8 +156,10 @@ def sync_head_configs(model: nn.Module, configs: list[Any]) -> list[str]:
         old = (getattr(config, "num_attention_heads", None), _kv_count(config))
         if len(shapes) != 1:
             if any((lay.heads, lay.kv_heads) != old for lay in layouts):
-                problems.append(f"config.num_attention_heads stays {old[0]}: the attention layers now have "
-                                f"{sorted(s[0] for s in shapes)} heads, which one number cannot describe")
+                problems.append(
+                    f"config.num_attention_heads stays {old[0]}: the attention layers now have "
+                    f"{sorted(s[0] for s in shapes)} heads, which one number cannot describe"
+                )
             continue
         heads, kv, head_dim = next(iter(shapes))
         if (heads, kv) == old:
@@ -179,8 +186,10 @@ def _check_rebuild(layout: HeadLayout, config: Any) -> list[str]:
     pruned = [tuple(p.weight.shape) for p in (layout.q, layout.k, layout.v, layout.o)]
     rebuilt = _rebuilt_shapes(layout, config)
     if rebuilt is not None and rebuilt != pruned:
-        return [f"{type(layout.module).__name__} built from the updated config has projections {rebuilt}, not the "
-                f"pruned {pruned} (it derives head_dim from hidden_size / num_attention_heads)"]
+        return [
+            f"{type(layout.module).__name__} built from the updated config has projections {rebuilt}, not the "
+            f"pruned {pruned} (it derives head_dim from hidden_size / num_attention_heads)"
+        ]
     return []
 
 
@@ -213,6 +222,8 @@ def undescribable(layout: HeadLayout) -> str | None:
     shapes = _rebuilt_shapes(layout, probe)
     width = (layout.heads - layout.group_size) * layout.head_dim
     if shapes is not None and (shapes[0][0], shapes[3][1]) != (width, width):
-        return (f"{type(layout.module).__name__} derives head_dim from hidden_size / num_attention_heads, so its "
-                "config cannot describe fewer heads")
+        return (
+            f"{type(layout.module).__name__} derives head_dim from hidden_size / num_attention_heads, so its "
+            "config cannot describe fewer heads"
+        )
     return None

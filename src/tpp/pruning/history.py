@@ -48,6 +48,6 @@ def replay_plan(module: nn.Module, plan: dict | None, source: str | os.PathLike)
         retie(ties, strict=False)  # the pruned model kept its ties (BasePruner.prune): so does its rebuilt copy
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError, PruningError) as error:
         raise CheckpointError(
-            f"{source} was pruned from a different architecture ({type(error).__name__}); "
-            "pass the matching model") from None
+            f"{source} was pruned from a different architecture ({type(error).__name__}); pass the matching model"
+        ) from None
     module.tpp_plan = plan

@@ -43,8 +43,10 @@ class TorchPruningImportance:
             return L1Importance()(unit)
         scores = self.importance(unit.group)
         if scores is None or len(scores) != unit.channels:
-            raise ConfigError(f"{type(self.importance).__name__} gave no score per channel for {unit.name}; "
-                              "use an importance that scores every channel of a group")
+            raise ConfigError(
+                f"{type(self.importance).__name__} gave no score per channel for {unit.name}; "
+                "use an importance that scores every channel of a group"
+            )
         return torch.as_tensor(scores).detach().float().cpu()
 
     def __repr__(self) -> str:

@@ -15,12 +15,15 @@ from typing import Any, Mapping, Sequence
 from tpp.errors import ConfigError
 
 
-def option(default: Any, help: str, choices: Sequence[Any] | None = None, minimum: float | None = None,
-           above: bool = False) -> Any:
+def option(
+    default: Any, help: str, choices: Sequence[Any] | None = None, minimum: float | None = None, above: bool = False
+) -> Any:
     """A config field with its command-line help, and its allowed values: ``choices``, or numbers
     ``>= minimum`` (``> minimum`` with ``above``)."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "above": above})
+    return dataclasses.field(
+        default=default,
+        metadata={"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "above": above},
+    )
 
 
 def build_options(config: type | None, options: Mapping[str, Any], owner: str) -> Any:
@@ -34,8 +37,10 @@ def build_options(config: type | None, options: Mapping[str, Any], owner: str) -
     names = [field.name for field in dataclasses.fields(config)] if config is not None else []
     unknown = sorted(set(options) - set(names))
     if unknown:
-        raise ConfigError(f"{owner} has no option {unknown[0]!r}"
-                          + (f"; its options are {', '.join(names)}" if names else "; it takes none"))
+        raise ConfigError(
+            f"{owner} has no option {unknown[0]!r}"
+            + (f"; its options are {', '.join(names)}" if names else "; it takes none")
+        )
     if config is None:
         return None
     built = config(**options)
@@ -55,14 +60,21 @@ def check_options(config: Any) -> None:
             raise ConfigError(f"{opt.name} must be true or false, got {value!r}")
         if opt.type is str and not isinstance(value, str):
             raise ConfigError(f"{opt.name} must be a string, got {value!r}")
-        if opt.type in (int, float) and value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float))):
+        if (
+            opt.type in (int, float)
+            and value is not None
+            and (isinstance(value, bool) or not isinstance(value, (int, float)))
+        ):
             raise ConfigError(f"{opt.name} must be a number, got {value!r}")
         if opt.choices is not None and value not in opt.choices:
             raise ConfigError(f"{opt.name} must be one of {', '.join(map(str, opt.choices))}, got {value!r}")
         if opt.minimum is not None and value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-                    value <= opt.minimum if opt.above else value < opt.minimum):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or (value <= opt.minimum if opt.above else value < opt.minimum)
+            ):
                 raise ConfigError(f"{opt.name} must be a number {opt.bound}, got {value!r}")
             if opt.type is int and int(value) != value:
                 raise ConfigError(f"{opt.name} must be a whole number, got {value!r}")
@@ -104,9 +116,20 @@ def options_of(config: type | None) -> list[Option]:
         kind = field.type if isinstance(field.type, type) else _TYPES.get(str(field.type).split(" |")[0])
         if kind not in _TYPES.values():
             # the CLI and recipes can only parse these four; anything else would silently become a string
-            raise ConfigError(f"option {field.name!r} of {config.__name__} has type {field.type}; "
-                              "method options must be float, int, str or bool")
+            raise ConfigError(
+                f"option {field.name!r} of {config.__name__} has type {field.type}; "
+                "method options must be float, int, str or bool"
+            )
         meta = field.metadata
-        result.append(Option(field.name, kind, field.default, meta.get("help", ""), meta.get("choices"),
-                             meta.get("minimum"), bool(meta.get("above"))))
+        result.append(
+            Option(
+                field.name,
+                kind,
+                field.default,
+                meta.get("help", ""),
+                meta.get("choices"),
+                meta.get("minimum"),
+                bool(meta.get("above")),
+            )
+        )
     return result

@@ -52,10 +52,7 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 
 
 def deconv_orth_dist(
-    kernel: torch.Tensor,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    groups: int = 1,
+    kernel: torch.Tensor, stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, groups: int = 1
 ) -> torch.Tensor:
     """OrthConv distance ``||conv2d(K, K, stride, padding) - I_r0||_F`` (docs/method.md#baselines).
 

@@ -47,11 +47,11 @@ class _PrunedGram(torch.autograd.Function):
         if ctx.by_columns:
             gram_all = rows.t() @ rows  # A = W^T W, K x K
             gram_p = pruned_rows.t() @ pruned_rows  # A_p
-            value = (2.0 * (gram_p * gram_all).sum() - gram_p.square().sum()) / n ** 2
+            value = (2.0 * (gram_p * gram_all).sum() - gram_p.square().sum()) / n**2
             ctx.save_for_backward(rows, pruned_rows, gram_all, gram_p, pruned, kept)
         else:
             gram_p = pruned_rows @ rows.t()  # [p, N]: every gram entry in a pruned row (and, by symmetry, column)
-            value = (2.0 * gram_p.square().sum() - gram_p.index_select(1, pruned).square().sum()) / n ** 2
+            value = (2.0 * gram_p.square().sum() - gram_p.index_select(1, pruned).square().sum()) / n**2
             ctx.save_for_backward(rows, pruned_rows, gram_p, pruned, kept)
         ctx.weight_shape = weight.shape
         return value
@@ -146,7 +146,9 @@ class SelectedParameters:
     """
 
     def __init__(self, selections: Sequence[tuple]):
-        self._specs = [(s[0], s[1], s[2] if len(s) > 2 else 0) for s in selections if s[0] is not None and len(s[1]) > 0]
+        self._specs = [
+            (s[0], s[1], s[2] if len(s) > 2 else 0) for s in selections if s[0] is not None and len(s[1]) > 0
+        ]
         self._device: torch.device | None = None
         self._masks: list[torch.Tensor] = []  # 1 on selected slices, shaped to broadcast over the parameter
         self._keep: list[torch.Tensor] = []  # 1 - mask

@@ -96,7 +96,9 @@ def make_plan(
         requested = sum(selection.num_to_prune(unit_ratio[u.name], u.channels) for u in units)
         requested += sum(selection.num_to_prune(_ratio_of(s.name, spec), s.channels) for s in skipped)
     else:
-        requested = selection.num_to_prune(global_ratio, sum(u.channels for u in units) + sum(s.channels for s in skipped))
+        requested = selection.num_to_prune(
+            global_ratio, sum(u.channels for u in units) + sum(s.channels for s in skipped)
+        )
 
     ties = find_ties(module)
     broken: list = []  # the ties that the last trial's removal broke
@@ -109,16 +111,20 @@ def make_plan(
     for _ in range(_MAX_GLOBAL_ROUNDS):
         graph = graph if graph is not None else graph_factory()
         chosen = _choose(kept, scores, aliases, global_ratio, unit_ratio if global_ratio is None else None)
-        aliased = [u for u, c in zip(kept, chosen) if u.name not in aliases and u.heads is None
-                   and len(_removed_roots(graph, u, c)) > len(c)]
+        aliased = [
+            u
+            for u, c in zip(kept, chosen)
+            if u.name not in aliases and u.heads is None and len(_removed_roots(graph, u, c)) > len(c)
+        ]
         if aliased:  # Torch-Pruning removes more than chosen: choose again among whole alias classes
             aliases.update({u.name: _alias_classes(graph, u) for u in aliased})
             chosen = _choose(kept, scores, aliases, global_ratio, unit_ratio if global_ratio is None else None)
         chosen = broadcast(chosen)
         pruned_roots = {u.name: c for u, c in zip(kept, chosen) if len(c) > 0}
         selected = [u for u in kept if u.name in pruned_roots]
-        failures = trial_removal(module, graph_factory, selected, pruned_roots, example_inputs, graph,
-                                 inspect_ties if ties else None)
+        failures = trial_removal(
+            module, graph_factory, selected, pruned_roots, example_inputs, graph, inspect_ties if ties else None
+        )
         graph = None  # used up by the trial
         if not failures:
             break
@@ -129,18 +135,23 @@ def make_plan(
             selected = [u for u in selected if u.name not in failures]
             break
     else:
-        raise PruningError("could not find a set of units that prunes exactly; pass the layers named in the "
-                           "warnings in ignored_layers")
+        raise PruningError(
+            "could not find a set of units that prunes exactly; pass the layers named in the warnings in ignored_layers"
+        )
     if not selected:
         if skipped:
             raise PruningError(f"nothing can be pruned exactly with scope={scope!r}: " + "; ".join(_reasons(skipped)))
-        raise PruningError("the ratio selects no filter to prune (it rounds down to 0 in every layer); "
-                           "use a larger ratio")
+        raise PruningError(
+            "the ratio selects no filter to prune (it rounds down to 0 in every layer); use a larger ratio"
+        )
     check_ties(broken, _cutters(broken, selected))
     plan = PruningPlan(selected, pruned_roots, candidates, skipped, requested, ratios=unit_ratio)
     if global_ratio is None:
-        plan.capped = sum(1 for u in kept if u.candidates is not None
-                          and selection.num_to_prune(unit_ratio[u.name], u.channels) > len(u.candidates))
+        plan.capped = sum(
+            1
+            for u in kept
+            if u.candidates is not None and selection.num_to_prune(unit_ratio[u.name], u.channels) > len(u.candidates)
+        )
     _warn_if_less_than_asked(plan)
     return plan
 
@@ -148,18 +159,28 @@ def make_plan(
 def _cutters(ties: list, units: list[PruningUnit]) -> dict[str, list[str]]:
     """For each tied parameter's name, the units whose removal touches its owner layer."""
     touched = {u.name: {id(dep.target.module) for dep, _ in u.group} for u in units if u.group is not None}
-    return {name: [u for u, modules in touched.items() if id(module) in modules]
-            for tie in ties for name, module, _ in tie}
+    return {
+        name: [u for u, modules in touched.items() if id(module) in modules] for tie in ties for name, module, _ in tie
+    }
 
 
-def _choose(units: list[PruningUnit], scores: dict[str, torch.Tensor], aliases: dict[str, torch.Tensor],
-            global_ratio: float | None, unit_ratio: dict[str, float] | None) -> list[torch.Tensor]:
+def _choose(
+    units: list[PruningUnit],
+    scores: dict[str, torch.Tensor],
+    aliases: dict[str, torch.Tensor],
+    global_ratio: float | None,
+    unit_ratio: dict[str, float] | None,
+) -> list[torch.Tensor]:
     """Root channels to prune per unit. In a unit with alias classes (root channels that Torch-Pruning
     can only remove together), whole classes are chosen and counted as one channel each."""
     spaces = [_ClassSpace(u, scores[u.name], aliases.get(u.name)) for u in units]
     if global_ratio is not None:
-        picked = selection.global_selection([sp.scores for sp in spaces], global_ratio,
-                                            [sp.candidates for sp in spaces], [sp.member_roots for sp in spaces])
+        picked = selection.global_selection(
+            [sp.scores for sp in spaces],
+            global_ratio,
+            [sp.candidates for sp in spaces],
+            [sp.member_roots for sp in spaces],
+        )
     else:
         picked = []
         for unit, space in zip(units, spaces):
@@ -199,10 +220,13 @@ def _removed_roots(graph: Any, unit: PruningUnit, roots: torch.Tensor) -> torch.
     """The root channels that Torch-Pruning really removes when asked to remove ``roots``."""
     if len(roots) == 0:
         return roots
-    group = graph.get_pruning_group(unit.root, graph.get_pruner_of_module(unit.root).prune_out_channels,
-                                    roots.tolist())
-    removed = {int(i) for dep, idxs in group
-               if dep.target.module is unit.root and graph.is_out_channel_pruning_fn(dep.handler) for i in idxs}
+    group = graph.get_pruning_group(unit.root, graph.get_pruner_of_module(unit.root).prune_out_channels, roots.tolist())
+    removed = {
+        int(i)
+        for dep, idxs in group
+        if dep.target.module is unit.root and graph.is_out_channel_pruning_fn(dep.handler)
+        for i in idxs
+    }
     return torch.tensor(sorted(removed), dtype=torch.long)
 
 
@@ -235,7 +259,9 @@ def _reasons(skipped: list[Skipped], limit: int = 3) -> list[str]:
         by_kind[item.kind].append(item)
     lines = []
     for kind, items in by_kind.items():
-        names = ", ".join(s.name for s in items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+        names = ", ".join(s.name for s in items[:limit]) + (
+            f" (+{len(items) - limit} more)" if len(items) > limit else ""
+        )
         example = f" [{items[0].detail}]" if items[0].detail else ""
         lines.append(f"{len(items)} unit{'s' if len(items) > 1 else ''} whose channels {kind}{example}: {names}")
     return lines
@@ -246,12 +272,16 @@ def _warn_if_less_than_asked(plan: PruningPlan) -> None:
         return
     parts = _reasons(plan.skipped)
     if plan.capped:
-        parts.append(f"{plan.capped} unit{'s' if plan.capped > 1 else ''} can lose only the channels that carry "
-                     "no identity shortcut")
+        parts.append(
+            f"{plan.capped} unit{'s' if plan.capped > 1 else ''} can lose only the channels that carry "
+            "no identity shortcut"
+        )
     if not parts:
         parts.append("every layer of a coupled unit keeps at least one channel")
-    warn_caller(f"tpp: pruning {plan.pruned_channels} of the {plan.requested} channels asked for; left whole: "
-                  + "; ".join(parts))
+    warn_caller(
+        f"tpp: pruning {plan.pruned_channels} of the {plan.requested} channels asked for; left whole: "
+        + "; ".join(parts)
+    )
 
 
 def _nothing_prunable(module, graph, scope, ignored_layers, skipped) -> str:
@@ -275,8 +305,11 @@ def _pattern_hint(message: str, module, graph, scope, ignored_layers, spec, skip
     if isinstance(spec, Mapping):
         whole = [s for s in skipped if any(selection.matches(s.name, p) for p in spec)]
         if whole:
-            return message.replace("; fix the pattern", "") + "; it matches only units left whole: " + \
-                "; ".join(_reasons(whole, limit=2))
+            return (
+                message.replace("; fix the pattern", "")
+                + "; it matches only units left whole: "
+                + "; ".join(_reasons(whole, limit=2))
+            )
     if scope == "internal" and isinstance(spec, Mapping):
         others, _ = find_units(module, graph, "all", ignored_layers)
         names = [n for u in others for n in u.row_names]

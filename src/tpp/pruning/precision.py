@@ -39,8 +39,9 @@ def run_float64(model: nn.Module, example_inputs: Any) -> Any:
     args, kwargs = call_arguments(model, cast_floats(example_inputs, torch.float64), cache=False)
     # functional_call puts each tensor back by name; a module registered under two names (an alias) can
     # get the float64 copy back under one of them, so every module's own tensors are put back here too
-    held = [(slots, name, t) for m in model.modules() for slots in (m._parameters, m._buffers)
-            for name, t in slots.items()]
+    held = [
+        (slots, name, t) for m in model.modules() for slots in (m._parameters, m._buffers) for name, t in slots.items()
+    ]
     try:
         return functional_call(model, tensors, args, kwargs, tie_weights=True, strict=False)
     finally:

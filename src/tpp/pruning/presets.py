@@ -35,8 +35,9 @@ _LENGTH_OPTIONS = ("stabilize_iters", "orth_iters")
 def check_preset(preset: str) -> str:
     """``preset`` if it is one of :data:`SCHEDULE_PRESETS`, else a one-line :class:`ConfigError`."""
     if not isinstance(preset, str) or preset not in SCHEDULE_PRESETS:
-        raise ConfigError(f"unknown schedule preset {preset!r}; choose from {', '.join(SCHEDULE_PRESETS)} "
-                          "(or pass a Schedule object)")
+        raise ConfigError(
+            f"unknown schedule preset {preset!r}; choose from {', '.join(SCHEDULE_PRESETS)} (or pass a Schedule object)"
+        )
     return preset
 
 
@@ -141,11 +142,15 @@ def describe_schedule(method: str, options: Mapping[str, Any]) -> str:
     total = int(schedule.total_iterations)
     if isinstance(schedule, GrowingSchedule):
         growing = total - schedule.stabilize_iters
-        return (f"{total:,} iterations (lambda +{schedule.reg_step:g} every {schedule.reg_interval} up to "
-                f"{schedule.reg_ceiling:g}: {growing:,}, then {schedule.stabilize_iters:,} at the ceiling)")
+        return (
+            f"{total:,} iterations (lambda +{schedule.reg_step:g} every {schedule.reg_interval} up to "
+            f"{schedule.reg_ceiling:g}: {growing:,}, then {schedule.stabilize_iters:,} at the ceiling)"
+        )
     if isinstance(schedule, AdaptiveSchedule):
-        return (f"at most {total:,} iterations (adaptive: ends when the pruned channels are gone; lambda starts "
-                f"growing by {schedule.reg_step:g} every {schedule.reg_interval})")
+        return (
+            f"at most {total:,} iterations (adaptive: ends when the pruned channels are gone; lambda starts "
+            f"growing by {schedule.reg_step:g} every {schedule.reg_interval})"
+        )
     if isinstance(schedule, ConstantSchedule):
         return f"{total:,} iterations at strength {schedule.strength:g}"
     return f"{'at most ' if not schedule.fixed_length else ''}{total:,} iterations"
@@ -158,12 +163,17 @@ def unfinished_message(pruner: Any, total: int | None) -> str:
     of = "" if total is None else f" of {bound}{total:,}"
     ceiling = getattr(pruner.schedule, "reg_ceiling", None)
     strength = f"lambda {pruner.reg_value:.4g}" + ("" if ceiling is None else f" of ceiling {ceiling:g}")
-    cost = ("the pruned channels are not yet near zero, so removing them will cost accuracy"
-            if pruner.select_at == "start" else
-            "the channels are chosen on weights the regularisation has not finished shaping")
+    cost = (
+        "the pruned channels are not yet near zero, so removing them will cost accuracy"
+        if pruner.select_at == "start"
+        else "the channels are chosen on weights the regularisation has not finished shaping"
+    )
     if pruner.iteration == 0:
         cost += " (at iteration 0 this is plain L1 pruning: tpp.pruning.L1Pruner)"
     remedy = "loop until pruner.done" + (
-        ", or build the pruner with schedule='fast' (10x shorter)" if "fast" in pruner.schedule_presets else "")
-    return (f"tpp: prune() before pruner.done, at iteration {pruner.iteration:,}{of}: the regularisation has "
-            f"not finished ({strength}, phase {pruner.phase!r}); {cost}; {remedy}")
+        ", or build the pruner with schedule='fast' (10x shorter)" if "fast" in pruner.schedule_presets else ""
+    )
+    return (
+        f"tpp: prune() before pruner.done, at iteration {pruner.iteration:,}{of}: the regularisation has "
+        f"not finished ({strength}, phase {pruner.phase!r}); {cost}; {remedy}"
+    )

@@ -14,7 +14,9 @@ from tpp.pruning.units import PruningUnit
 
 
 @torch.no_grad()
-def unit_progress(units: Sequence[PruningUnit], pruned_roots: dict[str, torch.Tensor]) -> dict[int, tuple[float, float]]:
+def unit_progress(
+    units: Sequence[PruningUnit], pruned_roots: dict[str, torch.Tensor]
+) -> dict[int, tuple[float, float]]:
     """Per unit (keyed by ``unit.order``): ``(magnitude ratio, coupling)``.
 
     * magnitude ratio: the pruned channels' mean size over the kept ones' — filter+bias norms of each
@@ -36,10 +38,16 @@ def unit_progress(units: Sequence[PruningUnit], pruned_roots: dict[str, torch.Te
             norms = rows.norm(dim=1)
             ratios.append(_ratio(norms[pruned].mean(), norms[kept].mean()))
             kept_rows = rows[kept]
-            couplings.append(_ratio(torch.linalg.matrix_norm(rows[pruned] @ kept_rows.t()),
-                                    torch.linalg.matrix_norm(kept_rows @ kept_rows.t())))
+            couplings.append(
+                _ratio(
+                    torch.linalg.matrix_norm(rows[pruned] @ kept_rows.t()),
+                    torch.linalg.matrix_norm(kept_rows @ kept_rows.t()),
+                )
+            )
         for member in unit.norms:
-            tensors = [getattr(member.module, n) for n in ("weight", "bias") if getattr(member.module, n, None) is not None]
+            tensors = [
+                getattr(member.module, n) for n in ("weight", "bias") if getattr(member.module, n, None) is not None
+            ]
             if tensors:
                 scale = sum(t.detach().abs().float() for t in tensors)
                 pruned, kept = _split(member.local_indices(roots), scale.shape[0], scale.device)

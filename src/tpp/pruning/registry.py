@@ -71,8 +71,10 @@ class Method:
         allowed = {o.name for o in self.options}
         unknown = sorted(k for k in options if k not in allowed and k not in _COMMON)
         if unknown:
-            raise ConfigError(f"method {self.name!r} has no option {unknown[0]!r}"
-                              + (f"; its options are {', '.join(sorted(allowed))}" if allowed else "; it has none"))
+            raise ConfigError(
+                f"method {self.name!r} has no option {unknown[0]!r}"
+                + (f"; its options are {', '.join(sorted(allowed))}" if allowed else "; it has none")
+            )
 
     def make_finetune_penalty(self, model: nn.Module, **options: Any) -> Callable[[], torch.Tensor] | None:
         """The fine-tuning loss term of the method (None if it has none), given its options."""
@@ -90,8 +92,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def register_method(method: Method) -> Method:
     """Add a method to the registry (names are unique)."""
     if method.name in _METHODS and _METHODS[method.name].pruner is not method.pruner:
-        raise ConfigError(f"pruning method {method.name!r} is already registered (by "
-                          f"{_METHODS[method.name].pruner.__module__}); give the new one another name")
+        raise ConfigError(
+            f"pruning method {method.name!r} is already registered (by "
+            f"{_METHODS[method.name].pruner.__module__}); give the new one another name"
+        )
     _METHODS[method.name] = method
     return method
 
@@ -116,9 +120,18 @@ def pruning_method(
 
     def decorator(pruner: F) -> F:
         declared = config if config is not None else getattr(pruner, "Config", None)  # a ConfiguredPruner's own
-        register_method(Method(name, pruner, regularized=regularized, description=description, config=declared,
-                               after_prune=after_prune, finetune_penalty=finetune_penalty,
-                               hook_options=tuple(hook_options)))
+        register_method(
+            Method(
+                name,
+                pruner,
+                regularized=regularized,
+                description=description,
+                config=declared,
+                after_prune=after_prune,
+                finetune_penalty=finetune_penalty,
+                hook_options=tuple(hook_options),
+            )
+        )
         return pruner
 
     return decorator
@@ -153,15 +166,19 @@ def _load_builtin() -> None:
     if _loaded:
         return
     package = importlib.import_module("tpp.pruning.methods")
-    modules = [f"{package.__name__}.{info.name}"
-               for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name)]
+    modules = [
+        f"{package.__name__}.{info.name}"
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name)
+    ]
     plugins = [name.strip() for name in os.environ.get("TPP_PLUGINS", "").split(",") if name.strip()]
     for name in modules + plugins:
         try:
             importlib.import_module(name)
         except ImportError as error:
             if name in plugins:
-                raise ConfigError(f"TPP_PLUGINS names {name!r}, which cannot be imported ({error}); "
-                                  "put its folder on PYTHONPATH or fix the name") from error
+                raise ConfigError(
+                    f"TPP_PLUGINS names {name!r}, which cannot be imported ({error}); "
+                    "put its folder on PYTHONPATH or fix the name"
+                ) from error
             raise
     _loaded = True

@@ -46,8 +46,13 @@ class GramDecorrelation(Regularizer):
     ``target="decorrelate"`` pushes only the gram entries that involve a pruned filter to 0 (TPP);
     ``"kernorth"`` pushes ``W W^T`` to ``diag(kept)`` on every entry (the paper's ablation)."""
 
-    def __init__(self, weight: float = 1000.0, target: str = "decorrelate", every: int = 1,
-                 iteration: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        weight: float = 1000.0,
+        target: str = "decorrelate",
+        every: int = 1,
+        iteration: Callable[[], int] | None = None,
+    ) -> None:
         if weight < 0:
             raise ConfigError(f"gram_weight must be >= 0, got {weight}")
         if target not in GRAM_TARGETS:
@@ -58,8 +63,11 @@ class GramDecorrelation(Regularizer):
         self._gram = GramPenalty([], target)
 
     def bind(self, module, units, pruned_roots) -> None:
-        layers = [(member.module, member.local_indices(pruned_roots[unit.name]), member.dim)
-                  for unit in units for member in unit.rows]
+        layers = [
+            (member.module, member.local_indices(pruned_roots[unit.name]), member.dim)
+            for unit in units
+            for member in unit.rows
+        ]
         self._gram = GramPenalty(layers, target=self.target)
 
     def loss(self, strength: float) -> torch.Tensor | None:
@@ -95,7 +103,10 @@ class GrowingL2(Regularizer):
             if self.on == "norms":
                 for member in unit.norms:
                     rows = member.local_indices(roots)
-                    selections += [(getattr(member.module, "weight", None), rows), (getattr(member.module, "bias", None), rows)]
+                    selections += [
+                        (getattr(member.module, "weight", None), rows),
+                        (getattr(member.module, "bias", None), rows),
+                    ]
                 selections += [(m.module, m.local_indices(roots), m.dim) for m in unit.params]
             else:
                 for member in unit.rows:

@@ -174,12 +174,17 @@ def remove_channels(
         except PruningError as error:
             raise RemovalError(str(error), unit.name) from None
         except Exception as error:  # torch and Torch-Pruning raise many kinds here
-            raise RemovalError(f"removing channels of {unit.name} failed ({_short(error)}); "
-                               f"pass {unit.name!r} in ignored_layers", unit.name) from None
+            raise RemovalError(
+                f"removing channels of {unit.name} failed ({_short(error)}); pass {unit.name!r} in ignored_layers",
+                unit.name,
+            ) from None
         change = _changed(reference, model, example_inputs) if check_each else None
         if change is not None:
-            raise RemovalError(f"removing the zeroed channels of {unit.name} would change the network: {change}; "
-                               f"pass {unit.name!r} in ignored_layers", unit.name)
+            raise RemovalError(
+                f"removing the zeroed channels of {unit.name} would change the network: {change}; "
+                f"pass {unit.name!r} in ignored_layers",
+                unit.name,
+            )
     try:
         retie(ties)
     except PruningError as error:
@@ -262,8 +267,9 @@ def _sensitise(model: nn.Module, seed: int = 0) -> None:
         param.copy_(value.to(param.dtype))
 
 
-def _remove_each(model, graph_factory, units, pruned_roots, example_inputs, reference, graph=None
-                 ) -> dict[str, tuple[str, str]]:
+def _remove_each(
+    model, graph_factory, units, pruned_roots, example_inputs, reference, graph=None
+) -> dict[str, tuple[str, str]]:
     """Remove units one by one, undoing (and reporting) each that fails or, given a reference, changes it."""
     failures: dict[str, tuple[str, str]] = {}
     graph = graph if graph is not None else graph_factory()

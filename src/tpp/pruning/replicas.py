@@ -19,7 +19,9 @@ def rewrap(wrapper: nn.Module, module: nn.Module) -> nn.Module:
     """DDP holds buckets of the old parameters, so it is rebuilt; DataParallel reads .module each call."""
     if isinstance(wrapper, nn.parallel.DistributedDataParallel):
         return nn.parallel.DistributedDataParallel(
-            module, device_ids=wrapper.device_ids, output_device=wrapper.output_device,
+            module,
+            device_ids=wrapper.device_ids,
+            output_device=wrapper.output_device,
             find_unused_parameters=wrapper.find_unused_parameters,
         )
     return wrapper

@@ -16,15 +16,20 @@ strength ``lambda`` that the regularisers multiply, the phase (``"regularize"``,
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import Any, Callable, Mapping, Sequence
 
-from numbers import Integral
-
 from tpp.errors import ConfigError
-from tpp.pruning.state import (FOREIGN, PrunerStateError, check_iteration, state_mapping, state_number, state_pair,
-                               state_whole)
+from tpp.pruning.state import (
+    FOREIGN,
+    PrunerStateError,
+    check_iteration,
+    state_mapping,
+    state_number,
+    state_pair,
+    state_whole,
+)
 from tpp.util.modules import warn_caller
-
 
 # per unit (by forward position): (pruned/kept magnitude ratio, pruned-kept gram coupling), see BasePruner.progress
 Progress = Callable[[], Mapping[int, tuple[float, float]]]
@@ -123,8 +128,14 @@ class GrowingSchedule(Schedule):
     ``(i + 1) * zero_out_interval`` iterations into stabilisation on (``None``: never, as in GReg-1).
     """
 
-    def __init__(self, reg_step: float, reg_interval: int, reg_ceiling: float, stabilize_iters: int,
-                 zero_out_interval: int | None = None) -> None:
+    def __init__(
+        self,
+        reg_step: float,
+        reg_interval: int,
+        reg_ceiling: float,
+        stabilize_iters: int,
+        zero_out_interval: int | None = None,
+    ) -> None:
         super().__init__()
         if not reg_step > 0:
             raise ConfigError(f"reg_step must be > 0, got {reg_step}")
@@ -178,10 +189,12 @@ class GrowingSchedule(Schedule):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         iteration = check_iteration(state["iteration"], None)
         start = state.get("stabilize_start")
-        if start is not None and (isinstance(start, bool) or not isinstance(start, Integral)
-                                  or not 0 <= start <= iteration):
-            raise PrunerStateError(f"the pruner state's stabilize_start {start!r} is not an iteration from 0 to "
-                                   f"{iteration}; {FOREIGN}")
+        if start is not None and (
+            isinstance(start, bool) or not isinstance(start, Integral) or not 0 <= start <= iteration
+        ):
+            raise PrunerStateError(
+                f"the pruner state's stabilize_start {start!r} is not an iteration from 0 to {iteration}; {FOREIGN}"
+            )
         self.iteration, self.stabilize_start = iteration, None if start is None else int(start)
 
 
@@ -197,7 +210,8 @@ def _fit_zero_out_spacing(interval: int, stabilize_iters: int, layers: int) -> i
         warn_caller(
             f"tpp: stabilize_iters={stabilize_iters} is shorter than zero_out_interval x layer positions "
             f"({interval} x {layers}; pruned units are zeroed one by one in layer order, the deepest at position "
-            f"{layers}); zeroing them {spacing} iterations apart instead")
+            f"{layers}); zeroing them {spacing} iterations apart instead"
+        )
     return spacing
 
 
@@ -228,16 +242,30 @@ class AdaptiveSchedule(Schedule):
 
     fixed_length = False
 
-    def __init__(self, reg_step: float = 1e-4, reg_interval: int = 10, reg_ceiling: float = 1.0,
-                 target: float = 1e-3, check_interval: int = 50, patience: int = 5, min_progress: float = 0.5,
-                 halving_iters: int = 2000, max_iterations: int = 110_000) -> None:
+    def __init__(
+        self,
+        reg_step: float = 1e-4,
+        reg_interval: int = 10,
+        reg_ceiling: float = 1.0,
+        target: float = 1e-3,
+        check_interval: int = 50,
+        patience: int = 5,
+        min_progress: float = 0.5,
+        halving_iters: int = 2000,
+        max_iterations: int = 110_000,
+    ) -> None:
         super().__init__()
         checks = {"reg_step": reg_step, "reg_ceiling": reg_ceiling, "target": target}
         for name, value in checks.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
-        for name, value in {"reg_interval": reg_interval, "check_interval": check_interval, "patience": patience,
-                            "halving_iters": halving_iters, "max_iterations": max_iterations}.items():
+        for name, value in {
+            "reg_interval": reg_interval,
+            "check_interval": check_interval,
+            "patience": patience,
+            "halving_iters": halving_iters,
+            "max_iterations": max_iterations,
+        }.items():
             if int(value) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if not 0 <= min_progress < 1:
@@ -310,8 +338,14 @@ class AdaptiveSchedule(Schedule):
             if (ratio <= self.target and coupling <= self.target) or plateau:
                 self.converged[order] = self.iteration
         ratios = [r for r, _ in progress.values()]
-        self.history.append((self.iteration, self.strength, max(ratios, default=0.0),
-                             max((c for _, c in progress.values()), default=0.0)))
+        self.history.append(
+            (
+                self.iteration,
+                self.strength,
+                max(ratios, default=0.0),
+                max((c for _, c in progress.values()), default=0.0),
+            )
+        )
         if slowest is not None:  # hold lambda while the slowest unit shrinks at the pace, grow it otherwise
             self.growing = slowest > 0.5 ** (self.check_interval / self.halving_iters)
         self.increment = self.increment * 2.0 if self.growing and not at_ceiling else self.reg_step
@@ -324,15 +358,28 @@ class AdaptiveSchedule(Schedule):
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
-        return {"iterations": self.iteration, "stopped_at": self.stopped_at, "reason": self.stop_reason,
-                "final_lambda": self.strength, "units_done_at": dict(sorted(self.converged.items())),
-                "final_ratio": last[2] if last else None, "final_coupling": last[3] if last else None}
+        return {
+            "iterations": self.iteration,
+            "stopped_at": self.stopped_at,
+            "reason": self.stop_reason,
+            "final_lambda": self.strength,
+            "units_done_at": dict(sorted(self.converged.items())),
+            "final_ratio": last[2] if last else None,
+            "final_coupling": last[3] if last else None,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "strength": self.strength, "increment": self.increment,
-                "growing": self.growing,
-                "converged": dict(self.converged), "window": dict(self.window), "last": dict(self.last),
-                "stopped_at": self.stopped_at, "stop_reason": self.stop_reason}
+        return {
+            "iteration": self.iteration,
+            "strength": self.strength,
+            "increment": self.increment,
+            "growing": self.growing,
+            "converged": dict(self.converged),
+            "window": dict(self.window),
+            "last": dict(self.last),
+            "stopped_at": self.stopped_at,
+            "stop_reason": self.stop_reason,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         iteration = check_iteration(state["iteration"], None)
@@ -344,13 +391,18 @@ class AdaptiveSchedule(Schedule):
         stopped = state.get("stopped_at")
         if stopped is not None:
             stopped = state_whole(stopped, "stopped_at", iteration)
-        converged = {state_whole(k, "unit", math.inf): state_whole(v, "converged", iteration)
-                     for k, v in state_mapping(state.get("converged", {}), "converged").items()}
-        window = {state_whole(k, "unit", math.inf): state_pair(v, iteration)
-                  for k, v in state_mapping(state.get("window", {}), "window").items()}
-        last = {state_whole(k, "unit", math.inf): state_number(v, "last")
-                for k, v in state_mapping(state.get("last", {}), "last").items()}
+        converged = {
+            state_whole(k, "unit", math.inf): state_whole(v, "converged", iteration)
+            for k, v in state_mapping(state.get("converged", {}), "converged").items()
+        }
+        window = {
+            state_whole(k, "unit", math.inf): state_pair(v, iteration)
+            for k, v in state_mapping(state.get("window", {}), "window").items()
+        }
+        last = {
+            state_whole(k, "unit", math.inf): state_number(v, "last")
+            for k, v in state_mapping(state.get("last", {}), "last").items()
+        }
         self.iteration, self.strength, self.increment, self.growing = iteration, strength, increment, growing
         self.converged, self.window, self.last = converged, window, last
         self.stopped_at, self.stop_reason = stopped, reason
-

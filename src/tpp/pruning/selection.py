@@ -41,7 +41,9 @@ def parse_ratio(text: str | float | Mapping[str, float]) -> RatioSpec:
     patterns: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",")) if text else ():
         if not part:  # "a:0.5,,b:0.3" or a trailing comma: most likely a pair was lost
-            raise ConfigError(f"empty entry in ratio {text!r}: remove the extra comma, or add the missing 'pattern:ratio'")
+            raise ConfigError(
+                f"empty entry in ratio {text!r}: remove the extra comma, or add the missing 'pattern:ratio'"
+            )
         pattern, sep, value = part.rpartition(":")
         if not sep or not pattern:
             raise ConfigError(
@@ -142,10 +144,7 @@ class KeepOneGuard:
 
 
 def smallest(
-    scores: torch.Tensor,
-    count: int,
-    candidates: torch.Tensor | None = None,
-    member_roots: Sequence[torch.Tensor] = (),
+    scores: torch.Tensor, count: int, candidates: torch.Tensor | None = None, member_roots: Sequence[torch.Tensor] = ()
 ) -> torch.Tensor:
     """Indices of the ``count`` smallest scores (returned in ascending index order).
 

@@ -35,23 +35,29 @@ class PrunerStateError(CheckpointError, PruningError):
 def check_keys(state: Any, known: set[str], required: set[str], owner: str) -> Mapping[str, Any]:
     """The state as a mapping whose keys this pruner writes, with the ones it cannot do without."""
     if not isinstance(state, Mapping):
-        raise PrunerStateError(f"a pruner state is the dict of Pruner.state_dict(), not a {type(state).__name__}; "
-                               f"{FOREIGN}")
+        raise PrunerStateError(
+            f"a pruner state is the dict of Pruner.state_dict(), not a {type(state).__name__}; {FOREIGN}"
+        )
     names = [k for k in state if not isinstance(k, str)]
     if names:
         raise PrunerStateError(f"the pruner state has a key {names[0]!r} that is not a name; {FOREIGN}")
     unknown = sorted(set(state) - known)
     if unknown:
-        raise PrunerStateError(f"the pruner state has keys {unknown[:3]} that {owner} does not write: it is from "
-                               f"another method or schedule; {REBUILD}")
+        raise PrunerStateError(
+            f"the pruner state has keys {unknown[:3]} that {owner} does not write: it is from "
+            f"another method or schedule; {REBUILD}"
+        )
     missing = sorted(required - set(state))
     if missing:
-        raise PrunerStateError(f"the pruner state lacks {missing[:3]}: it is incomplete or from another method; "
-                               f"{FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state lacks {missing[:3]}: it is incomplete or from another method; {FOREIGN}"
+        )
     version = state.get("version", STATE_VERSION)
     if version != STATE_VERSION or isinstance(version, bool):
-        raise PrunerStateError(f"pruner state version {version!r} is not one this tpp reads (it writes version "
-                               f"{STATE_VERSION}); save the state again with this version of tpp")
+        raise PrunerStateError(
+            f"pruner state version {version!r} is not one this tpp reads (it writes version "
+            f"{STATE_VERSION}); save the state again with this version of tpp"
+        )
     if not isinstance(state.get("pruned", False), bool):
         raise PrunerStateError(f"the pruner state's 'pruned' must be true or false, not {state['pruned']!r}; {FOREIGN}")
     return state
@@ -67,22 +73,25 @@ def check_config(built: Mapping[str, Any], saved: Any) -> None:
     if saved is None:
         return
     if not isinstance(saved, Mapping):
-        raise PrunerStateError(f"the pruner state's config must be a dict of options, not a {type(saved).__name__}; "
-                               f"{FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state's config must be a dict of options, not a {type(saved).__name__}; {FOREIGN}"
+        )
     # options added after states were first saved: a state without one was saved with its default
     saved = {**{k: v for k, v in ADDED_OPTIONS.items() if k in built}, **saved}
     extra, lacking = sorted(set(map(str, saved)) - set(built)), sorted(set(built) - set(map(str, saved)))
     if extra or lacking:
         which = f"it has options {extra[:3]} this pruner lacks" if extra else f"it lacks options {lacking[:3]}"
-        raise PrunerStateError(f"the pruner state is from another method ({which}); build the method of the saved "
-                               "run with its options")
+        raise PrunerStateError(
+            f"the pruner state is from another method ({which}); build the method of the saved run with its options"
+        )
     for key in built:
         mine, theirs = built[key], saved[key]
         if key == "ratio":
             mine, theirs = _ratio(mine), _ratio(theirs)
         if not _same(mine, theirs):
-            raise PrunerStateError(f"this pruner was built with {key}={_show(mine)} but the state is from "
-                                   f"{key}={_show(theirs)}; {REBUILD}")
+            raise PrunerStateError(
+                f"this pruner was built with {key}={_show(mine)} but the state is from {key}={_show(theirs)}; {REBUILD}"
+            )
 
 
 def _ratio(value: Any) -> Any:
@@ -122,31 +131,41 @@ def check_indices(
     with ``global_ratio``, whose per-unit counts depend on the weights: only the total is bounded).
     """
     if not isinstance(saved, Mapping):
-        raise PrunerStateError(f"the pruner state's pruned_indices must be a dict of unit -> channels, not a "
-                               f"{type(saved).__name__}; {FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state's pruned_indices must be a dict of unit -> channels, not a "
+            f"{type(saved).__name__}; {FOREIGN}"
+        )
     unknown = sorted(str(name) for name in saved if name not in candidates)
     if unknown:
-        raise PrunerStateError(f"pruner state names layers {unknown[:3]} that this model cannot prune; "
-                               f"was it saved from another model or scope? {REBUILD}")
+        raise PrunerStateError(
+            f"pruner state names layers {unknown[:3]} that this model cannot prune; "
+            f"was it saved from another model or scope? {REBUILD}"
+        )
     roots = {name: _channels(name, value, candidates[name]) for name, value in saved.items()}
     if nominal is not None:  # a per-unit ratio: the same units as this pruner's, as many channels each
         missing = sorted(set(planned) - set(roots))
         extra = sorted(set(roots) - set(planned))
         if missing or extra:
             what = f"lacks units {missing[:3]} that" if missing else f"prunes units {extra[:3]} that"
-            raise PrunerStateError(f"the pruner state {what} this pruner prunes differently: it is from another "
-                                   f"ratio, scope or model; {REBUILD}")
+            raise PrunerStateError(
+                f"the pruner state {what} this pruner prunes differently: it is from another "
+                f"ratio, scope or model; {REBUILD}"
+            )
         for name, chosen in roots.items():
             expected, own = nominal[name], planned[name]
-            if (len(chosen) != own if own == expected else len(chosen) > max(own, expected)):
-                raise PrunerStateError(f"the pruner state prunes {len(chosen)} channels of unit {name!r}, but the "
-                                       f"ratio asks for {own}: it is from another ratio; {REBUILD}")
+            if len(chosen) != own if own == expected else len(chosen) > max(own, expected):
+                raise PrunerStateError(
+                    f"the pruner state prunes {len(chosen)} channels of unit {name!r}, but the "
+                    f"ratio asks for {own}: it is from another ratio; {REBUILD}"
+                )
     else:
         allowed = math.ceil(global_ratio * sum(u.channels for u in candidates.values()) - 1e-9)
         pruned = sum(len(c) for c in roots.values())
         if pruned > allowed:
-            raise PrunerStateError(f"the pruner state prunes {pruned} channels, but global_ratio={global_ratio} "
-                                   f"allows {allowed}: it is from another ratio; {REBUILD}")
+            raise PrunerStateError(
+                f"the pruner state prunes {pruned} channels, but global_ratio={global_ratio} "
+                f"allows {allowed}: it is from another ratio; {REBUILD}"
+            )
     return roots
 
 
@@ -156,19 +175,26 @@ def _channels(name: str, value: Any, unit: PruningUnit) -> torch.Tensor:
     if torch.is_tensor(value) and value.dim() == 1 and not value.is_floating_point() and not value.is_complex():
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
-        raise PrunerStateError(f"the pruner state's channels of unit {name!r} must be a list of whole numbers, not a "
-                               f"{type(value).__name__}; {FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state's channels of unit {name!r} must be a list of whole numbers, not a "
+            f"{type(value).__name__}; {FOREIGN}"
+        )
     if not 1 <= len(value) < unit.channels:
-        raise PrunerStateError(f"the pruner state prunes {len(value)} channels of unit {name!r}, which has "
-                               f"{unit.channels} (at least 1 goes and 1 stays); {FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state prunes {len(value)} channels of unit {name!r}, which has "
+            f"{unit.channels} (at least 1 goes and 1 stays); {FOREIGN}"
+        )
     bad = next((v for v in value if isinstance(v, bool) or not isinstance(v, Integral)), None)
     if bad is not None:
-        raise PrunerStateError(f"the pruner state's channels of unit {name!r} hold {bad!r}, not a whole number; "
-                               f"{FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state's channels of unit {name!r} hold {bad!r}, not a whole number; {FOREIGN}"
+        )
     outside = next((int(v) for v in value if not 0 <= v < unit.channels), None)
     if outside is not None:
-        raise PrunerStateError(f"the pruner state prunes channel {outside} of unit {name!r}, which has channels 0.."
-                               f"{unit.channels - 1}; {FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state prunes channel {outside} of unit {name!r}, which has channels 0.."
+            f"{unit.channels - 1}; {FOREIGN}"
+        )
     seen: set[int] = set()
     for v in map(int, value):
         if v in seen:
@@ -177,8 +203,10 @@ def _channels(name: str, value: Any, unit: PruningUnit) -> torch.Tensor:
     chosen = torch.tensor([int(v) for v in value], dtype=torch.long)
     if unit.candidates is not None and not bool(torch.isin(chosen, unit.candidates).all()):
         fixed = int(chosen[~torch.isin(chosen, unit.candidates)][0])
-        raise PrunerStateError(f"the pruner state prunes channel {fixed} of unit {name!r}, which carries an identity "
-                               f"shortcut and cannot go; {FOREIGN}")
+        raise PrunerStateError(
+            f"the pruner state prunes channel {fixed} of unit {name!r}, which carries an identity "
+            f"shortcut and cannot go; {FOREIGN}"
+        )
     guard = selection.KeepOneGuard([m.roots for m in unit.rows + unit.norms] + [torch.arange(unit.channels)])
     if not all(guard.take(int(c)) for c in chosen):
         raise PrunerStateError(f"the pruner state prunes every channel of a layer of unit {name!r}; {FOREIGN}")
@@ -190,8 +218,10 @@ def check_iteration(value: Any, total: int | None) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
         raise PrunerStateError(f"the pruner state's iteration must be a whole number >= 0, not {value!r}; {FOREIGN}")
     if total is not None and value > total:
-        raise PrunerStateError(f"the pruner state is at iteration {value}, past the end of this pruner's schedule "
-                               f"({total} iterations): it is from other schedule options; {REBUILD}")
+        raise PrunerStateError(
+            f"the pruner state is at iteration {value}, past the end of this pruner's schedule "
+            f"({total} iterations): it is from other schedule options; {REBUILD}"
+        )
     return int(value)
 
 
@@ -204,10 +234,12 @@ def state_whole(value: Any, what: str, most: float) -> int:
 
 def state_number(value: Any, what: str, least: float | None = None, most: float | None = None) -> float:
     """A saved real number, from ``least`` to ``most`` if given (unbounded values may be NaN or infinite)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or (
-            least is not None and most is not None and not least <= value <= most):
-        raise PrunerStateError(f"the pruner state's {what} {value!r} is not a number from {least} to {most}; "
-                               f"{FOREIGN}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or (least is not None and most is not None and not least <= value <= most)
+    ):
+        raise PrunerStateError(f"the pruner state's {what} {value!r} is not a number from {least} to {most}; {FOREIGN}")
     return float(value)
 
 

@@ -21,7 +21,6 @@ from typing import Any, Sequence
 import torch.nn as nn
 from torch_pruning import ops
 
-
 # How far (in element-wise ops: activation, dropout, scaling) a layer's output may travel to its gate.
 _GATE_HOPS = 4
 
@@ -94,8 +93,9 @@ def reduces_channels(graph: Any, op: nn.Module) -> bool:
     written with tensor ops: its statistics span every channel). The channel dimension is 1 for 4-D
     feature maps and the last one otherwise (tokens ``[B, T, C]``)."""
     name = str(getattr(op, "_grad_fn", ""))
-    if not isinstance(op, ops._ElementWiseOp) or not name.startswith(("MeanBackward", "VarBackward", "StdBackward",
-                                                                        "NormBackward", "VarMeanBackward")):
+    if not isinstance(op, ops._ElementWiseOp) or not name.startswith(
+        ("MeanBackward", "VarBackward", "StdBackward", "NormBackward", "VarMeanBackward")
+    ):
         return False
     node = graph.module2node.get(op)
     grad_fn = getattr(node, "grad_fn", None)
@@ -105,7 +105,7 @@ def reduces_channels(graph: Any, op: nn.Module) -> bool:
         return False
     ndim = len(sizes)
     channel = 1 if ndim == 4 else ndim - 1
-    dims = [d - 2 ** 64 if d >= 2 ** 63 else d for d in (dims if isinstance(dims, (tuple, list)) else (dims,))]
+    dims = [d - 2**64 if d >= 2**63 else d for d in (dims if isinstance(dims, (tuple, list)) else (dims,))]
     return ndim > 1 and channel in {d % ndim for d in dims}
 
 
@@ -116,5 +116,10 @@ def is_joint_norm(module: object) -> bool:
         return False
     name = type(module).__name__.lower()
     weight = getattr(module, "weight", None)
-    return ("layernorm" in name or "rmsnorm" in name or name.endswith("norm")) and "batch" not in name \
-        and "instance" not in name and weight is not None and getattr(weight, "dim", lambda: 0)() == 1
+    return (
+        ("layernorm" in name or "rmsnorm" in name or name.endswith("norm"))
+        and "batch" not in name
+        and "instance" not in name
+        and weight is not None
+        and getattr(weight, "dim", lambda: 0)() == 1
+    )

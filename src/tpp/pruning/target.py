@@ -27,15 +27,23 @@ def _ratio_spec(ratio: float, pattern: str | None) -> Any:
     return ratio if pattern is None else pattern.replace("{ratio}", f"{ratio:g}")
 
 
-def _speedup(model: nn.Module, inputs: Any, base_flops: int, ratio: float, scope: str, pattern: str | None,
-             ignored_layers: Iterable[nn.Module | str] | None) -> float:
+def _speedup(
+    model: nn.Module,
+    inputs: Any,
+    base_flops: int,
+    ratio: float,
+    scope: str,
+    pattern: str | None,
+    ignored_layers: Iterable[nn.Module | str] | None,
+) -> float:
     from tpp.metrics.counting import count
     from tpp.pruning.methods.l1 import L1Pruner
 
     if ratio <= 0:
         return 1.0
-    pruned = L1Pruner(copy.deepcopy(model), inputs, ratio=_ratio_spec(ratio, pattern), scope=scope,
-                      ignored_layers=ignored_layers).prune()
+    pruned = L1Pruner(
+        copy.deepcopy(model), inputs, ratio=_ratio_spec(ratio, pattern), scope=scope, ignored_layers=ignored_layers
+    ).prune()
     flops = count(pruned, inputs).flops
     return base_flops / flops if flops else float("inf")
 
@@ -81,8 +89,10 @@ def find_ratio_for_speedup(
     top = probe(MAX_RATIO)
     if top < speedup * (1 - tolerance):
         what = f"pattern {pattern!r}" if pattern else f"scope={scope!r}"
-        raise ConfigError(f"a {speedup:g}x FLOPs speedup is unreachable with {what}: at most {top:.2f}x "
-                          "(ratio 0.999); ask for less or prune more layers (another pattern, or scope='all')")
+        raise ConfigError(
+            f"a {speedup:g}x FLOPs speedup is unreachable with {what}: at most {top:.2f}x "
+            "(ratio 0.999); ask for less or prune more layers (another pattern, or scope='all')"
+        )
     low, high = 0.0, MAX_RATIO
     best = (MAX_RATIO, top)
     for _ in range(max_probes):
@@ -97,16 +107,15 @@ def find_ratio_for_speedup(
         low, high = (mid, high) if achieved < speedup else (low, mid)
     if close(best[1]):
         return best
-    raise ConfigError(f"no ratio gives {speedup:g}x within {tolerance:.0%} (closest: ratio {best[0]:g} -> "
-                      f"{best[1]:.2f}x; the model has too few channels for finer steps); ask for {best[1]:.2f}x, or give the "
-                      "ratio itself")
+    raise ConfigError(
+        f"no ratio gives {speedup:g}x within {tolerance:.0%} (closest: ratio {best[0]:g} -> "
+        f"{best[1]:.2f}x; the model has too few channels for finer steps); ask for {best[1]:.2f}x, or give the "
+        "ratio itself"
+    )
 
 
 def find_ratio_for_flops(
-    model: nn.Module,
-    example_inputs: Any,
-    target_flops: float,
-    **options: Any,
+    model: nn.Module, example_inputs: Any, target_flops: float, **options: Any
 ) -> tuple[float, float]:
     """Like :func:`find_ratio_for_speedup` for a FLOPs budget per image (e.g. ``1e9`` for 1 GFLOPs).
 

@@ -52,8 +52,13 @@ def broken_ties(ties: Sequence[list[Owner]]) -> list[list[Owner]]:
             other = _current(owner)
             if other is first:
                 continue
-            if (first is None or other is None or other.shape != first.shape or other.dtype != first.dtype
-                    or not torch.equal(other.detach(), first.detach())):
+            if (
+                first is None
+                or other is None
+                or other.shape != first.shape
+                or other.dtype != first.dtype
+                or not torch.equal(other.detach(), first.detach())
+            ):
                 broken.append(tie)
                 break
     return broken
@@ -70,8 +75,9 @@ def retie(ties: Sequence[list[Owner]], strict: bool = True) -> None:
     """
     broken = broken_ties(ties)
     if broken and strict:
-        raise PruningError(f"removing the channels would untie {_names(broken[0])}; pass the layers that cut them "
-                           "in ignored_layers")
+        raise PruningError(
+            f"removing the channels would untie {_names(broken[0])}; pass the layers that cut them in ignored_layers"
+        )
     for tie in ties:
         if any(tie is b for b in broken):
             continue
@@ -94,12 +100,16 @@ def check_ties(broken: Sequence[list[Owner]], cutters: dict[str, list[str]]) -> 
         return
     tie = broken[0]
     units = sorted({unit for owner in tie for unit in cutters.get(owner[0], [])})
-    ignore = f"pass {', '.join(repr(u) for u in units[:3])} in ignored_layers" if units else \
-        "pass the layers that cut them in ignored_layers"
+    ignore = (
+        f"pass {', '.join(repr(u) for u in units[:3])} in ignored_layers"
+        if units
+        else "pass the layers that cut them in ignored_layers"
+    )
     first, other = tie[0][0], tie[1][0]
     raise PruningError(
         f"{_names(tie)} share one tensor (tied weights), and pruning would cut them differently and untie them; "
-        f"{ignore}, or untie them first ({_attr(other)} = nn.Parameter({_attr(first)}.detach().clone()))")
+        f"{ignore}, or untie them first ({_attr(other)} = nn.Parameter({_attr(first)}.detach().clone()))"
+    )
 
 
 def _names(tie: Sequence[Owner]) -> str:

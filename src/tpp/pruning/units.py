@@ -101,8 +101,10 @@ class PruningUnit:
         out: list[tuple[torch.Tensor | None, torch.Tensor, int]] = []
         for member in self.rows + self.norms:
             rows = member.local_indices(roots)
-            out += [(getattr(member.module, "weight", None), rows, member.dim),
-                    (getattr(member.module, "bias", None), rows, 0)]
+            out += [
+                (getattr(member.module, "weight", None), rows, member.dim),
+                (getattr(member.module, "bias", None), rows, 0),
+            ]
         out += [(m.module, m.local_indices(roots), m.dim) for m in self.params]
         return out
 
@@ -123,10 +125,13 @@ GROUPED_CONV = "reach a grouped convolution"
 UNSUPPORTED = "reach a layer tpp does not prune"
 SHORTCUT_ONLY = "all carry an identity shortcut"
 SPLIT = "are split into attention heads or chunks by a reshape"
-SEARCH_EXPLODES = ("make Torch-Pruning's dependency search run away (partial-channel slicing such as "
-                   "x[:, :C] += shortcut)")
-MISMAPPED = ("are mapped by Torch-Pruning to indices outside their layers (a fused projection split after a "
-             "reshape, e.g. a fused query/key/value)")
+SEARCH_EXPLODES = (
+    "make Torch-Pruning's dependency search run away (partial-channel slicing such as x[:, :C] += shortcut)"
+)
+MISMAPPED = (
+    "are mapped by Torch-Pruning to indices outside their layers (a fused projection split after a "
+    "reshape, e.g. a fused query/key/value)"
+)
 HEADS_UNDESCRIBED = "are attention heads that the model's config could not describe once removed"
 REMOVAL_FAILS = "cannot be removed (typically a reshape or split into attention heads or chunks)"
 REMOVAL_INEXACT = "would change the outputs if removed"
@@ -156,10 +161,18 @@ def find_units(
         if group is None:  # Torch-Pruning's search did not terminate for this root
             split = head_split(graph, root)
             if split is not None:  # e.g. RoPE's rotate_half slices each head: the true reason is the heads
-                skipped.append(Skipped(names.get(root, str(root)), SPLIT, f"{split[0]} -> {split[1]}",
-                                       graph.get_out_channels(root) or 0))
+                skipped.append(
+                    Skipped(
+                        names.get(root, str(root)),
+                        SPLIT,
+                        f"{split[0]} -> {split[1]}",
+                        graph.get_out_channels(root) or 0,
+                    )
+                )
             elif scope == "all":
-                skipped.append(Skipped(names.get(root, str(root)), SEARCH_EXPLODES, "", graph.get_out_channels(root) or 0))
+                skipped.append(
+                    Skipped(names.get(root, str(root)), SEARCH_EXPLODES, "", graph.get_out_channels(root) or 0)
+                )
             continue
         unit, problem = _unit_from_group(group, graph, names, dims)
         if unit is None or (scope == "internal" and not unit.internal):
@@ -187,8 +200,9 @@ def _add_head_units(model, names, ignored, position, units, skipped) -> None:
         groups = torch.arange(lay.kv_heads)
         unit = PruningUnit(name=lay.name, root=lay.q, channels=lay.kv_heads, heads=lay)
         for module, width in ((lay.q, lay.group_size * lay.head_dim), (lay.k, lay.head_dim), (lay.v, lay.head_dim)):
-            unit.rows.append(Member(names[module], module, groups.repeat_interleave(width),
-                                    torch.arange(lay.kv_heads * width)))
+            unit.rows.append(
+                Member(names[module], module, groups.repeat_interleave(width), torch.arange(lay.kv_heads * width))
+            )
         unit.order = position.get(lay.q, len(position))
         reason = undescribable(lay)
         if reason is not None:
@@ -198,8 +212,11 @@ def _add_head_units(model, names, ignored, position, units, skipped) -> None:
 
 
 def _is_depthwise(module) -> bool:
-    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1
-            and module.groups == module.in_channels == module.out_channels)
+    return (
+        isinstance(module, (nn.Conv1d, nn.Conv2d))
+        and module.groups > 1
+        and module.groups == module.in_channels == module.out_channels
+    )
 
 
 def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tuple[str, str] | None]:
@@ -215,8 +232,15 @@ def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tup
         is_out = graph.is_out_channel_pruning_fn(handler) and not graph.is_in_channel_pruning_fn(handler)
         if any(i is None for i in item.root_idxs) or any(i is None or i < 0 for i in item.idxs):
             if is_out and is_weight_layer(module):
-                unit.rows.append(Member(names.get(module, type(module).__name__), module, torch.zeros(0, dtype=torch.long),
-                                        torch.zeros(0, dtype=torch.long), filter_dim(module)))
+                unit.rows.append(
+                    Member(
+                        names.get(module, type(module).__name__),
+                        module,
+                        torch.zeros(0, dtype=torch.long),
+                        torch.zeros(0, dtype=torch.long),
+                        filter_dim(module),
+                    )
+                )
             mismapped = mismapped or (MISMAPPED, names.get(module, type(module).__name__))
             continue
         member = Member(
@@ -242,7 +266,9 @@ def _unit_from_group(group, graph, names, dims) -> tuple[PruningUnit | None, tup
         elif hasattr(module, "tpp_fixed_channels"):  # a graph.ChannelLayer that copies some channels
             if is_out:
                 allowed = member.roots[~module.tpp_fixed_channels(member.local)]
-                unit.candidates = allowed if unit.candidates is None else unit.candidates[torch.isin(unit.candidates, allowed)]
+                unit.candidates = (
+                    allowed if unit.candidates is None else unit.candidates[torch.isin(unit.candidates, allowed)]
+                )
         elif isinstance(module, nn.Parameter):
             member.dim = dims.get(module, module.dim() - 1)
             if len(member.local) and int(member.local.max()) >= module.shape[member.dim]:
@@ -274,8 +300,11 @@ def _inconsistent_member(unit: PruningUnit) -> tuple[str, str] | None:
     """A member whose mapped indices lie outside its own size (Torch-Pruning's mapping of partial
     channel slices can produce these); such a unit cannot be regularised or removed reliably."""
     for member in unit.rows + unit.norms:
-        size = member.module.weight.shape[member.dim] if getattr(member.module, "weight", None) is not None \
+        size = (
+            member.module.weight.shape[member.dim]
+            if getattr(member.module, "weight", None) is not None
             else getattr(member.module, "num_features", None)
+        )
         if size is not None and len(member.local) and int(member.local.max()) >= size:
             return UNSUPPORTED, f"{member.name} does not hold channel {int(member.local.max())} that is mapped to it"
     return None

@@ -7,9 +7,9 @@
 The schema is documented in :mod:`tpp.recipes.schema`.
 """
 
-from tpp.recipes.grid import FAST_REG_STEP_FACTOR, FAST_STABILIZE_DIVISOR, GridPoint, build_grid, method_options
 from tpp.recipes.dryrun import describe_grid, recipe_speedups
 from tpp.recipes.expected import paper_rows
+from tpp.recipes.grid import FAST_REG_STEP_FACTOR, FAST_STABILIZE_DIVISOR, GridPoint, build_grid, method_options
 from tpp.recipes.runner import run_recipe, write_recipe_report
 from tpp.recipes.schema import Recipe, load_recipe, validate_recipe
 

@@ -43,8 +43,9 @@ def fresh_model(recipe: Recipe, device: torch.device | str = "cpu", info: Any = 
 
     info = recipe_info(recipe) if info is None else info
     allow_imports_from_cwd(recipe.model)  # the recipe names the factory: the user vouches for it
-    return build_model(recipe.model, num_classes=info.num_classes, in_channels=info.in_channels,
-                       image_size=info.image_size).to(device)
+    return build_model(
+        recipe.model, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size
+    ).to(device)
 
 
 def base_model(
@@ -67,7 +68,8 @@ def base_model(
     if recipe.base is None or checkpoint is not None:
         if path is None:
             raise ConfigError(
-                f"recipe {recipe.name} prunes a pretrained model: set 'checkpoint:' in the recipe or pass --checkpoint FILE")
+                f"recipe {recipe.name} prunes a pretrained model: set 'checkpoint:' in the recipe or pass --checkpoint FILE"
+            )
         model = fresh_model(recipe, device, info)
         load_model_weights(model, load_checkpoint(path), path)
         return model
@@ -79,8 +81,12 @@ def data_config(recipe: Recipe, data_dir: str | None = None) -> dict[str, Any]:
     ``tpp eval --checkpoint`` finds the same data as the recipe did."""
     from tpp.data.info import canonical_name
 
-    config: dict[str, Any] = {"model": recipe.model, "dataset": canonical_name(recipe.dataset),
-                              "val_split": recipe.val_split, "eval_split": recipe.eval_split}
+    config: dict[str, Any] = {
+        "model": recipe.model,
+        "dataset": canonical_name(recipe.dataset),
+        "val_split": recipe.val_split,
+        "eval_split": recipe.eval_split,
+    }
     if recipe.image_options() is not None:
         config["data_dir"] = data_dir if data_dir is not None else recipe.data_dir
         config.update(recipe.image)
@@ -99,21 +105,43 @@ def _pretrain(recipe, folder: Path, seed: int, loaders, device, quiet: bool, pri
         return model
     resume = (folder / RunDirectory.LAST).is_file()
     run_dir = RunDirectory(folder, resume=resume, overwrite=True)
-    config = {"recipe": recipe.name, **data_config(recipe, data_dir), "seed": seed, "batch_size": recipe.batch_size, **base}
+    config = {
+        "recipe": recipe.name,
+        **data_config(recipe, data_dir),
+        "seed": seed,
+        "batch_size": recipe.batch_size,
+        **base,
+    }
     run_dir.write_config(config)
     run_dir.write_meta(command="run (base model)", seed=seed, device=str(device))
     if not quiet:
-        print_fn(f"base model (seed {seed}): training {recipe.model} on {recipe.dataset} for {base['epochs']} epochs "
-                 f"(lr {base['lr']}) into {folder}")
+        print_fn(
+            f"base model (seed {seed}): training {recipe.model} on {recipe.dataset} for {base['epochs']} epochs "
+            f"(lr {base['lr']}) into {folder}"
+        )
     job = TrainJobConfig(base["epochs"], base["lr"], base["momentum"], base["weight_decay"])
     context = JobContext(out=folder, resume=resume, quiet=quiet, print_fn=print_fn, loggers=[run_dir])
     last = run_dir.last_checkpoint
     try:
-        result = run_train_job(model, loaders[0], loaders[1], job, context, run_config=config,
-                               resume_from=(last, load_checkpoint(last)) if resume else None)
+        result = run_train_job(
+            model,
+            loaders[0],
+            loaders[1],
+            job,
+            context,
+            run_config=config,
+            resume_from=(last, load_checkpoint(last)) if resume else None,
+        )
         save_checkpoint(final, make_payload(model, config=config, epoch=result.epochs_completed))
-        atomic_write_json(folder / "base.json", {"seed": seed, "epochs": result.epochs_completed,
-                                                 "last_top1": result.last_top1, "best_top1": result.best_top1})
+        atomic_write_json(
+            folder / "base.json",
+            {
+                "seed": seed,
+                "epochs": result.epochs_completed,
+                "last_top1": result.last_top1,
+                "best_top1": result.best_top1,
+            },
+        )
     finally:
         run_dir.close()  # the folder's lock
     return model

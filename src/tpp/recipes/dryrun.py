@@ -33,8 +33,9 @@ def counting_info(recipe: Recipe, data_dir: str | None = None) -> tuple[Any, boo
         return SimpleNamespace(num_classes=10, in_channels=options.channels, image_size=options.image_size), False
 
 
-def recipe_speedups(recipe: Recipe, entries: Sequence[float | str] | None = None,
-                    batch_size: int = 1, data_dir: str | None = None) -> list[dict[str, Any]]:
+def recipe_speedups(
+    recipe: Recipe, entries: Sequence[float | str] | None = None, batch_size: int = 1, data_dir: str | None = None
+) -> list[dict[str, Any]]:
     """FLOPs speedup and parameter reduction of each ratio entry (L1 removal on a random model; no data
     is read, except an image folder's class names)."""
     from tpp.metrics.counting import count
@@ -43,43 +44,70 @@ def recipe_speedups(recipe: Recipe, entries: Sequence[float | str] | None = None
 
     info, _ = counting_info(recipe, data_dir)
     model = fresh_model(recipe, info=info).eval()
-    inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=batch_size,
-                            image_size=info.image_size)
+    inputs = example_inputs(
+        recipe.model, in_channels=info.in_channels, batch_size=batch_size, image_size=info.image_size
+    )
     base = count(model, inputs)
     rows = []
     for entry in recipe.prune["ratios"] if entries is None else entries:
         spec = recipe.ratio_spec(entry)
-        pruned = L1Pruner(copy.deepcopy(model), inputs, ratio=spec, scope=recipe.prune["scope"],
-                          ignored_layers=recipe.prune["ignore"] or None).prune()
+        pruned = L1Pruner(
+            copy.deepcopy(model),
+            inputs,
+            ratio=spec,
+            scope=recipe.prune["scope"],
+            ignored_layers=recipe.prune["ignore"] or None,
+        ).prune()
         counts = count(pruned, inputs)
-        rows.append({"entry": entry, "ratio": spec, "label": ratio_label(entry), "speedup": counts.speedup_over(base),
-                     "params_reduction": counts.params_reduction(base), "flops": counts.flops,
-                     "params": counts.params, "base_flops": base.flops, "base_params": base.params})
+        rows.append(
+            {
+                "entry": entry,
+                "ratio": spec,
+                "label": ratio_label(entry),
+                "speedup": counts.speedup_over(base),
+                "params_reduction": counts.params_reduction(base),
+                "flops": counts.flops,
+                "params": counts.params,
+                "base_flops": base.flops,
+                "base_params": base.params,
+            }
+        )
     return rows
 
 
-def describe_grid(recipe: Recipe, grid: Sequence[GridPoint], out: Path, fast: bool = False,
-                  data_dir: str | None = None) -> str:
+def describe_grid(
+    recipe: Recipe, grid: Sequence[GridPoint], out: Path, fast: bool = False, data_dir: str | None = None
+) -> str:
     """The ``--dry-run`` text: the jobs, their state, and the FLOPs speedup of every ratio."""
     started = time.perf_counter()
     entries = list(dict.fromkeys((p.ratio_index, p.ratio_entry) for p in grid))
     expected = recipe.expected.get("speedups") or [None] * len(recipe.prune["ratios"])
     paper = f" ({recipe.paper})" if recipe.paper else ""
-    lines = [f"recipe {recipe.name}{paper}: {len(grid)} jobs into {out}",
-             f"model {recipe.model} on {recipe.dataset}; base: "
-             + (f"pretrain {recipe.base['epochs']} epochs" if recipe.base
-                else f"checkpoint {recipe.checkpoint or '(required: --checkpoint FILE)'}"),
-             "method options" + (" (--fast)" if fast else "") + ": " + "; ".join(
-                 f"{m} {method_options(recipe, m, fast) or 'defaults'}" for m in recipe.prune["methods"]),
-             "fine-tuning LRs: " + ", ".join(
-                 f"[{i}] {s}" + (f" ({', '.join(m)} only)" if m else "")
-                 for i, (s, m) in enumerate(zip(recipe.finetune["lrs"], recipe.finetune["lr_methods"]))),
-             "ratios:"]
-    for (index, _), row in zip(entries, recipe_speedups(recipe, [e for _, e in entries],
-                                                                    data_dir=data_dir)):
+    lines = [
+        f"recipe {recipe.name}{paper}: {len(grid)} jobs into {out}",
+        f"model {recipe.model} on {recipe.dataset}; base: "
+        + (
+            f"pretrain {recipe.base['epochs']} epochs"
+            if recipe.base
+            else f"checkpoint {recipe.checkpoint or '(required: --checkpoint FILE)'}"
+        ),
+        "method options"
+        + (" (--fast)" if fast else "")
+        + ": "
+        + "; ".join(f"{m} {method_options(recipe, m, fast) or 'defaults'}" for m in recipe.prune["methods"]),
+        "fine-tuning LRs: "
+        + ", ".join(
+            f"[{i}] {s}" + (f" ({', '.join(m)} only)" if m else "")
+            for i, (s, m) in enumerate(zip(recipe.finetune["lrs"], recipe.finetune["lr_methods"]))
+        ),
+        "ratios:",
+    ]
+    for (index, _), row in zip(entries, recipe_speedups(recipe, [e for _, e in entries], data_dir=data_dir)):
         paper = f" (paper {expected[index]:.2f}x)" if expected[index] is not None else ""
-        lines.append(f"  {row['label']:>12}  {row['ratio']}: FLOPs speedup {row['speedup']:.2f}x{paper}, "
-                     f"params -{100 * row['params_reduction']:.2f}%")
+        lines.append(
+            f"  {row['label']:>12}  {row['ratio']}: FLOPs speedup {row['speedup']:.2f}x{paper}, "
+            f"params -{100 * row['params_reduction']:.2f}%"
+        )
     lines.append("jobs:")
     for p in grid:
         state = "done" if (out / p.folder / "report.json").is_file() else "todo"
@@ -94,9 +122,9 @@ def check_inputs(recipe: Recipe, checkpoint: str | None, data_dir: str | None) -
     Raises:
         TPPError: a checkpoint is given but is unreadable or of another architecture.
     """
+    from tpp.checkpoints import load_checkpoint, load_model_weights
     from tpp.data import build_loaders
     from tpp.errors import TPPError
-    from tpp.checkpoints import load_checkpoint, load_model_weights
 
     lines = ["inputs:"]
     path = checkpoint or recipe.checkpoint
@@ -111,9 +139,14 @@ def check_inputs(recipe: Recipe, checkpoint: str | None, data_dir: str | None) -
     else:
         lines.append(f"  checkpoint: none needed (the base model is pretrained for {recipe.base['epochs']} epochs)")
     try:
-        train, test, _ = build_loaders(recipe.dataset, data_dir if data_dir is not None else recipe.data_dir,
-                                       batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
-                                       num_workers=0, image_options=recipe.image_options())
+        train, test, _ = build_loaders(
+            recipe.dataset,
+            data_dir if data_dir is not None else recipe.data_dir,
+            batch_size=recipe.batch_size,
+            test_batch_size=recipe.test_batch_size,
+            num_workers=0,
+            image_options=recipe.image_options(),
+        )
         next(iter(train))
         next(iter(test))
         lines.append(f"  data: {recipe.dataset} can be read (a batch of each split loaded)")

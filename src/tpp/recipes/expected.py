@@ -14,7 +14,6 @@ from tpp.recipes import checks
 from tpp.recipes.grid import lr_labels, ratio_label
 from tpp.recipes.recipe import Recipe
 
-
 EXPECTED_KEYS = {"source", "unpruned_top1", "speedups", "params_reduction", "top1", "top1_std", "jsv_after_prune"}
 
 
@@ -41,8 +40,11 @@ def validate_expected(data: Any, where: str, recipe: Recipe) -> dict[str, Any]:
                 raise ConfigError(f"{where}: {key}: {label!r} names a method not in prune.methods")
             if lr and not (lr.isdigit() and int(lr) < len(recipe.finetune["lrs"])):
                 raise ConfigError(f"{where}: {key}: {label!r}: '@' must be followed by an index into finetune.lrs")
-            out[key][str(label)] = (checks.aligned(value, n, f"{where}: {key}: {label}") if isinstance(value, list)
-                                    else checks.number(value, f"{where}: {key}: {label}"))
+            out[key][str(label)] = (
+                checks.aligned(value, n, f"{where}: {key}: {label}")
+                if isinstance(value, list)
+                else checks.number(value, f"{where}: {key}: {label}")
+            )
     return out
 
 
@@ -60,15 +62,23 @@ def paper_rows(recipe: Recipe) -> tuple[list[dict[str, Any]], dict[str, dict[str
                 if v is None:  # not reported by the paper
                     continue
                 ratio = labels[i] if isinstance(value, list) else None
-                row = rows.setdefault((method, ratio, lr), {"method": method, "ratio": ratio,
-                                                            "lr": lrs[int(lr)] if lr else None})
+                row = rows.setdefault(
+                    (method, ratio, lr), {"method": method, "ratio": ratio, "lr": lrs[int(lr)] if lr else None}
+                )
                 row[key] = v
     for method, value in expected.get("jsv_after_prune", {}).items():
         for row in [r for r in rows.values() if r["method"] == method] or [
-                rows.setdefault((method, None, ""), {"method": method, "ratio": None, "lr": None})]:
+            rows.setdefault((method, None, ""), {"method": method, "ratio": None, "lr": None})
+        ]:
             row["jsv_after_prune"] = value
     if not expected.get("speedups") and not expected.get("params_reduction"):
         return list(rows.values()), {}
-    speedups = {label: {"speedup": s, "params_reduction": p} for label, s, p in zip(
-        labels, expected.get("speedups") or [None] * len(labels), expected.get("params_reduction") or [None] * len(labels))}
+    speedups = {
+        label: {"speedup": s, "params_reduction": p}
+        for label, s, p in zip(
+            labels,
+            expected.get("speedups") or [None] * len(labels),
+            expected.get("params_reduction") or [None] * len(labels),
+        )
+    }
     return list(rows.values()), speedups

@@ -15,13 +15,19 @@ from tpp.errors import ConfigError
 from tpp.pruning.presets import FAST_LENGTH_DIVISOR, FAST_REG_STEP_FACTOR, fast_options
 from tpp.recipes.recipe import Recipe
 
-
 # `--fast` is the pruning core's "fast" schedule preset (tpp.pruning.presets): lambda grows 10x faster,
 # 10x shorter stabilisation, for users who cannot afford the paper's 110k iterations. It deviates
 # from the paper. The names stay importable from here.
 FAST_STABILIZE_DIVISOR = FAST_LENGTH_DIVISOR
-__all__ = ["FAST_REG_STEP_FACTOR", "FAST_STABILIZE_DIVISOR", "GridPoint", "build_grid", "lr_labels", "method_options",
-           "ratio_label"]
+__all__ = [
+    "FAST_REG_STEP_FACTOR",
+    "FAST_STABILIZE_DIVISOR",
+    "GridPoint",
+    "build_grid",
+    "lr_labels",
+    "method_options",
+    "ratio_label",
+]
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,11 @@ class GridPoint:
 
     method: str
     ratio_index: int
-    ratio_entry: float | str   # as written in prune.ratios
-    ratio: str                 # what the pruner receives (ratio_pattern applied)
-    ratio_label: str           # short, file-name safe
+    ratio_entry: float | str  # as written in prune.ratios
+    ratio: str  # what the pruner receives (ratio_pattern applied)
+    ratio_label: str  # short, file-name safe
     lr_index: int
-    lr: str                    # fine-tuning schedule
+    lr: str  # fine-tuning schedule
     lr_label: str
     seed: int
 
@@ -45,9 +51,17 @@ class GridPoint:
 
     def describe(self) -> dict[str, Any]:
         """The JSON record of the point, stored as ``run.json`` next to the job's report."""
-        return {"method": self.method, "ratio": self.ratio, "ratio_entry": self.ratio_entry,
-                "ratio_label": self.ratio_label, "ratio_index": self.ratio_index, "lr": self.lr,
-                "lr_label": self.lr_label, "lr_index": self.lr_index, "seed": self.seed}
+        return {
+            "method": self.method,
+            "ratio": self.ratio,
+            "ratio_entry": self.ratio_entry,
+            "ratio_label": self.ratio_label,
+            "ratio_index": self.ratio_index,
+            "lr": self.lr,
+            "lr_label": self.lr_label,
+            "lr_index": self.lr_index,
+            "seed": self.seed,
+        }
 
 
 def ratio_label(entry: float | str) -> str:
@@ -73,7 +87,10 @@ def method_options(recipe: Recipe, method: str, fast: bool = False) -> dict[str,
     """The recipe's options for ``method``; ``fast`` shortens its regularisation tenfold (lambda grows 10x
     faster, stabilisation and orthogonality phases are 10x shorter: :func:`tpp.pruning.presets.fast_options`)."""
     base = recipe.base_method(method)  # a variant: the method's options, then its own over them
-    options = {**recipe.prune["options"].get(base, {}), **recipe.prune.get("variants", {}).get(method, {}).get("options", {})}
+    options = {
+        **recipe.prune["options"].get(base, {}),
+        **recipe.prune.get("variants", {}).get(method, {}).get("options", {}),
+    }
     return fast_options(base, options) if fast else options
 
 
@@ -98,9 +115,21 @@ def build_grid(
     chosen = _pick(entries, ratios, "ratio", lambda e, x: _ratio_matches(e[1], speedups[e[0]], str(x)))
     labels = lr_labels(recipe.finetune["lrs"])
     return [
-        GridPoint(method, index, entry, recipe.ratio_spec(entry), ratio_label(entry), i,
-                  recipe.finetune["lrs"][i], labels[i], seed)
-        for seed in seed_list for index, entry in chosen for method in method_list for i in lr_idx
+        GridPoint(
+            method,
+            index,
+            entry,
+            recipe.ratio_spec(entry),
+            ratio_label(entry),
+            i,
+            recipe.finetune["lrs"][i],
+            labels[i],
+            seed,
+        )
+        for seed in seed_list
+        for index, entry in chosen
+        for method in method_list
+        for i in lr_idx
         if recipe.finetune["lr_methods"][i] is None or method in recipe.finetune["lr_methods"][i]
     ]
 

@@ -25,19 +25,25 @@ def prune_section(data: Any, where: str) -> dict[str, Any]:
 
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, not {type(data).__name__}")
-    methods = [checks.text(m, f"{where}: methods") for m in checks.non_empty_list(data.get("methods"), f"{where}: methods")]
+    methods = [
+        checks.text(m, f"{where}: methods") for m in checks.non_empty_list(data.get("methods"), f"{where}: methods")
+    ]
     from tpp.pruning.registry import list_methods
 
     variants = _variants(data.get("variants") or {}, methods, f"{where}: variants")
     unknown = [m for m in methods if m not in list_methods() and m not in variants]
     if unknown:  # named before any option block of the methods
-        raise ConfigError(f"{where}: unknown pruning method {unknown[0]!r}; choose from {', '.join(list_methods())}"
-                          " or name a variant of one under 'variants'")
+        raise ConfigError(
+            f"{where}: unknown pruning method {unknown[0]!r}; choose from {', '.join(list_methods())}"
+            " or name a variant of one under 'variants'"
+        )
     if len(set(methods)) != len(methods):
         raise ConfigError(f"{where}: methods contain a duplicate")
     pattern = checks.opt_text(data.get("ratio_pattern"), f"{where}: ratio_pattern")
     if pattern is not None and "{ratio}" not in pattern:
-        raise ConfigError(f"{where}: ratio_pattern {pattern!r} must contain '{{ratio}}', e.g. '*layer*.conv1:{{ratio}}'")
+        raise ConfigError(
+            f"{where}: ratio_pattern {pattern!r} must contain '{{ratio}}', e.g. '*layer*.conv1:{{ratio}}'"
+        )
     ratios: list[float | str] = []
     for entry in checks.non_empty_list(data.get("ratios"), f"{where}: ratios"):
         if isinstance(entry, (int, float)) and not isinstance(entry, bool):
@@ -59,11 +65,19 @@ def prune_section(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(ignore, list) or not all(isinstance(i, str) for i in ignore):
         raise ConfigError(f"{where}: ignore must be a list of module names or patterns, got {ignore!r}")
     running = methods + [v["method"] for v in variants.values()]  # a method's block also serves its variants
-    options = {name: _method_options(name, data[name], running, f"{where}: {name}")
-               for name in data if name not in PRUNE_KEYS}
-    return {"methods": methods, "variants": variants, "ratios": ratios, "ratio_pattern": pattern, "scope": scope,
-            "ignore": list(ignore), "options": options,
-            "prune_lr": checks.number(data.get("prune_lr", 1e-3), f"{where}: prune_lr")}
+    options = {
+        name: _method_options(name, data[name], running, f"{where}: {name}") for name in data if name not in PRUNE_KEYS
+    }
+    return {
+        "methods": methods,
+        "variants": variants,
+        "ratios": ratios,
+        "ratio_pattern": pattern,
+        "scope": scope,
+        "ignore": list(ignore),
+        "options": options,
+        "prune_lr": checks.number(data.get("prune_lr", 1e-3), f"{where}: prune_lr"),
+    }
 
 
 def _method_options(name: str, block: Any, methods: list[str], where: str) -> dict[str, Any]:
@@ -72,8 +86,10 @@ def _method_options(name: str, block: Any, methods: list[str], where: str) -> di
     from tpp.pruning.registry import get_method, list_methods
 
     if name not in list_methods():
-        raise ConfigError(f"{where}: unknown key {name!r}; allowed keys: {', '.join(sorted(PRUNE_KEYS))} "
-                          f"or a method's name with its options")
+        raise ConfigError(
+            f"{where}: unknown key {name!r}; allowed keys: {', '.join(sorted(PRUNE_KEYS))} "
+            f"or a method's name with its options"
+        )
     method = get_method(name)
     if not isinstance(block, dict):
         raise ConfigError(f"{where} must be a mapping of {name}'s options, got {block!r}")
@@ -94,8 +110,10 @@ def _variants(data: Any, methods: list[str], where: str) -> dict[str, dict[str, 
     variants = {}
     for name, entry in data.items():
         if not isinstance(name, str) or not _VARIANT_NAME.fullmatch(name) or name in list_methods():
-            raise ConfigError(f"{where}: {name!r} must be a new plain name (letters, digits and single '.', '_', "
-                              "'+', '-' between them), not a registered method's")
+            raise ConfigError(
+                f"{where}: {name!r} must be a new plain name (letters, digits and single '.', '_', "
+                "'+', '-' between them), not a registered method's"
+            )
         if not isinstance(entry, dict) or entry.get("method") not in list_methods():
             raise ConfigError(f"{where}: {name} needs 'method', one of {', '.join(list_methods())}")
         checks.keys(entry, {"method", "options"}, f"{where}: {name}")

@@ -33,9 +33,9 @@ from tpp.recipes.base import base_model, data_config
 from tpp.recipes.dryrun import check_inputs, describe_grid
 from tpp.recipes.grid import GridPoint, build_grid, method_options
 from tpp.recipes.schema import Recipe, load_recipe
+from tpp.training import seed_everything
 from tpp.util.atomic import atomic_write, atomic_write_json, describe_os_error
 from tpp.util.lock import FolderLock
-from tpp.training import seed_everything
 from tpp.util.owned import markdown_is_ours, refuse_foreign
 
 RUN_FILE = "run.json"
@@ -75,7 +75,8 @@ def run_recipe(
         return [out / p.folder for p in grid]
     if recipe.base is None and not (checkpoint or recipe.checkpoint):
         raise ConfigError(
-            f"recipe {recipe.name} prunes a pretrained model: set 'checkpoint:' in the recipe or pass --checkpoint FILE")
+            f"recipe {recipe.name} prunes a pretrained model: set 'checkpoint:' in the recipe or pass --checkpoint FILE"
+        )
     report_path = report if report is not None else recipe.report
     if report_path is not None:  # before hours of jobs, not when the report is finally written
         refuse_foreign(report_path, markdown_is_ours, overwrite)
@@ -84,12 +85,25 @@ def run_recipe(
     except OSError as error:
         raise CheckpointError(f"cannot create {out}: {describe_os_error(error)}; pass a writable --out") from None
     with FolderLock(out):  # before the data: a second `tpp run` on this --out is refused at once
-        return _run_grid(recipe, grid, out, report_path, data_dir, download, checkpoint, device, quiet, fast,
-                         overwrite, print_fn)
+        return _run_grid(
+            recipe, grid, out, report_path, data_dir, download, checkpoint, device, quiet, fast, overwrite, print_fn
+        )
 
 
-def _run_grid(recipe: Recipe, grid: list[GridPoint], out: Path, report_path, data_dir, download, checkpoint, device,
-              quiet, fast, overwrite, print_fn) -> list[Path]:
+def _run_grid(
+    recipe: Recipe,
+    grid: list[GridPoint],
+    out: Path,
+    report_path,
+    data_dir,
+    download,
+    checkpoint,
+    device,
+    quiet,
+    fast,
+    overwrite,
+    print_fn,
+) -> list[Path]:
     from tpp.data import build_loaders
     from tpp.data.record import data_record
     from tpp.models import example_inputs
@@ -102,21 +116,54 @@ def _run_grid(recipe: Recipe, grid: list[GridPoint], out: Path, report_path, dat
             folders += [out / p.folder for p in points]
             _say(quiet, print_fn, f"seed {seed}: all {len(points)} jobs already finished")
             continue
-        train, test, info = build_loaders(recipe.dataset, data_dir, batch_size=recipe.batch_size,
-                                          test_batch_size=recipe.test_batch_size, device=device, seed=seed,
-                                          num_workers=recipe.num_workers, download=download,
-                                          train_subset=recipe.train_subset, image_options=recipe.image_options(),
-                                          val_split=recipe.val_split, eval_split=recipe.eval_split)
-        base = base_model(recipe, out, seed, (train, test), checkpoint=checkpoint, device=device, quiet=quiet,
-                          print_fn=print_fn, info=info, data_dir=data_dir)
-        inputs = example_inputs(recipe.model, in_channels=info.in_channels, batch_size=2,
-                                image_size=info.image_size).to(device)
+        train, test, info = build_loaders(
+            recipe.dataset,
+            data_dir,
+            batch_size=recipe.batch_size,
+            test_batch_size=recipe.test_batch_size,
+            device=device,
+            seed=seed,
+            num_workers=recipe.num_workers,
+            download=download,
+            train_subset=recipe.train_subset,
+            image_options=recipe.image_options(),
+            val_split=recipe.val_split,
+            eval_split=recipe.eval_split,
+        )
+        base = base_model(
+            recipe,
+            out,
+            seed,
+            (train, test),
+            checkpoint=checkpoint,
+            device=device,
+            quiet=quiet,
+            print_fn=print_fn,
+            info=info,
+            data_dir=data_dir,
+        )
+        inputs = example_inputs(
+            recipe.model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size
+        ).to(device)
         # every file of the jobs then says how its inputs are prepared (tpp eval needs no data flag)
-        base.tpp_data = data_record(info, {"data_dir": data_dir, "image_options": recipe.image_options(),
-                                           "val_split": recipe.val_split})
+        base.tpp_data = data_record(
+            info, {"data_dir": data_dir, "image_options": recipe.image_options(), "val_split": recipe.val_split}
+        )
         for point in points:
-            folders.append(_run_point(recipe, point, out, base, (train, test), inputs, fast, quiet, print_fn,
-                                      data_config(recipe, data_dir)))
+            folders.append(
+                _run_point(
+                    recipe,
+                    point,
+                    out,
+                    base,
+                    (train, test),
+                    inputs,
+                    fast,
+                    quiet,
+                    print_fn,
+                    data_config(recipe, data_dir),
+                )
+            )
     if report_path is not None:
         write_recipe_report(recipe, out, report_path, overwrite=overwrite)
         _say(quiet, print_fn, f"report: {report_path}")
@@ -136,29 +183,55 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
     method = recipe.base_method(point.method)  # the registered method a variant runs
     shared = _shared_regularisation(point, folder, out) if get_method(method).regularized else None
     resume = folder.is_dir() and any(folder.iterdir())
-    _say(quiet, print_fn, f"{'resume' if resume else 'run'} {point.folder}"
-         + (f" (regularised model from {shared.name})" if shared else ""))
+    _say(
+        quiet,
+        print_fn,
+        f"{'resume' if resume else 'run'} {point.folder}"
+        + (f" (regularised model from {shared.name})" if shared else ""),
+    )
     job = PruneJobConfig(
-        method=method, ratio=point.ratio, scope=recipe.prune["scope"],
+        method=method,
+        ratio=point.ratio,
+        scope=recipe.prune["scope"],
         pruner_options={**method_options(recipe, point.method, fast), "ignored_layers": recipe.prune["ignore"] or None},
-        prune_lr=recipe.prune["prune_lr"], ft_epochs=recipe.finetune["epochs"], ft_lr=point.lr,
+        prune_lr=recipe.prune["prune_lr"],
+        ft_epochs=recipe.finetune["epochs"],
+        ft_lr=point.lr,
         budget_steps=recipe.finetune.get("budget_steps"),
-        weight_decay=recipe.finetune["weight_decay"], momentum=recipe.finetune["momentum"],
-        jsv_batches=recipe.jsv["batches"], jsv_every_epoch=recipe.jsv["every_epoch"], jsv_mode=recipe.jsv["mode"],
+        weight_decay=recipe.finetune["weight_decay"],
+        momentum=recipe.finetune["momentum"],
+        jsv_batches=recipe.jsv["batches"],
+        jsv_every_epoch=recipe.jsv["every_epoch"],
+        jsv_mode=recipe.jsv["mode"],
     )
     earlier = read_metrics(folder / RunDirectory.METRICS) if resume else []
     run_dir = RunDirectory(folder, overwrite=True)
     for record in earlier:  # keep the epochs logged before the interruption
         run_dir.log_epoch(record)
-    atomic_write_json(folder / RUN_FILE, {"recipe": recipe.name, "recipe_file": str(recipe.path or ""),
-                                          "fast": fast, "regularization_shared_from": shared.name if shared else None,
-                                          **point.describe()})
-    run_dir.write_config({"recipe": recipe.name, **data, "seed": point.seed, "batch_size": recipe.batch_size, **asdict(job)})
+    atomic_write_json(
+        folder / RUN_FILE,
+        {
+            "recipe": recipe.name,
+            "recipe_file": str(recipe.path or ""),
+            "fast": fast,
+            "regularization_shared_from": shared.name if shared else None,
+            **point.describe(),
+        },
+    )
+    run_dir.write_config(
+        {"recipe": recipe.name, **data, "seed": point.seed, "batch_size": recipe.batch_size, **asdict(job)}
+    )
     run_dir.write_meta(command="run", recipe=recipe.name, seed=point.seed)
     seed_everything(point.seed)
     try:
-        run_prune_job(copy.deepcopy(base), loaders[0], loaders[1], inputs, job,
-                      JobContext(out=folder, resume=resume, quiet=quiet, print_fn=print_fn, loggers=[run_dir]))
+        run_prune_job(
+            copy.deepcopy(base),
+            loaders[0],
+            loaders[1],
+            inputs,
+            job,
+            JobContext(out=folder, resume=resume, quiet=quiet, print_fn=print_fn, loggers=[run_dir]),
+        )
         if shared is not None:
             _copy_regularisation_facts(shared, folder)
     finally:
@@ -171,8 +244,10 @@ def _shared_regularisation(point: GridPoint, folder: Path, out: Path) -> Path | 
     if (folder / "pruned.pt").is_file():
         record = _read(folder / RUN_FILE)
         if record is None:  # killed between the link and run.json: the link still says whose it is
-            return next((s for s in _siblings(point, out) if s != folder and _same_file(s / "pruned.pt",
-                                                                                         folder / "pruned.pt")), None)
+            return next(
+                (s for s in _siblings(point, out) if s != folder and _same_file(s / "pruned.pt", folder / "pruned.pt")),
+                None,
+            )
         name = record.get("regularization_shared_from")
         return out / name if name else None
     for sibling in _siblings(point, out):
@@ -203,7 +278,8 @@ def _share_file(source: Path, target: Path) -> None:
         return
     except FileExistsError:  # not a file (a job holding pruned.pt is not seeded again)
         raise CheckpointError(
-            f"cannot start {target.parent} from {source}: {target} is in the way; remove it") from None
+            f"cannot start {target.parent} from {source}: {target} is in the way; remove it"
+        ) from None
     except OSError:
         pass  # no hard links on this filesystem
     with open(source, "rb") as handle:
@@ -245,8 +321,14 @@ def write_recipe_report(recipe: Recipe, out: Path, path: str | Path, overwrite: 
     runs = [r for r in collect([out]) if r["run"].get("recipe") in (None, recipe.name)]
     methods = recipe.prune["methods"]
     # the recipe's order (LR, method, ratio, seed), which the tables and plots keep
-    runs.sort(key=lambda r: (r["run"].get("lr_index", 0), methods.index(r["method"]) if r["method"] in methods
-                             else len(methods), r["run"].get("ratio_index", 0), str(r["seed"])))
+    runs.sort(
+        key=lambda r: (
+            r["run"].get("lr_index", 0),
+            methods.index(r["method"]) if r["method"] in methods else len(methods),
+            r["run"].get("ratio_index", 0),
+            str(r["seed"]),
+        )
+    )
     from tpp.recipes.expected import paper_rows
 
     rows, speedups = paper_rows(recipe)
@@ -258,8 +340,10 @@ def write_recipe_report(recipe: Recipe, out: Path, path: str | Path, overwrite: 
     intro = [recipe.description.strip(), ""] if recipe.description.strip() else []
     intro += [f"- Reproduces: {recipe.paper}"] if recipe.paper else []
     intro.append(f"- Model / data: `{recipe.model}` on `{recipe.dataset}`")
-    facts = [f"Hardware: {recipe.hardware}" if recipe.hardware else "",
-             f"expected wall time: {recipe.expected_wall_time}" if recipe.expected_wall_time else ""]
+    facts = [
+        f"Hardware: {recipe.hardware}" if recipe.hardware else "",
+        f"expected wall time: {recipe.expected_wall_time}" if recipe.expected_wall_time else "",
+    ]
     intro += ["- " + "; ".join(f for f in facts if f)] if any(facts) else []
     intro.append(f"- Recipe: `{recipe.path or recipe.name}`; job folders: `{out}`")
     if bases:
@@ -268,5 +352,12 @@ def write_recipe_report(recipe: Recipe, out: Path, path: str | Path, overwrite: 
         intro.append(f"- Paper's unpruned top-1: {recipe.expected['unpruned_top1']:.2f}%")
     if recipe.notes.strip():
         intro += ["", recipe.notes.strip()]
-    return write_report(runs, path, f"{recipe.name}: {recipe.paper}" if recipe.paper else recipe.name, paper_rows=rows, paper_speedups=speedups,
-                        intro="\n".join(intro), overwrite=overwrite)
+    return write_report(
+        runs,
+        path,
+        f"{recipe.name}: {recipe.paper}" if recipe.paper else recipe.name,
+        paper_rows=rows,
+        paper_speedups=speedups,
+        intro="\n".join(intro),
+        overwrite=overwrite,
+    )

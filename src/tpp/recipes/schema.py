@@ -77,9 +77,32 @@ from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # the image-folder options of `tpp train` (tpp.cli.common.add_data_args), as recipe keys
 IMAGE_KEYS = ("image_size", "resize", "channels", "normalize", "mean", "std", "augment", "stream")
-TOP_KEYS = {"name", "description", "paper", "hardware", "expected_wall_time", "notes", "model", "dataset",
-            "data_dir", "batch_size", "test_batch_size", "num_workers", "train_subset", "val_split", "eval_split", "base", "checkpoint", "prune",
-            "finetune", "seeds", "jsv", "expected", "report", *IMAGE_KEYS}
+TOP_KEYS = {
+    "name",
+    "description",
+    "paper",
+    "hardware",
+    "expected_wall_time",
+    "notes",
+    "model",
+    "dataset",
+    "data_dir",
+    "batch_size",
+    "test_batch_size",
+    "num_workers",
+    "train_subset",
+    "val_split",
+    "eval_split",
+    "base",
+    "checkpoint",
+    "prune",
+    "finetune",
+    "seeds",
+    "jsv",
+    "expected",
+    "report",
+    *IMAGE_KEYS,
+}
 REQUIRED_TOP = ("model", "dataset", "prune")
 DESCRIPTIVE = ("description", "paper", "hardware", "expected_wall_time")
 # no finetune section: what `tpp prune` does by default (the paper's CIFAR schedule)
@@ -105,8 +128,10 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         data = load_yaml(read_bounded(path, MAX_RECIPE_BYTES).decode("utf-8"))
     except FileTooLarge:
-        raise ConfigError(f"recipe {path} is larger than {MAX_RECIPE_BYTES // 2**20} MiB, far more than a recipe "
-                          "holds; pass the path of a recipe YAML (see recipes/)") from None
+        raise ConfigError(
+            f"recipe {path} is larger than {MAX_RECIPE_BYTES // 2**20} MiB, far more than a recipe "
+            "holds; pass the path of a recipe YAML (see recipes/)"
+        ) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -131,12 +156,17 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe", default_name
     fallback = re.sub(r"[^A-Za-z0-9._+-]+", "_", default_name or "").lstrip("._+-") or "recipe"
     text["name"] = checks.text(data["name"], f"{where}: name") if data.get("name") is not None else fallback
     if not _FOLDER_NAME.fullmatch(text["name"]):
-        raise ConfigError(f"{where}: name {text['name']!r} must be a plain folder name (letters, digits, '.', '_', "
-                          "'+', '-'; no '/' or '..'), because the jobs are written to runs/<name>")
+        raise ConfigError(
+            f"{where}: name {text['name']!r} must be a plain folder name (letters, digits, '.', '_', "
+            "'+', '-'; no '/' or '..'), because the jobs are written to runs/<name>"
+        )
     if ("base" in data) == ("checkpoint" in data):
-        raise ConfigError(f"{where}: give exactly one of 'base' (pretrain the model) or 'checkpoint' (pretrained weights)")
+        raise ConfigError(
+            f"{where}: give exactly one of 'base' (pretrain the model) or 'checkpoint' (pretrained weights)"
+        )
     recipe = Recipe(
-        **text, prune=prune_section(data["prune"], f"{where}: prune"),
+        **text,
+        prune=prune_section(data["prune"], f"{where}: prune"),
         finetune=_finetune(data.get("finetune") or DEFAULT_FINETUNE, f"{where}: finetune"),
         image=_image(data, text["dataset"], where),
         notes=checks.text(data.get("notes", ""), f"{where}: notes", empty=True),
@@ -144,14 +174,20 @@ def validate_recipe(data: Mapping[str, Any], where: str = "recipe", default_name
         batch_size=checks.whole(data.get("batch_size", 128), f"{where}: batch_size", 1),
         test_batch_size=checks.whole(data.get("test_batch_size", 256), f"{where}: test_batch_size", 1),
         num_workers=checks.whole(data.get("num_workers", 4), f"{where}: num_workers", 0),
-        train_subset=(checks.whole(data["train_subset"], f"{where}: train_subset", 1)
-                      if data.get("train_subset") is not None else None),
+        train_subset=(
+            checks.whole(data["train_subset"], f"{where}: train_subset", 1)
+            if data.get("train_subset") is not None
+            else None
+        ),
         val_split=_val_split(data.get("val_split"), text["dataset"], f"{where}: val_split"),
         eval_split=_eval_split(data.get("eval_split", "test"), data.get("val_split"), f"{where}: eval_split"),
         base=_base(data["base"], f"{where}: base") if "base" in data else None,
-        checkpoint=checks.opt_text(data.get("checkpoint"), f"{where}: checkpoint"), has_checkpoint_key="checkpoint" in data,
-        seeds=_seeds(data.get("seeds", [0]), f"{where}: seeds"), jsv=_jsv(data.get("jsv") or {}, f"{where}: jsv"),
-        report=checks.opt_text(data.get("report"), f"{where}: report"), raw=dict(data),
+        checkpoint=checks.opt_text(data.get("checkpoint"), f"{where}: checkpoint"),
+        has_checkpoint_key="checkpoint" in data,
+        seeds=_seeds(data.get("seeds", [0]), f"{where}: seeds"),
+        jsv=_jsv(data.get("jsv") or {}, f"{where}: jsv"),
+        report=checks.opt_text(data.get("report"), f"{where}: report"),
+        raw=dict(data),
     )
     _check_names(recipe, where)  # before `expected`, whose keys name methods
     recipe.expected = validate_expected(data.get("expected") or {}, f"{where}: expected", recipe)
@@ -165,8 +201,10 @@ def _val_split(value: Any, dataset: str, where: str) -> float | None:
     if value is None:
         return None
     if canonical_name(dataset) in (*TEXT_DATASETS, "imagefolder", "imagenet"):
-        raise ConfigError(f"{where}: a validation carve is for the built-in image datasets; {dataset} has its own "
-                          "validation data: drop it")
+        raise ConfigError(
+            f"{where}: a validation carve is for the built-in image datasets; {dataset} has its own "
+            "validation data: drop it"
+        )
     fraction = checks.number(value, where)
     if not 0 < fraction <= 0.5:
         raise ConfigError(f"{where} must be in (0, 0.5], got {value!r} (e.g. 0.1: 10% of the training set)")
@@ -192,8 +230,9 @@ def _check_names(recipe: Recipe, where: str) -> None:
     except ModelError as error:
         raise ConfigError(f"{where}: model: {error}") from None
     if kind == "registry" and recipe.model not in list_models():
-        raise ConfigError(f"{where}: unknown model {recipe.model!r}; choose from {', '.join(list_models())} "
-                          f"or {SPEC_FORMS}")
+        raise ConfigError(
+            f"{where}: unknown model {recipe.model!r}; choose from {', '.join(list_models())} or {SPEC_FORMS}"
+        )
     for methods in recipe.finetune["lr_methods"]:
         for method in methods or ():
             if method not in recipe.prune["methods"]:
@@ -216,8 +255,9 @@ def _image(data: Mapping[str, Any], dataset: str, where: str) -> dict[str, Any]:
         size = dataset_info(name).image_size  # DataError names the valid datasets
         if given.get("image_size") not in (None, size) or any(k != "image_size" for k in given):
             key = next(k for k in given if k != "image_size" or given[k] != size)
-            raise ConfigError(f"{where}: {key} applies to dataset: imagefolder; {name} has its own {size}x{size} "
-                              "images, drop it")
+            raise ConfigError(
+                f"{where}: {key} applies to dataset: imagefolder; {name} has its own {size}x{size} images, drop it"
+            )
         return given
     for key in ("image_size", "resize"):
         if key in given:
@@ -240,16 +280,21 @@ def _base(data: Any, where: str) -> dict[str, Any]:
     checks.keys(data, BASE_KEYS, where)
     if "epochs" not in data or "lr" not in data:
         raise ConfigError(f"{where} needs 'epochs' and 'lr' (e.g. epochs: 30, lr: '0:0.01,15:0.001')")
-    return {"epochs": checks.whole(data["epochs"], f"{where}: epochs", 1), "lr": checks.schedule(data["lr"], f"{where}: lr"),
-            "weight_decay": checks.number(data.get("weight_decay", DEFAULT_WEIGHT_DECAY), f"{where}: weight_decay"),
-            "momentum": checks.number(data.get("momentum", DEFAULT_MOMENTUM), f"{where}: momentum")}
+    return {
+        "epochs": checks.whole(data["epochs"], f"{where}: epochs", 1),
+        "lr": checks.schedule(data["lr"], f"{where}: lr"),
+        "weight_decay": checks.number(data.get("weight_decay", DEFAULT_WEIGHT_DECAY), f"{where}: weight_decay"),
+        "momentum": checks.number(data.get("momentum", DEFAULT_MOMENTUM), f"{where}: momentum"),
+    }
 
 
 def _finetune(data: Any, where: str) -> dict[str, Any]:
     checks.keys(data, FINETUNE_KEYS, where)
     if ("epochs" in data) == ("budget_steps" in data) or "lrs" not in data:
-        raise ConfigError(f"{where} needs 'lrs' (a list of LR schedules) and one of 'epochs' or 'budget_steps' "
-                          "(equal budgets: steps after the base model, regularisation included)")
+        raise ConfigError(
+            f"{where} needs 'lrs' (a list of LR schedules) and one of 'epochs' or 'budget_steps' "
+            "(equal budgets: steps after the base model, regularisation included)"
+        )
     lrs, lr_methods = [], []
     for entry in checks.non_empty_list(data["lrs"], f"{where}: lrs"):
         if isinstance(entry, Mapping):  # {schedule: ..., methods: [...]}: only these methods use it
@@ -263,10 +308,14 @@ def _finetune(data: Any, where: str) -> dict[str, Any]:
             lrs.append(checks.schedule(entry, f"{where}: lrs"))
             lr_methods.append(None)
     budget = checks.whole(data["budget_steps"], f"{where}: budget_steps", 1) if "budget_steps" in data else None
-    return {"epochs": checks.whole(data.get("epochs", 0), f"{where}: epochs", 0), "budget_steps": budget,
-            "lrs": lrs, "lr_methods": lr_methods,
-            "weight_decay": checks.number(data.get("weight_decay", DEFAULT_WEIGHT_DECAY), f"{where}: weight_decay"),
-            "momentum": checks.number(data.get("momentum", DEFAULT_MOMENTUM), f"{where}: momentum")}
+    return {
+        "epochs": checks.whole(data.get("epochs", 0), f"{where}: epochs", 0),
+        "budget_steps": budget,
+        "lrs": lrs,
+        "lr_methods": lr_methods,
+        "weight_decay": checks.number(data.get("weight_decay", DEFAULT_WEIGHT_DECAY), f"{where}: weight_decay"),
+        "momentum": checks.number(data.get("momentum", DEFAULT_MOMENTUM), f"{where}: momentum"),
+    }
 
 
 def _seeds(value: Any, where: str) -> list[int]:
@@ -284,5 +333,4 @@ def _jsv(data: Any, where: str) -> dict[str, Any]:
     mode = data.get("mode", "eval")
     if mode not in ("eval", "train"):
         raise ConfigError(f"{where}: mode must be 'eval' or 'train' (the paper's), got {mode!r}")
-    return {"batches": checks.whole(data.get("batches", 1), f"{where}: batches", 0), "every_epoch": every,
-            "mode": mode}
+    return {"batches": checks.whole(data.get("batches", 1), f"{where}: batches", 0), "every_epoch": every, "mode": mode}

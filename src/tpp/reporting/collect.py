@@ -50,7 +50,9 @@ def _read(path: Path, required: bool = False) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         if required:
-            raise ConfigError(f"cannot read {path} ({type(error).__name__}); delete the half-written job or rerun it") from None
+            raise ConfigError(
+                f"cannot read {path} ({type(error).__name__}); delete the half-written job or rerun it"
+            ) from None
         return None
     if not isinstance(data, dict):
         if required:

@@ -65,8 +65,10 @@ def duplicates_note(dropped: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]
     """Markdown lines naming every dropped duplicate and the run kept in its place (none when no duplicates)."""
     if not dropped:
         return []
-    lines = [f"**Duplicate seeds: {len(dropped)} job(s) not counted.** Each repeats the model, data, method, ratio, "
-             "fine-tuning LR and seed of an earlier folder (by path), so it is one result recorded twice, not "
-             "another seed:"]
+    lines = [
+        f"**Duplicate seeds: {len(dropped)} job(s) not counted.** Each repeats the model, data, method, ratio, "
+        "fine-tuning LR and seed of an earlier folder (by path), so it is one result recorded twice, not "
+        "another seed:"
+    ]
     lines += [f"- `{run['path']}` (seed {run['seed']}): not counted, same as `{kept['path']}`" for run, kept in dropped]
     return lines

@@ -47,30 +47,54 @@ def paired_table(runs: Sequence[Mapping[str, Any]], reference: str = "tpp", metr
             seeds = sorted(mine.keys() & theirs.keys(), key=_seed_order)
             unpaired = len(ref["runs"]) + len(other["runs"]) - 2 * len(seeds)
             if unpaired:
-                alone = [f"{method} seed {s}" for method, found in ((reference, mine), (other["method"], theirs))
-                         for s in sorted(found.keys() - seeds, key=_seed_order)]
+                alone = [
+                    f"{method} seed {s}"
+                    for method, found in ((reference, mine), (other["method"], theirs))
+                    for s in sorted(found.keys() - seeds, key=_seed_order)
+                ]
                 missing = unpaired - len(alone)  # no seed recorded, or no value of the metric
                 where = f"`{ref['model']}` on `{ref['dataset']}`, " if several else ""
-                left_out.append(f"{where}`{other['method']}` at ratio `{ref['ratio']}`, LR {ref['lr']}: {unpaired} run(s) ("
-                                + ", ".join(alone + ([f"{missing} without a seed or {metric}"] if missing else []))
-                                + ")")
+                left_out.append(
+                    f"{where}`{other['method']}` at ratio `{ref['ratio']}`, LR {ref['lr']}: {unpaired} run(s) ("
+                    + ", ".join(alone + ([f"{missing} without a seed or {metric}"] if missing else []))
+                    + ")"
+                )
             if not seeds:
                 continue
             differences = [mine[s] - theirs[s] for s in seeds]
             mean = _signed(fmean(differences)) + (f" ± {pstdev(differences):.2f}" if len(seeds) > 1 else "")
-            rows.append(_pair_cells(ref, several) + [
-                f"`{ref['ratio']}`", ref["lr"], other["method"], mean, str(len(seeds)),
-                f"{sum(d > 0 for d in differences)}/{len(seeds)}", ", ".join(seeds),
-                ", ".join(_signed(d) for d in differences)])
+            rows.append(
+                _pair_cells(ref, several)
+                + [
+                    f"`{ref['ratio']}`",
+                    ref["lr"],
+                    other["method"],
+                    mean,
+                    str(len(seeds)),
+                    f"{sum(d > 0 for d in differences)}/{len(seeds)}",
+                    ", ".join(seeds),
+                    ", ".join(_signed(d) for d in differences),
+                ]
+            )
     if not rows and not left_out:
         return ""
     header = (["model", "dataset"] if several else []) + [
-        "ratio", "fine-tune LR", "method", f"{reference} − method, mean ± std", "seeds paired",
-        f"{reference} higher", "seeds", "per-seed differences"]
+        "ratio",
+        "fine-tune LR",
+        "method",
+        f"{reference} − method, mean ± std",
+        "seeds paired",
+        f"{reference} higher",
+        "seeds",
+        "per-seed differences",
+    ]
     parts = [_table(header, rows)] if rows else [f"No method shares a seed with `{reference}` in the same cell."]
     if left_out:
-        parts.append("\nNot paired (a seed on one side only, or a run without a seed or the metric): "
-                     + "; ".join(left_out) + ".")
+        parts.append(
+            "\nNot paired (a seed on one side only, or a run without a seed or the metric): "
+            + "; ".join(left_out)
+            + "."
+        )
     return "\n".join(parts)
 
 

@@ -39,8 +39,9 @@ def save_png(figure, path: str | Path, software: str = "tpp report", dpi: int = 
     """Write ``figure`` to ``path`` atomically; the Software chunk marks the file as tpp's, so a later
     run may replace it (:mod:`tpp.util.owned`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi,
-                                                            metadata={"Software": software}))
+    return atomic_write(
+        path, lambda handle: figure.savefig(handle, format="png", dpi=dpi, metadata={"Software": software})
+    )
 
 
 def plot_jsv_curve(report: Mapping[str, Any], path: str | Path) -> Path | None:
@@ -82,7 +83,9 @@ def plot_accuracy_vs_epoch(runs: Sequence[Mapping[str, Any]], path: str | Path) 
     lrs = list(dict.fromkeys(r["lr"] for r in runs))
     several_ratios = len({r["ratio"] for r in runs}) > 1
     # the JSV row needs per-epoch values; the point right after pruning alone is in the tables
-    has_jsv = any("jsv_mean" in record for r in runs for record in (r["report"].get("finetune") or {}).get("history") or [])
+    has_jsv = any(
+        "jsv_mean" in record for r in runs for record in (r["report"].get("finetune") or {}).get("history") or []
+    )
     keys = ["test_top1"] + (["jsv_mean"] if has_jsv else [])
     figure, axes = new_figure(len(keys), len(lrs))
     colours = _colours(runs)
@@ -98,8 +101,14 @@ def plot_accuracy_vs_epoch(runs: Sequence[Mapping[str, Any]], path: str | Path) 
                 epochs, values = _curve(members, key)
                 if epochs:
                     label = f"{method} (ratio {ratio})" if several_ratios else method
-                    ax.plot(epochs, values, styles[ratio], color=colours[method],
-                            marker="." if len(epochs) < 20 else None, label=label)
+                    ax.plot(
+                        epochs,
+                        values,
+                        styles[ratio],
+                        color=colours[method],
+                        marker="." if len(epochs) < 20 else None,
+                        label=label,
+                    )
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("fine-tuning epoch (0 = right after pruning)")
             ax.set_ylabel("test top-1 (%)" if key == "test_top1" else "mean JSV")
@@ -119,9 +128,14 @@ def plot_accuracy_vs_speedup(runs: Sequence[Mapping[str, Any]], path: str | Path
     for col, lr in enumerate(lrs):
         ax = axes[0][col]
         for method in dict.fromkeys(g["method"] for g in groups):
-            points = sorted((g["speedup"][0], g["best_top1"][0], g["best_top1"][1] or 0.0) for g in groups
-                            if g["lr"] == lr and g["method"] == method
-                            and g["speedup"][0] is not None and g["best_top1"][0] is not None)
+            points = sorted(
+                (g["speedup"][0], g["best_top1"][0], g["best_top1"][1] or 0.0)
+                for g in groups
+                if g["lr"] == lr
+                and g["method"] == method
+                and g["speedup"][0] is not None
+                and g["best_top1"][0] is not None
+            )
             if points:
                 xs, ys, errs = zip(*points)
                 ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colours[method], label=method)
@@ -162,8 +176,12 @@ def plot_job_curves(report: Mapping[str, Any], path: str | Path) -> Path | None:
     ys += [r.get(key) for r in tuned]
     points = [(x, y) for x, y in zip(xs, ys) if isinstance(y, (int, float))]
     if points:
-        quality.plot(*zip(*points), marker="." if len(points) < 40 else None, color="C0",
-                     label="test perplexity" if lm else "test top-1")
+        quality.plot(
+            *zip(*points),
+            marker="." if len(points) < 40 else None,
+            color="C0",
+            label="test perplexity" if lm else "test top-1",
+        )
     if isinstance(before, (int, float)):
         quality.plot([0], [before], "s", color="0.4", label="base model")
     if isinstance(after, (int, float)):
@@ -171,8 +189,9 @@ def plot_job_curves(report: Mapping[str, Any], path: str | Path) -> Path | None:
     if lm and points and max(y for _, y in points) > 10 * min(y for _, y in points):
         quality.set_yscale("log")  # a perplexity right after removal can be orders above the rest
     for stage, offset, colour in ((regularized, 1, "C1"), (tuned, removal + 1, "C2")):
-        segment = [(r["epoch"] + offset, r["train_loss"]) for r in stage
-                   if isinstance(r.get("train_loss"), (int, float))]
+        segment = [
+            (r["epoch"] + offset, r["train_loss"]) for r in stage if isinstance(r.get("train_loss"), (int, float))
+        ]
         if segment:
             loss.plot(*zip(*segment), marker="." if len(segment) < 40 else None, color=colour)
     quality.set_ylabel("test perplexity" if lm else "test top-1 (%)")
@@ -184,8 +203,15 @@ def plot_job_curves(report: Mapping[str, Any], path: str | Path) -> Path | None:
                 axis.axvspan(low, high, color=colour, alpha=0.08)
                 # accuracy lives near the top of its panel: its labels go to the bottom
                 y, align = (0.03, "bottom") if axis is quality and not lm else (0.97, "top")
-                axis.text((low + high) / 2, y, name, transform=axis.get_xaxis_transform(), ha="center", va=align,
-                          bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none"})
+                axis.text(
+                    (low + high) / 2,
+                    y,
+                    name,
+                    transform=axis.get_xaxis_transform(),
+                    ha="center",
+                    va=align,
+                    bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none"},
+                )
         axis.axvline(removal, color="C3", linestyle="--", linewidth=1)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
@@ -211,8 +237,10 @@ def plot_pruned_layers(report: Mapping[str, Any], path: str | Path) -> Path | No
     axis.set_yticks(list(rows), [r["name"] for r in layers], fontsize="small" if len(layers) < 40 else "x-small")
     axis.invert_yaxis()  # the first layer on top, as in the model
     axis.set_xlabel("channels (attention: key/value heads)" if any(r.get("heads") for r in layers) else "channels")
-    axis.set_title(f"{report.get('method', 'prune job')}: {sum(pruned)} of {sum(r['channels'] for r in layers)} "
-                   f"channels pruned in {sum(1 for p in pruned if p)} of {len(layers)} layers")
+    axis.set_title(
+        f"{report.get('method', 'prune job')}: {sum(pruned)} of {sum(r['channels'] for r in layers)} "
+        f"channels pruned in {sum(1 for p in pruned if p)} of {len(layers)} layers"
+    )
     axis.grid(alpha=0.3, axis="x")
     axis.legend(fontsize="small", loc="lower right")
     return save_png(figure, path, "tpp prune", dpi=100)

@@ -51,16 +51,29 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     method_order = list(dict.fromkeys(run["method"] for run in runs))
     result = []
     for (model, dataset, method, ratio, lr), members in groups.items():
-        row: dict[str, Any] = {"model": model, "dataset": dataset, "method": method, "ratio": ratio, "lr": lr,
-                               "runs": members, "n": len(members),
-                               "seeds": sorted((r["seed"] for r in members if r["seed"] is not None), key=str)}
+        row: dict[str, Any] = {
+            "model": model,
+            "dataset": dataset,
+            "method": method,
+            "ratio": ratio,
+            "lr": lr,
+            "runs": members,
+            "n": len(members),
+            "seeds": sorted((r["seed"] for r in members if r["seed"] is not None), key=str),
+        }
         for name, keys in METRICS.items():
             mean, std, _ = mean_std(value(r, *keys) for r in members)
             row[name] = (mean, std)
         result.append(row)
-    result.sort(key=lambda g: (pair_order.index((g["model"], g["dataset"])), lr_order.index(g["lr"]),
-                               method_order.index(g["method"]),
-                               g["speedup"][0] if g["speedup"][0] is not None else math.inf, g["ratio"]))
+    result.sort(
+        key=lambda g: (
+            pair_order.index((g["model"], g["dataset"])),
+            lr_order.index(g["lr"]),
+            method_order.index(g["method"]),
+            g["speedup"][0] if g["speedup"][0] is not None else math.inf,
+            g["ratio"],
+        )
+    )
     return result
 
 
@@ -113,21 +126,39 @@ def summary_table(runs: Sequence[Mapping[str, Any]]) -> str:
     groups = aggregate(runs)
     several = several_pairs(groups)
     jsv = any(g["jsv_after_prune"][0] is not None for g in groups)
-    header = (["model", "dataset"] if several else []) + ["method", "ratio", "fine-tune LR", "seeds", "unpruned top-1",
-                                                          "best top-1", "last top-1", "top-1 after removal"]
+    header = (["model", "dataset"] if several else []) + [
+        "method",
+        "ratio",
+        "fine-tune LR",
+        "seeds",
+        "unpruned top-1",
+        "best top-1",
+        "last top-1",
+        "top-1 after removal",
+    ]
     header += ["steps after base (reg + FT)"]
     header += ["mean JSV after pruning"] if jsv else []
     header += ["FLOPs speedup", "params pruned", "wall time per job"]
     rows = []
     for g in groups:
         n = g["n"]
-        row = _pair_cells(g, several) + [g["method"], f"`{g['ratio']}`", g["lr"], str(n), fmt(g["unpruned_top1"], n=n),
-                                         fmt(g["best_top1"], n=n), fmt(g["last_top1"], n=n),
-                                         fmt(g["after_removal_top1"], n=n)]
+        row = _pair_cells(g, several) + [
+            g["method"],
+            f"`{g['ratio']}`",
+            g["lr"],
+            str(n),
+            fmt(g["unpruned_top1"], n=n),
+            fmt(g["best_top1"], n=n),
+            fmt(g["last_top1"], n=n),
+            fmt(g["after_removal_top1"], n=n),
+        ]
         row += [budget_text(g["runs"])]
         row += [fmt(g["jsv_after_prune"], 4, n=n)] if jsv else []
-        row += [_unit(fmt(g["speedup"], n=1), "x"), _unit(fmt(g["params_reduction"], 2, 100.0, n=1), "%"),
-                _unit(fmt(g["wall_seconds"], 1, 1 / 60, n=1), " min")]
+        row += [
+            _unit(fmt(g["speedup"], n=1), "x"),
+            _unit(fmt(g["params_reduction"], 2, 100.0, n=1), "%"),
+            _unit(fmt(g["wall_seconds"], 1, 1 / 60, n=1), " min"),
+        ]
         rows.append(row)
     return _table(header, rows)
 
@@ -150,22 +181,50 @@ def paper_table(runs: Sequence[Mapping[str, Any]], paper_rows: Sequence[Mapping[
     """Paper vs. ours. ``paper_rows`` items: ``method``, ``ratio`` / ``lr`` labels (None: the paper
     does not state it, so every ratio / LR of ours is compared), ``top1``, ``top1_std``, ``jsv_after_prune``."""
     groups = aggregate(runs)
-    header = ["method", "ratio", "fine-tune LR", "paper best top-1", "ours best top-1", "difference",
-              "paper JSV after pruning", "ours JSV after pruning"]
+    header = [
+        "method",
+        "ratio",
+        "fine-tune LR",
+        "paper best top-1",
+        "ours best top-1",
+        "difference",
+        "paper JSV after pruning",
+        "ours JSV after pruning",
+    ]
     rows = []
     for p in paper_rows:
-        matches = [g for g in groups if g["method"] == p["method"] and p.get("ratio") in (None, g["ratio"])
-                   and p.get("lr") in (None, g["lr"])]
-        paper = "n/a" if p.get("top1") is None else fmt((p["top1"], p.get("top1_std")), n=2 if p.get("top1_std") is not None else 1)
+        matches = [
+            g
+            for g in groups
+            if g["method"] == p["method"] and p.get("ratio") in (None, g["ratio"]) and p.get("lr") in (None, g["lr"])
+        ]
+        paper = (
+            "n/a"
+            if p.get("top1") is None
+            else fmt((p["top1"], p.get("top1_std")), n=2 if p.get("top1_std") is not None else 1)
+        )
         jsv = "n/a" if p.get("jsv_after_prune") is None else f"{p['jsv_after_prune']:.4f}"
         if not matches:
-            rows.append([p["method"], f"`{p.get('ratio') or 'not stated'}`", p.get("lr") or "any", paper, "not run", "", jsv, ""])
+            rows.append(
+                [
+                    p["method"],
+                    f"`{p.get('ratio') or 'not stated'}`",
+                    p.get("lr") or "any",
+                    paper,
+                    "not run",
+                    "",
+                    jsv,
+                    "",
+                ]
+            )
         for g in matches:
             ours, diff = fmt(g["best_top1"], n=g["n"]), ""
             if p.get("top1") is not None and g["best_top1"][0] is not None:
                 diff = f"{g['best_top1'][0] - p['top1']:+.2f}"
             ratio = g["ratio"] + ("" if p.get("ratio") else " (paper: not stated)")
-            rows.append([p["method"], f"`{ratio}`", g["lr"], paper, ours, diff, jsv, fmt(g["jsv_after_prune"], 4, n=g["n"])])
+            rows.append(
+                [p["method"], f"`{ratio}`", g["lr"], paper, ours, diff, jsv, fmt(g["jsv_after_prune"], 4, n=g["n"])]
+            )
     return _table(header, rows)
 
 
@@ -178,8 +237,13 @@ def speedup_table(runs: Sequence[Mapping[str, Any]], paper: Mapping[str, Mapping
     rows = []
     for label in list(paper) + [r for r in measured if r not in paper]:
         p, g = paper.get(label, {}), measured.get(label)
-        rows.append([f"`{label}`", "n/a" if p.get("speedup") is None else f"{p['speedup']:.2f}x",
-                     "not run" if g is None else _unit(fmt(g["speedup"], n=1), "x"),
-                     "n/a" if p.get("params_reduction") is None else f"{p['params_reduction']:.2f}%",
-                     "not run" if g is None else _unit(fmt(g["params_reduction"], 2, 100.0, n=1), "%")])
+        rows.append(
+            [
+                f"`{label}`",
+                "n/a" if p.get("speedup") is None else f"{p['speedup']:.2f}x",
+                "not run" if g is None else _unit(fmt(g["speedup"], n=1), "x"),
+                "n/a" if p.get("params_reduction") is None else f"{p['params_reduction']:.2f}%",
+                "not run" if g is None else _unit(fmt(g["params_reduction"], 2, 100.0, n=1), "%"),
+            ]
+        )
     return _table(header, rows)

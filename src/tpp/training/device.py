@@ -31,9 +31,7 @@ def resolve_device(text: str | torch.device | None = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"device {text!r} requested but CUDA is not available here; use --device cpu or auto")
         if index_text and int(index_text) >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {text!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
+            raise ConfigError(f"device {text!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
         return torch.device(value)
     raise ConfigError(f"invalid device {text!r}; use auto, cpu, cuda or cuda:N")
 

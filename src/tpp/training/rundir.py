@@ -52,11 +52,14 @@ from tpp.util.owned import checkpoint_is_ours
 
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # an interrupted atomic write
 MARK = ".tpp-run"
-MARK_TEXT = ("tpp run folder\n"
-             "tpp wrote this file when it opened this folder for a run; `--resume` continues only such folders.\n")
+MARK_TEXT = (
+    "tpp run folder\n"
+    "tpp wrote this file when it opened this folder for a run; `--resume` continues only such folders.\n"
+)
 # the fields write_meta always writes: a meta.json of an unmarked (older) run folder must hold all of them
-_META_FIELDS = frozenset({"argv", "tpp_version", "torch_version", "python_version", "git", "hostname", "start_time",
-                          "command"})
+_META_FIELDS = frozenset(
+    {"argv", "tpp_version", "torch_version", "python_version", "git", "hostname", "start_time", "command"}
+)
 # where an unmarked (older) run folder keeps the checkpoints tpp wrote (training runs and pruning jobs)
 _CHECKPOINTS = ("last.pt", "best.pt", "pruned.pt", "pruned_model.pt", "prune/last.pt", "finetune/last.pt")
 
@@ -74,9 +77,7 @@ def is_marked(path: str | os.PathLike[str]) -> bool:
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
-        )
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -109,9 +110,28 @@ class RunDirectory:
     LAST = "last.pt"
     BEST = "best.pt"
     # everything tpp writes in a run folder (training runs and pruning jobs); other files are the user's
-    OWN_FILES = frozenset({CONFIG, META, METRICS, LAST, BEST, "tb", "prune", "finetune", "pruned.pt",
-                           "pruned_model.pt", "report.json", "jsv.png", "curves.png", "layers.png", "README.txt",
-                           "run.json", MARK, LOCK_FILE})
+    OWN_FILES = frozenset(
+        {
+            CONFIG,
+            META,
+            METRICS,
+            LAST,
+            BEST,
+            "tb",
+            "prune",
+            "finetune",
+            "pruned.pt",
+            "pruned_model.pt",
+            "report.json",
+            "jsv.png",
+            "curves.png",
+            "layers.png",
+            "README.txt",
+            "run.json",
+            MARK,
+            LOCK_FILE,
+        }
+    )
 
     # what a run folder holds before any result: its mark, options and provenance
     START_FILES = frozenset({MARK, CONFIG, META})
@@ -188,7 +208,8 @@ class RunDirectory:
         if found:
             raise CheckpointError(
                 f"--resume given but {path} is not a tpp run directory (it holds {found[0]} but not the {MARK} file "
-                "tpp writes in every run folder); pass the --out of an earlier run, or start without --resume")
+                "tpp writes in every run folder); pass the --out of an earlier run, or start without --resume"
+            )
 
     @classmethod
     def _older_run(cls, path: Path) -> bool:

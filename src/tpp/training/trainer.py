@@ -37,13 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from tpp.checkpoints.format import load_checkpoint, load_model_weights, make_payload, save_checkpoint
 from tpp.distributed import all_reduce_sum
-from tpp.util.inputs import call_without_cache, logits_of
 from tpp.errors import CheckpointError, TPPError
 from tpp.training.amp import CompiledForward, MixedPrecision, SpeedOptions, to_channels_last
-from tpp.util.atomic import remove_stale_temporaries
-from tpp.checkpoints.format import load_checkpoint, load_model_weights, make_payload, save_checkpoint
-from tpp.util.modules import unwrap
 from tpp.training.evaluation import evaluate, flat_predictions, topk_correct
 from tpp.training.hooks import Stateful, StepHooks
 from tpp.training.loggers import MetricsLogger
@@ -51,6 +48,9 @@ from tpp.training.optim import set_lr
 from tpp.training.rundir import complete_epoch_outputs
 from tpp.training.schedule import LRSchedule
 from tpp.training.seeding import get_rng_state, set_rng_state
+from tpp.util.atomic import remove_stale_temporaries
+from tpp.util.inputs import call_without_cache, logits_of
+from tpp.util.modules import unwrap
 
 
 class TrainingError(TPPError):
@@ -130,8 +130,10 @@ class Trainer:
         self.test_loader = test_loader
         self.epochs = int(epochs)
         self.schedule = schedule
-        self.device = torch.device(device) if device is not None else next(
-            (p.device for p in model.parameters()), torch.device("cpu")
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else next((p.device for p in model.parameters()), torch.device("cpu"))
         )
         self.hooks = hooks or StepHooks()
         self.loggers = list(loggers)
@@ -165,10 +167,20 @@ class Trainer:
         epoch's metrics record and which epoch was best, from which a resume repairs
         ``best.pt`` and the metrics log if the process died before writing them."""
         return make_payload(
-            self.model, optimizer=self.optimizer.state_dict(), epoch=self.start_epoch, global_step=self.global_step,
-            best_top1=self.best_top1, best_epoch=self.best_epoch, last_top1=self.last_top1, last_top5=self.last_top5,
-            stopped=self.stopped, record=self._record, rng=get_rng_state(), config=self.config,
-            extra={name: obj.state_dict() for name, obj in self.extra_state.items()}, amp=self.precision.state_dict(),
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            epoch=self.start_epoch,
+            global_step=self.global_step,
+            best_top1=self.best_top1,
+            best_epoch=self.best_epoch,
+            last_top1=self.last_top1,
+            last_top5=self.last_top5,
+            stopped=self.stopped,
+            record=self._record,
+            rng=get_rng_state(),
+            config=self.config,
+            extra={name: obj.state_dict() for name, obj in self.extra_state.items()},
+            amp=self.precision.state_dict(),
         )
 
     def resume(self, path: str | os.PathLike[str], payload: Mapping[str, Any] | None = None) -> int:
@@ -198,8 +210,10 @@ class Trainer:
             raise
         except Exception as error:  # noqa: BLE001 - each state's loader raises its own types
             reason = " ".join(str(error).split())[:200] or type(error).__name__
-            raise CheckpointError(f"the training state in {path} does not fit this run ({reason}); "
-                                  "resume with the options of the original run") from None
+            raise CheckpointError(
+                f"the training state in {path} does not fit this run ({reason}); "
+                "resume with the options of the original run"
+            ) from None
         self.start_epoch = int(payload.get("epoch") or 0)
         self.global_step = int(payload.get("global_step") or 0)
         for name in ("best_top1", "best_epoch", "last_top1", "last_top5"):
@@ -274,8 +288,9 @@ class Trainer:
                     stopped = True
                     break
         # one all-reduce per epoch: the logged numbers cover the whole global batch, not rank 0's shard
-        totals = all_reduce_sum(torch.tensor([loss_sum, penalty_sum, seen, correct.item()],
-                                             dtype=torch.float64, device=device)).tolist()
+        totals = all_reduce_sum(
+            torch.tensor([loss_sum, penalty_sum, seen, correct.item()], dtype=torch.float64, device=device)
+        ).tolist()
         loss_sum, penalty_sum, seen = totals[0], totals[1], int(totals[2])
         stats: dict[str, Any] = {
             "train_loss": loss_sum / max(seen, 1),
@@ -318,8 +333,12 @@ class Trainer:
                 improved = self.best_top1 is None or test["top1"] > self.best_top1
                 if improved:
                     self.best_top1, self.best_epoch = test["top1"], epoch
-                record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"],
-                              **({"test_perplexity": test["perplexity"]} if "perplexity" in test else {}))
+                record.update(
+                    test_top1=test["top1"],
+                    test_top5=test["top5"],
+                    test_loss=test["loss"],
+                    **({"test_perplexity": test["perplexity"]} if "perplexity" in test else {}),
+                )
             if self.hooks.epoch_end is not None:
                 record.update(self.hooks.epoch_end(epoch))
             record.update(best_top1=self.best_top1, step=self.global_step, time=time.perf_counter() - started)
@@ -342,7 +361,9 @@ class Trainer:
         try:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise CheckpointError(f"cannot create checkpoint directory {self.checkpoint_dir}: {error.strerror}") from None
+            raise CheckpointError(
+                f"cannot create checkpoint directory {self.checkpoint_dir}: {error.strerror}"
+            ) from None
         payload = self.checkpoint_payload()
         save_checkpoint(self.checkpoint_dir / "last.pt", payload)
         if improved:

@@ -60,9 +60,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
-        raise CheckpointError(
-            f"cannot write {path}: {describe_os_error(error)}; choose a writable location"
-        ) from None
+        raise CheckpointError(f"cannot write {path}: {describe_os_error(error)}; choose a writable location") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             writer(handle)
@@ -80,7 +78,8 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
         if isinstance(error, RuntimeError) and _TORCH_WRITE_FAILURE.search(str(error)):
             raise CheckpointError(
                 f"cannot write {path}: the write stopped short (the disk is full or a file-size limit was reached); "
-                f"free some space or choose another location; {path.name} was left as it was") from None
+                f"free some space or choose another location; {path.name} was left as it was"
+            ) from None
         raise
     _fsync_directory(path.parent)
     _write_point()

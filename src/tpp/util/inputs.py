@@ -98,7 +98,8 @@ def logits_of(output: Any) -> torch.Tensor:
     if not values:
         raise ModelError(
             f"the model returned {type(output).__name__}, which holds no logits tensor; "
-            "wrap it so that forward() returns the logits")
+            "wrap it so that forward() returns the logits"
+        )
     return values[0]
 
 
@@ -130,6 +131,7 @@ def batch_size_of(inputs: Inputs) -> int:
 def input_signature(inputs: Inputs) -> dict[str, Any]:
     """Plain data (shapes, dtypes, structure) from which :func:`inputs_from_signature` rebuilds
     inputs of the same form, e.g. to re-trace a saved model."""
+
     def describe(t: torch.Tensor) -> dict[str, Any]:
         return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
 
@@ -145,8 +147,9 @@ def inputs_from_signature(signature: Mapping[str, Any], device: torch.device | s
     if not isinstance(signature, Mapping):  # the first plan format stored a list of input shapes
         tensors = [torch.zeros(shape, device=device) for shape in signature]
         return tensors[0] if len(tensors) == 1 else tuple(tensors)
-    tensors = [torch.zeros(item["shape"], dtype=getattr(torch, item["dtype"]), device=device)
-               for item in signature["items"]]
+    tensors = [
+        torch.zeros(item["shape"], dtype=getattr(torch, item["dtype"]), device=device) for item in signature["items"]
+    ]
     if signature["kind"] == "tensor":
         return tensors[0]
     if signature["kind"] == "dict":

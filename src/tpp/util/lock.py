@@ -55,8 +55,10 @@ class FolderLock:
             try:
                 fd = os.open(self.path, _OPEN_FLAGS, 0o644)
             except OSError as error:
-                raise CheckpointError(f"cannot lock {self.folder}: {self.path} cannot be opened "
-                                      f"({describe_os_error(error)}); remove it if it is not tpp's") from None
+                raise CheckpointError(
+                    f"cannot lock {self.folder}: {self.path} cannot be opened "
+                    f"({describe_os_error(error)}); remove it if it is not tpp's"
+                ) from None
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device of the user's: not ours to lock
                 os.close(fd)
                 raise CheckpointError(f"cannot lock {self.folder}: {self.path} is not a regular file; remove it")
@@ -68,8 +70,9 @@ class FolderLock:
                 raise in_use(self.folder, pid) from None
             except OSError as error:  # e.g. a filesystem without locks
                 os.close(fd)
-                raise CheckpointError(f"cannot lock {self.folder}: {describe_os_error(error)}; "
-                                      "use a folder on a local disk") from None
+                raise CheckpointError(
+                    f"cannot lock {self.folder}: {describe_os_error(error)}; use a folder on a local disk"
+                ) from None
             if _names(self.path, fd):
                 try:
                     os.ftruncate(fd, 0)
@@ -79,8 +82,9 @@ class FolderLock:
                 self._fd = fd
                 return self
             os.close(fd)  # locked a file that its holder had just deleted: try the new one
-        raise CheckpointError(f"cannot lock {self.folder}: another process keeps replacing {self.path}; "
-                              "run again when it has finished")
+        raise CheckpointError(
+            f"cannot lock {self.folder}: another process keeps replacing {self.path}; run again when it has finished"
+        )
 
     def release(self) -> None:
         """Delete the lock file (if it is still ours) and release the lock. Idempotent."""
@@ -101,8 +105,9 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         return self.acquire()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.release()
 
     def __del__(self) -> None:  # an object dropped without release(): the kernel frees the lock anyway
@@ -138,8 +143,9 @@ def in_use(folder: Path, pid: int) -> CheckpointError:
     """The one-line refusal of a second writer."""
     who = f"tpp process {pid}" if pid else "another tpp process"
     stop = f" (kill {pid})" if pid else ""
-    return CheckpointError(f"{folder} is in use by {who}, which is writing into it; wait for it to finish or stop "
-                           f"it{stop}, then run again")
+    return CheckpointError(
+        f"{folder} is in use by {who}, which is writing into it; wait for it to finish or stop it{stop}, then run again"
+    )
 
 
 def _read_pid(fd: int) -> int:

@@ -62,7 +62,20 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 
 
 def _builtin_globals() -> dict[tuple[str, str], Any]:
-    names = ("dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float", "bool", "complex")
+    names = (
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "bytes",
+        "bytearray",
+        "str",
+        "int",
+        "float",
+        "bool",
+        "complex",
+    )
     allowed: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode}
     allowed.update({("builtins", name): getattr(builtins, name) for name in names})
     return allowed
@@ -103,10 +116,28 @@ _TORCH_GLOBALS: dict[tuple[str, str], Any] = {
 
 # Modules whose mere mention marks a file as an exploit rather than a model. Not the safety
 # mechanism (placeholders never run anyway), only a clearer refusal before anything is built.
-_CODE_MODULES = frozenset({
-    "builtins", "os", "posix", "nt", "sys", "subprocess", "importlib", "runpy", "shutil",
-    "socket", "ctypes", "pty", "code", "codeop", "pickle", "_pickle", "marshal", "webbrowser",
-})
+_CODE_MODULES = frozenset(
+    {
+        "builtins",
+        "os",
+        "posix",
+        "nt",
+        "sys",
+        "subprocess",
+        "importlib",
+        "runpy",
+        "shutil",
+        "socket",
+        "ctypes",
+        "pty",
+        "code",
+        "codeop",
+        "pickle",
+        "_pickle",
+        "marshal",
+        "webbrowser",
+    }
+)
 
 
 class RestrictedUnpickler(pickle.Unpickler):

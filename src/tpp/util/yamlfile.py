@@ -48,8 +48,12 @@ def _unique_key_loader() -> Any:
                         except TypeError:  # an unhashable key: SafeLoader reports it itself
                             continue
                         if duplicate:
-                            raise ConstructorError("while constructing a mapping", node.start_mark,
-                                                   f"found duplicate key {key!r}", key_node.start_mark)
+                            raise ConstructorError(
+                                "while constructing a mapping",
+                                node.start_mark,
+                                f"found duplicate key {key!r}",
+                                key_node.start_mark,
+                            )
                 return super().construct_mapping(node, deep=deep)
 
         _LOADER = UniqueKeyLoader

@@ -22,8 +22,9 @@ class GReg1Config(GrowthConfig):
 
     def make_schedule(self) -> GrowingSchedule:
         """TPP's growing schedule without the layer-wise zero-out."""
-        return GrowingSchedule(self.reg_step, self.reg_interval, self.reg_ceiling, self.stabilize_iters,
-                               zero_out_interval=None)
+        return GrowingSchedule(
+            self.reg_step, self.reg_interval, self.reg_ceiling, self.stabilize_iters, zero_out_interval=None
+        )
 
 
 @pruning_method("greg1", regularized=True, description="GReg-1: growing L2 on the pruned filters (Wang et al., 2021b)")

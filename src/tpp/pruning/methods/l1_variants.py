@@ -25,8 +25,9 @@ from tpp.pruning.regularizers import Orthogonality
 from tpp.util.modules import unwrap
 
 
-def orthogonality_penalty(model: nn.Module, kind: str = "kernorth", weight: float = ORTH_REG_WEIGHT,
-                          official_stride2: bool = False) -> Callable[[], torch.Tensor]:
+def orthogonality_penalty(
+    model: nn.Module, kind: str = "kernorth", weight: float = ORTH_REG_WEIGHT, official_stride2: bool = False
+) -> Callable[[], torch.Tensor]:
     """A zero-argument callable returning ``weight x`` the KernOrth or OrthConv loss of ``model``.
 
     The layer list is collected once, so call this again if the model's modules are replaced.
@@ -76,16 +77,41 @@ def reinitialize_(model: nn.Module) -> None:
 
 # L1Pruner itself is registered as "l1" by its @pruning_method; these names reuse it with other hooks, so they
 # are registered here, after the hooks they name are defined.
-register_method(Method("l1+orthp", L1Pruner, regularized=False,
-                       description="L1 pruning, then OrthP exact-isometry re-initialisation (Wang et al., 2021a)",
-                       after_prune=orthp_reinit))
-register_method(Method("l1+kernorth", L1Pruner, regularized=False,
-                       description="L1 pruning, fine-tuning with KernOrth (Xie et al., 2017)",
-                       finetune_penalty=kernorth_finetune_penalty))
-register_method(Method("l1+orthconv", L1Pruner, regularized=False,
-                       description="L1 pruning, fine-tuning with OrthConv (Wang et al., 2020)",
-                       config=L1OrthConvConfig, finetune_penalty=orthconv_finetune_penalty,
-                       hook_options=("orthconv_geometry",)))
-register_method(Method("scratch", L1Pruner, regularized=False,
-                       description="the L1-pruned architecture trained from random initialisation",
-                       after_prune=reinitialize_))
+register_method(
+    Method(
+        "l1+orthp",
+        L1Pruner,
+        regularized=False,
+        description="L1 pruning, then OrthP exact-isometry re-initialisation (Wang et al., 2021a)",
+        after_prune=orthp_reinit,
+    )
+)
+register_method(
+    Method(
+        "l1+kernorth",
+        L1Pruner,
+        regularized=False,
+        description="L1 pruning, fine-tuning with KernOrth (Xie et al., 2017)",
+        finetune_penalty=kernorth_finetune_penalty,
+    )
+)
+register_method(
+    Method(
+        "l1+orthconv",
+        L1Pruner,
+        regularized=False,
+        description="L1 pruning, fine-tuning with OrthConv (Wang et al., 2020)",
+        config=L1OrthConvConfig,
+        finetune_penalty=orthconv_finetune_penalty,
+        hook_options=("orthconv_geometry",),
+    )
+)
+register_method(
+    Method(
+        "scratch",
+        L1Pruner,
+        regularized=False,
+        description="the L1-pruned architecture trained from random initialisation",
+        after_prune=reinitialize_,
+    )
+)

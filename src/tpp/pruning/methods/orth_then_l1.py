@@ -33,16 +33,21 @@ ORTHCONV_GEOMETRIES = ("official", "textbook")
 
 def orthconv_geometry_option() -> Any:
     """The ``orthconv_geometry`` option, declared once for OrthConv + L1 and L1 + OrthConv."""
-    return option("textbook", "official (stride 2, padding 1 in every layer, as the official code) or textbook "
-                  "(each layer's stride, as Orthogonal CNNs)", choices=ORTHCONV_GEOMETRIES)
+    return option(
+        "textbook",
+        "official (stride 2, padding 1 in every layer, as the official code) or textbook "
+        "(each layer's stride, as Orthogonal CNNs)",
+        choices=ORTHCONV_GEOMETRIES,
+    )
 
 
 @dataclass
 class OrthThenL1Config:
     """Options of the KernOrth-then-L1 baseline."""
 
-    orth_iters: int = option(DEFAULT_ORTH_ITERS, "iterations of orthogonality-regularised training before L1 pruning",
-                             minimum=0)
+    orth_iters: int = option(
+        DEFAULT_ORTH_ITERS, "iterations of orthogonality-regularised training before L1 pruning", minimum=0
+    )
     orth_weight: float = option(ORTH_REG_WEIGHT, "weight of the orthogonality loss", minimum=0)
 
     def make_schedule(self) -> ConstantSchedule:
@@ -95,8 +100,13 @@ class OrthConvThenL1Pruner(OrthThenL1Pruner):
 _BY_ORTH = {"kernorth": KernOrthThenL1Pruner, "orthconv": OrthConvThenL1Pruner}
 
 
-def OrthRegThenL1Pruner(model: nn.Module, example_inputs: Any, *args: Any, orth: str = "kernorth",  # noqa: N802
-                        **kwargs: Any) -> OrthThenL1Pruner:
+def OrthRegThenL1Pruner(
+    model: nn.Module,
+    example_inputs: Any,
+    *args: Any,
+    orth: str = "kernorth",  # noqa: N802
+    **kwargs: Any,
+) -> OrthThenL1Pruner:
     """The orthogonality + L1 baseline by the name of its loss (``orth="kernorth"`` or ``"orthconv"``):
     a :class:`KernOrthThenL1Pruner` or an :class:`OrthConvThenL1Pruner` built with the other arguments.
 

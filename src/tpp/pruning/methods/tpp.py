@@ -37,15 +37,21 @@ class TPPConfig(GrowthConfig):
     gram_weight: float = option(1000.0, "weight of the gram term of Eq. 3 (0 disables it)", minimum=0)
     bn_reg: bool = option(True, "growing L2 on BatchNorm gamma/beta of the pruned channels")
     weight_reg: bool = option(True, "growing L2 on the pruned filters and biases")
-    gram_target: str = option("decorrelate", "decorrelate (TPP) or kernorth (ablation: identity target)",
-                              choices=GRAM_TARGETS)
-    gram_every: int = option(1, "compute the gram term every k-th iteration, k times as strong (1: every "
-                             "iteration, as the paper; larger saves its cost on small batches)", minimum=1)
+    gram_target: str = option(
+        "decorrelate", "decorrelate (TPP) or kernorth (ablation: identity target)", choices=GRAM_TARGETS
+    )
+    gram_every: int = option(
+        1,
+        "compute the gram term every k-th iteration, k times as strong (1: every "
+        "iteration, as the paper; larger saves its cost on small batches)",
+        minimum=1,
+    )
 
     def make_schedule(self) -> GrowingSchedule:
         """The official growing schedule these options describe."""
-        return GrowingSchedule(self.reg_step, self.reg_interval, self.reg_ceiling, self.stabilize_iters,
-                               self.zero_out_interval)
+        return GrowingSchedule(
+            self.reg_step, self.reg_interval, self.reg_ceiling, self.stabilize_iters, self.zero_out_interval
+        )
 
 
 @pruning_method("tpp", regularized=True, description="Trainability Preserving Pruning (Wang & Fu, 2023)")
