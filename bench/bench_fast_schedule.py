@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from tpp import training
-from tpp.util.atomic import atomic_write_json
 from tpp.data import build_loaders
-from tpp.models import create_model, example_inputs
 from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
+from tpp.models import create_model, example_inputs
+from tpp.util.atomic import atomic_write_json
 
 SCHEDULES = {
     "full": dict(reg_step=1e-4, reg_interval=10, stabilize_iters=10_000, zero_out_interval=100),
@@ -48,26 +48,50 @@ def main() -> None:
     base = create_model("mlp7_linear", num_classes=info.num_classes, in_channels=info.in_channels)
     optimizer = training.build_optimizer(base, 0.01, 0.9, 5e-4)
     started = time.perf_counter()
-    pretrained = training.Trainer(base, optimizer, train_loader, test_loader, epochs=args.pretrain_epochs,
-                                  schedule=training.parse_lr_schedule("0:0.01,5:0.001"), quiet=True).fit()
-    result = {"benchmark": "fast_schedule", "dataset": args.dataset, "model": "mlp7_linear", "ratio": args.ratio,
-              "base_top1": pretrained.last_top1, "pretrain_seconds": time.perf_counter() - started,
-              "command": f"python bench/bench_fast_schedule.py --dataset {args.dataset}",
-              "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr, "seed": args.seed, "threads": torch.get_num_threads(),
-              "schedules": {}}
+    pretrained = training.Trainer(
+        base,
+        optimizer,
+        train_loader,
+        test_loader,
+        epochs=args.pretrain_epochs,
+        schedule=training.parse_lr_schedule("0:0.01,5:0.001"),
+        quiet=True,
+    ).fit()
+    result = {
+        "benchmark": "fast_schedule",
+        "dataset": args.dataset,
+        "model": "mlp7_linear",
+        "ratio": args.ratio,
+        "base_top1": pretrained.last_top1,
+        "pretrain_seconds": time.perf_counter() - started,
+        "command": f"python bench/bench_fast_schedule.py --dataset {args.dataset}",
+        "ft_epochs": args.ft_epochs,
+        "ft_lr": args.ft_lr,
+        "seed": args.seed,
+        "threads": torch.get_num_threads(),
+        "schedules": {},
+    }
     inputs = example_inputs("mlp7_linear", in_channels=1, batch_size=2)
     for name, schedule in SCHEDULES.items():
         torch.manual_seed(args.seed)
-        job = PruneJobConfig(method="tpp", ratio=args.ratio, pruner_options=dict(schedule), ft_epochs=args.ft_epochs,
-                             ft_lr=args.ft_lr, jsv_batches=1)
+        job = PruneJobConfig(
+            method="tpp",
+            ratio=args.ratio,
+            pruner_options=dict(schedule),
+            ft_epochs=args.ft_epochs,
+            ft_lr=args.ft_lr,
+            jsv_batches=1,
+        )
         started = time.perf_counter()
         _, report = run_prune_job(copy.deepcopy(base), train_loader, test_loader, inputs, job, JobContext(quiet=True))
         result["schedules"][name] = {
-            "options": schedule, "iterations": report["regularization"]["iterations"],
+            "options": schedule,
+            "iterations": report["regularization"]["iterations"],
             "top1_after_removal": report["accuracy_after_removal"]["top1"],
             "best_top1_after_finetune": report["finetune"]["best_top1"],
             "last_top1_after_finetune": report["finetune"]["last_top1"],
-            "jsv_after_prune": report["jsv_after_prune"]["mean"], "seconds": time.perf_counter() - started,
+            "jsv_after_prune": report["jsv_after_prune"]["mean"],
+            "seconds": time.perf_counter() - started,
         }
         print(name, json.dumps(result["schedules"][name]))
     full, fast = result["schedules"]["full"], result["schedules"]["fast"]

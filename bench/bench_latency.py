@@ -75,19 +75,32 @@ def run_device(args: argparse.Namespace, device: str, backends: tuple[str, ...])
         ratio = {"*layer*.conv1": r} if scope == "internal" else r
         waited = wait_for_quiet(args.quiet_wait)
         before = cpu_pressure()
-        result = run_latency_bench(args.model, ratio, scope, tuple(args.batch_sizes), backends, device,
-                                   args.repeats, threads)
+        result = run_latency_bench(
+            args.model, ratio, scope, tuple(args.batch_sizes), backends, device, args.repeats, threads
+        )
         after = cpu_pressure()
         for row in result["rows"]:
-            rows.append({"ratio": r, "scope": scope, "pattern": "*layer*.conv1" if scope == "internal" else "*",
-                         "params_base": result["params"]["base"], "params_pruned": result["params"]["pruned"],
-                         "cpu_pressure_before": before, "cpu_pressure_after": after,
-                         "waited_for_quiet_s": round(waited, 1), **row})
-            print(f"[{index}/{len(configs)}] r={r} {scope:8s} {row['backend']:11s} b={row['batch']:<3d} "
-                  f"base {row['base_median_ms']:8.2f} ms  pruned {row['pruned_median_ms']:8.2f} ms  "
-                  f"measured x{row['measured_speedup']:.2f}  FLOPs x{row['flops_speedup']:.2f}  "
-                  f"ratio {row['measured_over_flops']:.2f}  (paired x{row['paired_speedup']:.2f}, "
-                  f"psi {before}->{after})", flush=True)
+            rows.append(
+                {
+                    "ratio": r,
+                    "scope": scope,
+                    "pattern": "*layer*.conv1" if scope == "internal" else "*",
+                    "params_base": result["params"]["base"],
+                    "params_pruned": result["params"]["pruned"],
+                    "cpu_pressure_before": before,
+                    "cpu_pressure_after": after,
+                    "waited_for_quiet_s": round(waited, 1),
+                    **row,
+                }
+            )
+            print(
+                f"[{index}/{len(configs)}] r={r} {scope:8s} {row['backend']:11s} b={row['batch']:<3d} "
+                f"base {row['base_median_ms']:8.2f} ms  pruned {row['pruned_median_ms']:8.2f} ms  "
+                f"measured x{row['measured_speedup']:.2f}  FLOPs x{row['flops_speedup']:.2f}  "
+                f"ratio {row['measured_over_flops']:.2f}  (paired x{row['paired_speedup']:.2f}, "
+                f"psi {before}->{after})",
+                flush=True,
+            )
     repeats = {b: (args.repeats if args.repeats else default_repeats(b)[1]) for b in args.batch_sizes}
     return {
         "benchmark": "latency_pruned_vs_base",
@@ -98,8 +111,8 @@ def run_device(args: argparse.Namespace, device: str, backends: tuple[str, ...])
         "batch_sizes": list(args.batch_sizes),
         "repeats_per_batch": repeats,
         "method": "per-call perf_counter samples, base and pruned interleaved A B B A ...; "
-                  "measured_speedup = base median / pruned median; paired_speedup = median of "
-                  "base/pruned over neighbouring calls; flops_speedup from tpp.count (FLOPs = 2 x MACs)",
+        "measured_speedup = base median / pruned median; paired_speedup = median of "
+        "base/pruned over neighbouring calls; flops_speedup from tpp.count (FLOPs = 2 x MACs)",
         "machine": machine_info(threads, device),
         "elapsed_s": round(time.perf_counter() - started, 1),
         "rows": rows,
@@ -111,11 +124,19 @@ def main() -> None:
     parser.add_argument("--model", default="resnet56")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed calls per model and batch (default: 100 at batch <= 8, else 20)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed calls per model and batch (default: 100 at batch <= 8, else 20)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="0: all usable cores")
-    parser.add_argument("--quiet-wait", type=float, default=20.0,
-                        help="before each configuration wait up to this many seconds for CPU pressure < 50%%")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each configuration wait up to this many seconds for CPU pressure < 50%%",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
     warnings.simplefilter("ignore", UserWarning)

@@ -70,7 +70,7 @@ def main() -> None:
     text_file = Path(args.data_dir) / "train.txt"
     n = args.batch * (args.seq_len + 1)
     if text_file.is_file():
-        ids = torch.tensor(tokenizer(text_file.read_text(encoding="utf-8")[:n * 8])["input_ids"][:n])
+        ids = torch.tensor(tokenizer(text_file.read_text(encoding="utf-8")[: n * 8])["input_ids"][:n])
     else:
         ids = torch.randint(0, model.config.vocab_size, (n,), generator=torch.Generator().manual_seed(0))
     windows = ids.view(args.batch, args.seq_len + 1)
@@ -79,9 +79,16 @@ def main() -> None:
     for every in args.gram_every:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pruners[every] = tpp.TPPPruner(model, {"input_ids": inputs[:1]}, ratio={"*.mlp.*": args.ratio},
-                                           reg_step=1.0, reg_interval=1, reg_ceiling=1.0, stabilize_iters=10**9,
-                                           gram_every=every)
+            pruners[every] = tpp.TPPPruner(
+                model,
+                {"input_ids": inputs[:1]},
+                ratio={"*.mlp.*": args.ratio},
+                reg_step=1.0,
+                reg_interval=1,
+                reg_ceiling=1.0,
+                stabilize_iters=10**9,
+                gram_every=every,
+            )
         pruners[every].step()  # lambda at its ceiling: every term is computed
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
     model.train()
@@ -117,13 +124,20 @@ def main() -> None:
         reg.append(_timed(first.regularize))
     mean_plain = statistics.mean(plain)
     result = {
-        "model": path.name, "batch": args.batch, "seq_len": args.seq_len, "tokens_per_step": args.batch * args.seq_len,
-        "ratio_mlp": args.ratio, "threads": args.threads, "rounds": args.rounds,
+        "model": path.name,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "tokens_per_step": args.batch * args.seq_len,
+        "ratio_mlp": args.ratio,
+        "threads": args.threads,
+        "rounds": args.rounds,
         "plain_step_s": {"mean": mean_plain, "median": statistics.median(plain)},
         "tpp_step_s": {str(k): statistics.mean(v) for k, v in tpp_times.items()},
         "tpp_over_plain": {str(k): statistics.mean(v) / mean_plain for k, v in tpp_times.items()},
-        "gram_forward_backward_s": statistics.median(gram), "regularize_s": statistics.median(reg),
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "gram_forward_backward_s": statistics.median(gram),
+        "regularize_s": statistics.median(reg),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
     }
     print(json.dumps(result, indent=1))
     out = Path(__file__).resolve().parent / "results" / "lm_step_cpu.json"

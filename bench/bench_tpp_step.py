@@ -63,8 +63,11 @@ def full_gram_mask(module: nn.Module, pruned: torch.Tensor) -> tuple[nn.Module, 
 
 def full_gram_masks(pruner: tpp.TPPPruner) -> list[tuple[nn.Module, torch.Tensor]]:
     """Per gram layer of the pruner, its module and its full-gram mask."""
-    return [full_gram_mask(member.module, member.local_indices(pruner._pruned_roots[unit.name]))
-            for unit in pruner.units for member in unit.rows]
+    return [
+        full_gram_mask(member.module, member.local_indices(pruner._pruned_roots[unit.name]))
+        for unit in pruner.units
+        for member in unit.rows
+    ]
 
 
 def loop_style_penalty(model: nn.Module, pruned: dict[str, list[int]], strength: float) -> torch.Tensor:
@@ -90,7 +93,7 @@ def loop_style_regularize(model: nn.Module, pruned: dict[str, list[int]], streng
         mask = torch.zeros_like(conv.weight)  # fresh mask every step, as the official code does
         mask[indices] = strength
         conv.weight.grad += mask * conv.weight
-        bn = next(modules[n] for n in names[names.index(name) + 1:] if isinstance(modules[n], nn.BatchNorm2d))
+        bn = next(modules[n] for n in names[names.index(name) + 1 :] if isinstance(modules[n], nn.BatchNorm2d))
         bn_mask = torch.zeros_like(bn.weight)
         bn_mask[indices] = strength
         bn.weight.grad += bn_mask * bn.weight
@@ -100,8 +103,15 @@ def loop_style_regularize(model: nn.Module, pruned: dict[str, list[int]], streng
 def _vit(device: torch.device) -> tuple[nn.Module, torch.Tensor, Callable[[Any], torch.Tensor]]:
     from transformers import ViTConfig, ViTForImageClassification
 
-    config = ViTConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536,
-                       image_size=224, patch_size=16, num_labels=10)
+    config = ViTConfig(
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        image_size=224,
+        patch_size=16,
+        num_labels=10,
+    )
     return ViTForImageClassification(config).to(device), torch.randn(2, 3, 224, 224), lambda out: out.logits
 
 
@@ -111,10 +121,22 @@ def _case(name: str, batch: int | None, device: torch.device):
         model, inputs, logits = _vit(device)
         return model, inputs, batch or 8, "*mlp.fc1:0.5", logits, 224
     if name == "resnet50":
-        return create_model("resnet50", num_classes=1000), example_inputs("resnet50", batch_size=2), batch or 8, \
-            RESNET50_PATTERN, (lambda out: out), 224
-    return create_model(name), example_inputs(name, batch_size=2), batch or 128, "*layer*.conv1:0.5", \
-        (lambda out: out), 32
+        return (
+            create_model("resnet50", num_classes=1000),
+            example_inputs("resnet50", batch_size=2),
+            batch or 8,
+            RESNET50_PATTERN,
+            (lambda out: out),
+            224,
+        )
+    return (
+        create_model(name),
+        example_inputs(name, batch_size=2),
+        batch or 128,
+        "*layer*.conv1:0.5",
+        (lambda out: out),
+        32,
+    )
 
 
 def _time(variants: dict[str, Callable[[], None]], repeats: int, sync: Callable[[], None]) -> dict[str, list[float]]:
@@ -135,17 +157,23 @@ def _time(variants: dict[str, Callable[[], None]], repeats: int, sync: Callable[
 
 def _ratios(times: dict[str, list[float]], base: str) -> dict[str, dict[str, float]]:
     median = {k: statistics.median(v) for k, v in times.items()}
-    return {k: {"median_ratio": median[k] / median[base],
-                "paired_ratio": statistics.median(t / b for t, b in zip(times[k], times[base]))}
-            for k in times if k != base}
+    return {
+        k: {
+            "median_ratio": median[k] / median[base],
+            "paired_ratio": statistics.median(t / b for t, b in zip(times[k], times[base])),
+        }
+        for k in times
+        if k != base
+    }
 
 
 def bench_model(name: str, args: argparse.Namespace, device: torch.device, sync) -> dict[str, Any]:
     torch.manual_seed(0)
     model, inputs, batch, ratio, logits, size = _case(name, args.batch_size, device)
     model = model.to(device)
-    pruner = tpp.TPPPruner(model, inputs.to(device), ratio=tpp.pruning.parse_ratio(ratio), reg_step=1e-4,
-                           reg_interval=1)
+    pruner = tpp.TPPPruner(
+        model, inputs.to(device), ratio=tpp.pruning.parse_ratio(ratio), reg_step=1e-4, reg_interval=1
+    )
     pruner.iteration = 5000  # lambda = 0.5: every term is active
     masks = full_gram_masks(pruner)
     gram_weight = pruner.options.gram_weight
@@ -189,10 +217,17 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, sync)
 
         variants["loop"] = with_loops
     times = _time(variants, args.repeats, sync)
-    return {"model": name, "command": f"python bench/bench_tpp_step.py --cases {name} --threads {args.threads} "
-                                      f"--repeats {args.repeats}", "ratio": ratio, "batch_size": batch, "image_size": size, "repeats": args.repeats,
-            "gram_layers": len(masks), "median_seconds": {k: statistics.median(v) for k, v in times.items()},
-            "over_plain": _ratios(times, "plain")}
+    return {
+        "model": name,
+        "command": f"python bench/bench_tpp_step.py --cases {name} --threads {args.threads} --repeats {args.repeats}",
+        "ratio": ratio,
+        "batch_size": batch,
+        "image_size": size,
+        "repeats": args.repeats,
+        "gram_layers": len(masks),
+        "median_seconds": {k: statistics.median(v) for k, v in times.items()},
+        "over_plain": _ratios(times, "plain"),
+    }
 
 
 def bench_sweep(args: argparse.Namespace, device: torch.device, sync) -> list[dict[str, Any]]:
@@ -222,21 +257,34 @@ def bench_sweep(args: argparse.Namespace, device: torch.device, sync) -> list[di
 
         repeats = max(5, args.repeats // (1 if width <= 512 else 3))
         times = _time({"layer": layer, "penalty": pruned_rows, "full_gram_penalty": full}, repeats, sync)
-        rows.append({"width": width, "repeats": repeats,
-                     "median_seconds": {k: statistics.median(v) for k, v in times.items()},
-                     "over_layer": _ratios(times, "layer")})
-        print(json.dumps({"width": width, **{k: round(v["paired_ratio"], 3) for k, v in rows[-1]["over_layer"].items()}}),
-              flush=True)
+        rows.append(
+            {
+                "width": width,
+                "repeats": repeats,
+                "median_seconds": {k: statistics.median(v) for k, v in times.items()},
+                "over_layer": _ratios(times, "layer"),
+            }
+        )
+        print(
+            json.dumps({"width": width, **{k: round(v["paired_ratio"], 3) for k, v in rows[-1]["over_layer"].items()}}),
+            flush=True,
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=["resnet56", "resnet50", "vit", "sweep"],
-                        choices=["resnet56", "resnet20", "resnet50", "vit", "sweep"])
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["resnet56", "resnet50", "vit", "sweep"],
+        choices=["resnet56", "resnet20", "resnet50", "vit", "sweep"],
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="override every model case's batch size")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: least noise on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (default 1: least noise on a shared machine)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -253,10 +301,13 @@ def main() -> None:
     result = {
         "benchmark": "tpp_step_overhead",
         "command": f"python bench/bench_tpp_step.py --cases {' '.join(args.cases)} --device {args.device} "
-                   f"--threads {args.threads} --repeats {args.repeats}",
+        f"--threads {args.threads} --repeats {args.repeats}",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "cases": dict(previous.get("cases", {})) if isinstance(previous.get("cases"), dict) else {},
     }
     for case in args.cases:
@@ -264,8 +315,12 @@ def main() -> None:
             result["sweep"] = bench_sweep(args, device, sync)
             continue
         result["cases"][case] = bench_model(case, args, device, sync)
-        print(json.dumps({case: {k: round(v["paired_ratio"], 3) for k, v in result["cases"][case]["over_plain"].items()}}),
-              flush=True)
+        print(
+            json.dumps(
+                {case: {k: round(v["paired_ratio"], 3) for k, v in result["cases"][case]["over_plain"].items()}}
+            ),
+            flush=True,
+        )
     if "sweep" not in result and "sweep" in previous:
         result["sweep"] = previous["sweep"]  # cases run separately accumulate in one file
     result["load_average"] = list(os.getloadavg())

