@@ -18,7 +18,7 @@ import tpp
 from tests.loop import pruner_step
 from tpp.data.embedded import load_mnist_subset
 from tpp.errors import ConfigError
-from tpp.pruning.schedules import AdaptiveSchedule
+from tpp.pruning.adaptive_schedule import AdaptiveSchedule
 
 
 class Scripted:

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from tpp.cli.common import add_command, add_model_args, positive_int
+from tpp.cli.arguments import add_model_args
+from tpp.cli.common import add_command, positive_int
 
 DESCRIPTION = """\
 Time an unpruned model and its pruned version side by side, interleaved: eager PyTorch and, when

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tpp.cli.arguments import add_data_args, add_model_args, add_runtime_args
 from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
-from tpp.cli.common import TEXT_DATASETS, add_command, add_data_args, add_model_args, add_runtime_args
+from tpp.cli.common import TEXT_DATASETS, add_command
 from tpp.cli.recorded_data import recorded_dataset
 from tpp.errors import CheckpointError
 

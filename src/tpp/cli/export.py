@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpp.cli.common import add_command, add_model_args, output_path, positive_int
+from tpp.cli.arguments import add_model_args
+from tpp.cli.common import add_command, output_path, positive_int
 
 DESCRIPTION = """\
 Export a model to ONNX, or a pruned transformers model to a folder that transformers'

@@ -6,8 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from tpp.cli.arguments import add_model_args
 from tpp.cli.checks import check_model_input, model_name
-from tpp.cli.common import add_command, add_model_args, positive_int
+from tpp.cli.common import add_command, positive_int
 
 DESCRIPTION = """\
 Print a per-layer table (name, type, output shape, params, MACs, FLOPs) and the totals of a

@@ -6,8 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from tpp.cli.arguments import add_data_args, add_model_args
 from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
-from tpp.cli.common import TEXT_DATASETS, add_command, add_data_args, add_model_args, positive_int
+from tpp.cli.common import TEXT_DATASETS, add_command, positive_int
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tpp.cli.arguments import add_data_args, add_model_args, add_runtime_args, add_speed_args, add_train_args
 from tpp.cli.checks import (
     check_language_model,
     check_model_input,
@@ -25,11 +26,6 @@ from tpp.cli.checks import (
 from tpp.cli.common import (
     TEXT_DATASETS,
     add_command,
-    add_data_args,
-    add_model_args,
-    add_runtime_args,
-    add_speed_args,
-    add_train_args,
     dataset_from_args,
     launch,
     per_rank_batch_size,

@@ -12,7 +12,7 @@ import torch.nn as nn
 from tpp.jobs.prune_job import PruneJobConfig, _choice_options, _describe
 from tpp.jobs.stages import pruner_options
 from tpp.metrics.counting import count
-from tpp.pruning.base import UNFINISHED_PRUNE_WARNING
+from tpp.pruning.presets import UNFINISHED_PRUNE_WARNING
 from tpp.pruning.registry import get_method
 from tpp.util.modules import unwrap
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from tpp.errors import ConfigError, TPPError
-from tpp.pruning.configs import consumer_widths, keep_configs_true
+from tpp.pruning.configs import remove_keeping_configs
 from tpp.pruning.graph import build_graph
 from tpp.pruning.history import record_plan
 from tpp.pruning.importance import as_importance
@@ -36,32 +36,14 @@ from tpp.pruning.plan import make_plan
 from tpp.pruning.presets import unfinished_message
 from tpp.pruning.progress import unit_progress
 from tpp.pruning.regularizers import Regularizer
-from tpp.pruning.removal import (
-    ModelSnapshot,
-    OptimizerSnapshot,
-    RemovalError,
-    parameter_names,
-    remove_channels,
-    repoint_optimizer,
-)
+from tpp.pruning.removal import ModelSnapshot, OptimizerSnapshot, RemovalError, parameter_names, repoint_optimizer
 from tpp.pruning.replicas import broadcast_from_rank0, rewrap
-from tpp.pruning.schedules import OneShot, Schedule
-from tpp.pruning.state import (
-    FOREIGN,
-    STATE_VERSION,
-    PrunerStateError,
-    check_config,
-    check_indices,
-    check_iteration,
-    check_keys,
-)
+from tpp.pruning.schedules import OneShot, Schedule, most_iterations
+from tpp.pruning.state import FOREIGN, STATE_VERSION, PrunerStateError, check_state
 from tpp.pruning.units import PruningUnit
 from tpp.util.modules import device_of, unwrap, warn_caller
 
 SELECT_AT = ("start", "prune")
-# the start of the UserWarning of a prune() before ``pruner.done``, as a ``warnings.filterwarnings``
-# message pattern: for callers that remove the selection at once on purpose (previews, structure-only uses)
-UNFINISHED_PRUNE_WARNING = r"tpp: prune\(\) before pruner\.done"
 
 
 class BasePruner:
@@ -254,7 +236,7 @@ class BasePruner:
             return self.model
         if not self.done and not self._warned_unfinished:
             self._warned_unfinished = True  # once per pruner: a retried prune() has been told already
-            warn_caller(unfinished_message(self, _length(self.schedule)))
+            warn_caller(unfinished_message(self, most_iterations(self.schedule)))
         if self.select_at == "prune":
             self._plan_now()
         snapshot = ModelSnapshot(self.module)
@@ -289,13 +271,15 @@ class BasePruner:
 
     def _remove(self, check_each: bool) -> None:
         self.zero_pruned()
-        widths = consumer_widths(self.graph, list(self._units_by_name.values()))
-        remove_channels(
-            self.module, self.graph, self.units, self._pruned_roots, self.example_inputs, check_each=check_each
+        remove_keeping_configs(
+            self.module,
+            self.graph,
+            self.units,
+            self._pruned_roots,
+            self._units_by_name,
+            self.example_inputs,
+            check_each,
         )
-        untrue = keep_configs_true(self.module, widths, consumer_widths(self.graph, list(self._units_by_name.values())))
-        if untrue:  # the model itself is fine; only a rebuild from its config would not fit
-            warn_caller("tpp: " + "; ".join(untrue) + "; a model rebuilt from this config would not fit the weights")
 
     def _undo(self, snapshot: ModelSnapshot) -> None:
         snapshot.restore()
@@ -329,31 +313,7 @@ class BasePruner:
             PrunerStateError: one line saying what does not fit (a state from another run, method or
                 model, or a damaged one) and what to do; the pruner is left as it was.
         """
-        schedule_keys = set(self.schedule.state_dict())
-        owned = {"version", "pruned", "config"} | ({"pruned_indices"} if self.select_at == "start" else set())
-        state = check_keys(
-            state,
-            schedule_keys | owned,
-            {"iteration"} | ({"pruned_indices"} if self.select_at == "start" else set()),
-            type(self).__name__,
-        )
-        if state.get("pruned"):
-            raise PrunerStateError(
-                "this pruner state is from after prune(); load the pruned model with tpp.load_pruned"
-            )
-        check_config(self.config, state.get("config"))
-        check_iteration(state["iteration"], _length(self.schedule))
-        units, roots = self.units, self._pruned_roots
-        if self.select_at == "start":
-            global_ratio = self._target["global_ratio"]
-            roots = check_indices(
-                state["pruned_indices"],
-                self._units_by_name,
-                self._planned,
-                self._nominal if global_ratio is None else None,
-                global_ratio,
-            )
-            units = sorted((self._units_by_name[name] for name in roots), key=lambda u: u.order)
+        state, units, roots = check_state(self, state, most_iterations(self.schedule))
         before = (self.units, self._pruned_roots, self.schedule.state_dict())
         try:
             self.schedule.load_state_dict(state)
@@ -375,11 +335,3 @@ class BasePruner:
             f"{type(self).__name__}(units={len(self.units)}, pruned_channels={pruned}/{total}, "
             f"phase={self.phase!r}, iteration={self.iteration}, lambda={self.reg_value:.4g})"
         )
-
-
-def _length(schedule: Schedule) -> int | None:
-    """The most iterations ``schedule`` can count (every built-in one stops there), None if it does not say."""
-    try:
-        return int(schedule.total_iterations)
-    except (NotImplementedError, TypeError, ValueError, OverflowError):
-        return None

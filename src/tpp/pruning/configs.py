@@ -12,13 +12,16 @@ Nothing here imports ``transformers``: a config is any object with these attribu
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+import torch
 import torch.nn as nn
 
 from tpp.pruning.heads import sync_head_configs
 from tpp.pruning.layers import filter_dim, is_weight_layer
+from tpp.pruning.removal import remove_channels
 from tpp.pruning.units import PruningUnit
+from tpp.util.modules import warn_caller
 
 # The MLP width under the names the families give it (Llama/Mistral/Qwen/Gemma/Phi-3/GPT-NeoX/BERT:
 # intermediate_size; GPT-2: n_inner; OPT: ffn_dim; Falcon: ffn_hidden_size; T5: d_ff).
@@ -101,3 +104,21 @@ def _width_of(config: Any, field: str) -> int | None:
     if value is None and field in _IMPLIED_WIDTH and isinstance(getattr(config, _IMPLIED_WIDTH[field], None), int):
         return 4 * getattr(config, _IMPLIED_WIDTH[field])
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def remove_keeping_configs(
+    module: nn.Module,
+    graph: Any,
+    units: Sequence[PruningUnit],
+    pruned_roots: dict[str, torch.Tensor],
+    candidates: Mapping[str, PruningUnit],
+    example_inputs: Any,
+    check_each: bool,
+) -> None:
+    """:func:`tpp.pruning.removal.remove_channels`, then :func:`keep_configs_true` from the widths of every
+    unit that could be pruned (``candidates``), before and after; warns where a config stays untrue."""
+    widths = consumer_widths(graph, list(candidates.values()))
+    remove_channels(module, graph, units, pruned_roots, example_inputs, check_each=check_each)
+    untrue = keep_configs_true(module, widths, consumer_widths(graph, list(candidates.values())))
+    if untrue:  # the model itself is fine; only a rebuild from its config would not fit
+        warn_caller("tpp: " + "; ".join(untrue) + "; a model rebuilt from this config would not fit the weights")

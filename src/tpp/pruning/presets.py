@@ -19,8 +19,9 @@ import dataclasses
 from typing import Any, Mapping
 
 from tpp.errors import ConfigError
+from tpp.pruning.adaptive_schedule import AdaptiveSchedule
 from tpp.pruning.options import check_options
-from tpp.pruning.schedules import AdaptiveSchedule, ConstantSchedule, GrowingSchedule, Schedule
+from tpp.pruning.schedules import ConstantSchedule, GrowingSchedule, Schedule
 
 SCHEDULE_PRESETS = ("paper", "fast")
 # "fast": lambda grows this many times faster ...
@@ -154,6 +155,11 @@ def describe_schedule(method: str, options: Mapping[str, Any]) -> str:
     if isinstance(schedule, ConstantSchedule):
         return f"{total:,} iterations at strength {schedule.strength:g}"
     return f"{'at most ' if not schedule.fixed_length else ''}{total:,} iterations"
+
+
+# the start of the UserWarning of a prune() before ``pruner.done``, as a ``warnings.filterwarnings``
+# message pattern: for callers that remove the selection at once on purpose (previews, structure-only uses)
+UNFINISHED_PRUNE_WARNING = r"tpp: prune\(\) before pruner\.done"
 
 
 def unfinished_message(pruner: Any, total: int | None) -> str:

@@ -1,6 +1,6 @@
 """How far the regularisation has got: pruned channels relative to kept ones, per unit.
 
-The adaptive schedule (:class:`tpp.pruning.schedules.AdaptiveSchedule`) ends the regularisation when
+The adaptive schedule (:class:`tpp.pruning.adaptive_schedule.AdaptiveSchedule`) ends the regularisation when
 these numbers are small, and reports them; they are cheap (one pass over the unit's tensors).
 """
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from tpp.errors import CheckpointError, PruningError
 from tpp.pruning import selection
 from tpp.pruning.units import PruningUnit
+
+if TYPE_CHECKING:  # an annotation only: the pruner imports this module
+    from tpp.pruning.base import BasePruner
 
 STATE_VERSION = 1
 # How to fix a state that is not from this pruner, said at the end of most messages.
@@ -211,6 +214,37 @@ def _channels(name: str, value: Any, unit: PruningUnit) -> torch.Tensor:
     if not all(guard.take(int(c)) for c in chosen):
         raise PrunerStateError(f"the pruner state prunes every channel of a layer of unit {name!r}; {FOREIGN}")
     return chosen
+
+
+def check_state(
+    pruner: BasePruner, state: Any, total: int | None
+) -> tuple[Mapping[str, Any], list[PruningUnit], dict[str, torch.Tensor]]:
+    """``state`` checked against ``pruner`` (:meth:`BasePruner.load_state_dict`, whose schedule counts at
+    most ``total`` iterations), with the units and pruned channels it restores; nothing is changed."""
+    schedule_keys = set(pruner.schedule.state_dict())
+    owned = {"version", "pruned", "config"} | ({"pruned_indices"} if pruner.select_at == "start" else set())
+    state = check_keys(
+        state,
+        schedule_keys | owned,
+        {"iteration"} | ({"pruned_indices"} if pruner.select_at == "start" else set()),
+        type(pruner).__name__,
+    )
+    if state.get("pruned"):
+        raise PrunerStateError("this pruner state is from after prune(); load the pruned model with tpp.load_pruned")
+    check_config(pruner.config, state.get("config"))
+    check_iteration(state["iteration"], total)
+    units, roots = pruner.units, pruner._pruned_roots
+    if pruner.select_at == "start":
+        global_ratio = pruner._target["global_ratio"]
+        roots = check_indices(
+            state["pruned_indices"],
+            pruner._units_by_name,
+            pruner._planned,
+            pruner._nominal if global_ratio is None else None,
+            global_ratio,
+        )
+        units = sorted((pruner._units_by_name[name] for name in roots), key=lambda u: u.order)
+    return state, units, roots
 
 
 def check_iteration(value: Any, total: int | None) -> int:

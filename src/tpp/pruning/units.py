@@ -23,7 +23,6 @@ away) and are left out as such; with ``heads=True`` whole heads are units of the
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -35,6 +34,7 @@ from torch_pruning import ops
 from tpp.errors import ConfigError
 from tpp.pruning.graph import all_groups, splits_channels
 from tpp.pruning.heads import find_layouts, undescribable
+from tpp.pruning.ignored_layers import output_layers, resolve_ignored
 from tpp.pruning.layers import filter_dim, is_weight_layer
 from tpp.pruning.structure import gated_rows, head_split, is_joint_norm, reduces_channels
 
@@ -152,7 +152,7 @@ def find_units(
     names = {module: name for name, module in model.named_modules()}
     names.update({p: name for name, p in model.named_parameters()})
     dims = {p: int(dim) for p, dim in graph.unwrapped_parameters}
-    ignored = _resolve_ignored(model, ignored_layers) | _output_layers(graph)
+    ignored = resolve_ignored(model, ignored_layers) | output_layers(graph)
     layer_order = [m for m in _forward_order(graph, model) if is_weight_layer(m)]
     position = {m: i for i, m in enumerate(layer_order)}
 
@@ -315,45 +315,7 @@ def _is_graph_op(module) -> bool:
     return type(module).__module__.startswith("torch_pruning")
 
 
-def _output_layers(graph) -> set[nn.Module]:
-    """Layers whose channels are the network's outputs (classifiers): never pruned.
-
-    Torch-Pruning adds an output node only when the output comes from a functional op, so start
-    from the graph's sinks and walk back through ops that keep the channel count.
-    """
-    layers: set[nn.Module] = set()
-    stack = [n for n in graph.module2node.values() if not n.outputs]
-    seen = set(stack)
-    while stack:
-        node = stack.pop()
-        if is_weight_layer(node.module):
-            layers.add(node.module)
-            continue
-        if isinstance(node.module, (ops._ReshapeOp, ops._ConcatOp, ops._SplitOp)):
-            continue
-        for parent in node.inputs:  # element-wise ops, norms and the output op keep the channel count
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return layers
-
-
 def _forward_order(graph, model) -> list[nn.Module]:
     """Modules in the graph, in registration order (the forward order for sequential definitions)."""
     in_graph = set(graph.module2node)
     return [m for m in model.modules() if m in in_graph]
-
-
-def _resolve_ignored(model: nn.Module, ignored: Iterable[nn.Module | str] | None) -> set[nn.Module]:
-    result: set[nn.Module] = set()
-    named = dict(model.named_modules())
-    for item in ignored or ():
-        if isinstance(item, str):
-            matches = [m for n, m in named.items() if n == item or fnmatch.fnmatchcase(n, item)]
-            if not matches:
-                raise ConfigError(f"ignored layer {item!r} is not a module of the model; use a module name or pattern")
-            for module in matches:
-                result.update(module.modules())
-        else:
-            result.update(item.modules())
-    return result

@@ -24,7 +24,7 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -32,6 +32,7 @@ from tpp.errors import CheckpointError, ConfigError
 from tpp.recipes.base import base_model, data_config
 from tpp.recipes.dryrun import check_inputs, describe_grid
 from tpp.recipes.grid import GridPoint, build_grid, method_options
+from tpp.recipes.recipe_report import read_json_dict, write_recipe_report
 from tpp.recipes.schema import Recipe, load_recipe
 from tpp.training import seed_everything
 from tpp.util.atomic import atomic_write, atomic_write_json, describe_os_error
@@ -242,7 +243,7 @@ def _run_point(recipe, point: GridPoint, out: Path, base, loaders, inputs, fast,
 def _shared_regularisation(point: GridPoint, folder: Path, out: Path) -> Path | None:
     """Seed this job with a sibling's regularised model (same method, ratio, seed; other LR)."""
     if (folder / "pruned.pt").is_file():
-        record = _read(folder / RUN_FILE)
+        record = read_json_dict(folder / RUN_FILE)
         if record is None:  # killed between the link and run.json: the link still says whose it is
             return next(
                 (s for s in _siblings(point, out) if s != folder and _same_file(s / "pruned.pt", folder / "pruned.pt")),
@@ -288,7 +289,7 @@ def _share_file(source: Path, target: Path) -> None:
 
 def _copy_regularisation_facts(source: Path, folder: Path) -> None:
     """A job that started from a sibling's pruned model reports the sibling's regularisation phase."""
-    theirs, ours = _read(source / "report.json"), _read(folder / "report.json")
+    theirs, ours = read_json_dict(source / "report.json"), read_json_dict(folder / "report.json")
     if theirs is None or ours is None:
         return
     for key in ("regularization", "pruned_indices"):
@@ -298,66 +299,6 @@ def _copy_regularisation_facts(source: Path, folder: Path) -> None:
     atomic_write_json(folder / "report.json", ours)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _say(quiet: bool, print_fn, text: str) -> None:
     if not quiet:
         print_fn(text)
-
-
-def write_recipe_report(recipe: Recipe, out: Path, path: str | Path, overwrite: bool = False) -> Path:
-    """Collect this recipe's finished jobs under ``out`` and write the markdown report at ``path``
-    (a file there that tpp did not write is replaced only with ``overwrite``)."""
-    from tpp.reporting import collect, write_report
-
-    runs = [r for r in collect([out]) if r["run"].get("recipe") in (None, recipe.name)]
-    methods = recipe.prune["methods"]
-    # the recipe's order (LR, method, ratio, seed), which the tables and plots keep
-    runs.sort(
-        key=lambda r: (
-            r["run"].get("lr_index", 0),
-            methods.index(r["method"]) if r["method"] in methods else len(methods),
-            r["run"].get("ratio_index", 0),
-            str(r["seed"]),
-        )
-    )
-    from tpp.recipes.expected import paper_rows
-
-    rows, speedups = paper_rows(recipe)
-    bases = []
-    for seed in recipe.seeds:
-        info = _read(out / f"base_s{seed}" / "base.json")
-        if info and info.get("last_top1") is not None:
-            bases.append(f"seed {seed}: {info['last_top1']:.2f}%")
-    intro = [recipe.description.strip(), ""] if recipe.description.strip() else []
-    intro += [f"- Reproduces: {recipe.paper}"] if recipe.paper else []
-    intro.append(f"- Model / data: `{recipe.model}` on `{recipe.dataset}`")
-    facts = [
-        f"Hardware: {recipe.hardware}" if recipe.hardware else "",
-        f"expected wall time: {recipe.expected_wall_time}" if recipe.expected_wall_time else "",
-    ]
-    intro += ["- " + "; ".join(f for f in facts if f)] if any(facts) else []
-    intro.append(f"- Recipe: `{recipe.path or recipe.name}`; job folders: `{out}`")
-    if bases:
-        intro.append("- Unpruned base model, test top-1 after pretraining: " + ", ".join(bases))
-    if recipe.expected.get("unpruned_top1") is not None:
-        intro.append(f"- Paper's unpruned top-1: {recipe.expected['unpruned_top1']:.2f}%")
-    if recipe.notes.strip():
-        intro += ["", recipe.notes.strip()]
-    return write_report(
-        runs,
-        path,
-        f"{recipe.name}: {recipe.paper}" if recipe.paper else recipe.name,
-        paper_rows=rows,
-        paper_speedups=speedups,
-        intro="\n".join(intro),
-        overwrite=overwrite,
-    )

@@ -75,7 +75,7 @@ from tpp.recipes.recipe import Recipe
 from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-# the image-folder options of `tpp train` (tpp.cli.common.add_data_args), as recipe keys
+# the image-folder options of `tpp train` (tpp.cli.arguments.add_data_args), as recipe keys
 IMAGE_KEYS = ("image_size", "resize", "channels", "normalize", "mean", "std", "augment", "stream")
 TOP_KEYS = {
     "name",

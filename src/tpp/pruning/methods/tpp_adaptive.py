@@ -4,17 +4,17 @@ The penalties are TPP's (Eq. 3 and Eq. 5, the official weights); only the schedu
 grows, ever faster, only while the pruned channels shrink slower than a pace, each unit is zeroed once its pruned channels are
 below ``target`` relative to the kept ones (magnitude and gram coupling) or stop shrinking at the
 ceiling, and the phase ends a window of ``patience`` checks after the last unit is done
-(:class:`tpp.pruning.schedules.AdaptiveSchedule`).
+(:class:`tpp.pruning.adaptive_schedule.AdaptiveSchedule`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tpp.pruning.adaptive_schedule import AdaptiveSchedule
 from tpp.pruning.methods.tpp import TPPPruner
 from tpp.pruning.options import option
 from tpp.pruning.registry import pruning_method
-from tpp.pruning.schedules import AdaptiveSchedule
 
 
 @dataclass
