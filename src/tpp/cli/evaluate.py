@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from tpp.cli.arguments import add_data_args, add_model_args, add_runtime_args
-from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
-from tpp.cli.common import TEXT_DATASETS, add_command
-from tpp.cli.recorded_data import recorded_dataset
+from tpp.cli.common import add_command
+from tpp.cli.job_setup import prepare_model_and_data
 from tpp.errors import CheckpointError
 
 DESCRIPTION = """\
@@ -36,49 +35,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print ``top-1 / top-5 / loss`` of the checkpoint. Returns 0."""
-    from tpp.cli.loading import model_from_args, require_trained_model
+    from tpp.cli.loading import require_trained_model
 
     require_trained_model(args)
     from tpp.checkpoints import load_checkpoint
     from tpp.checkpoints.format import non_finite_weight
-    from tpp.data import build_loaders
-    from tpp.training import evaluate, resolve_device, seed_everything
+    from tpp.training import evaluate, resolve_device
 
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
-    info, data = recorded_dataset(args, payload, args.checkpoint or args.weights or args.model)
-    text = info.name in TEXT_DATASETS
-    seed_everything(args.seed)
-    model = model_from_args(
-        args,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        payload=payload or None,
-    )
-    broken = non_finite_weight(model)
-    if broken:  # its loss would print as nan and its accuracy as chance, without a word why
-        raise CheckpointError(
-            f"{args.checkpoint or args.weights or args.model} holds non-finite weights (NaN or infinity in {broken}): "
-            "the run that saved it diverged; evaluate an earlier checkpoint, or train again with a lower --lr"
-        )
-    if not text:
-        check_model_input(
-            model, (1, info.in_channels, info.image_size, info.image_size), model_name(model), input_fix(info)
-        )
-    model = model.to(device)
-    _, test_loader, info = build_loaders(
-        info.name,
-        **data,
-        test_batch_size=args.test_batch_size,
-        device=device,
-        download=args.download,
-        seed=args.seed,
-        num_workers=args.num_workers,
-    )
-    if text:
-        check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
-    result = evaluate(model, test_loader, device)
+
+    def refuse_non_finite(model: Any) -> None:
+        broken = non_finite_weight(model)
+        if broken:  # its loss would print as nan and its accuracy as chance, without a word why
+            raise CheckpointError(
+                f"{args.checkpoint or args.weights or args.model} holds non-finite weights (NaN or infinity in "
+                f"{broken}): the run that saved it diverged; evaluate an earlier checkpoint, or train again with a "
+                "lower --lr"
+            )
+
+    prepared = prepare_model_and_data(args, payload, device, num_workers=args.num_workers, on_model=refuse_non_finite)
+    info, data, text = prepared.info, prepared.data, prepared.text
+    result = evaluate(prepared.model, prepared.test_loader, device)
     if text:
         bpb = f"  bits/byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""
         print(

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from tpp.cli.arguments import add_data_args, add_model_args
-from tpp.cli.checks import check_language_model, check_model_input, input_fix, model_name
-from tpp.cli.common import TEXT_DATASETS, add_command, positive_int
+from tpp.cli.checks import check_language_model
+from tpp.cli.common import add_command, positive_int
+from tpp.cli.job_setup import prepare_model_and_data
 from tpp.errors import ConfigError
 
 DESCRIPTION = """\
@@ -60,36 +61,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--directions estimates in eval mode only; drop --train-mode or --directions")
     from tpp import training
     from tpp.checkpoints import load_checkpoint
-    from tpp.cli.loading import model_from_args
-    from tpp.cli.recorded_data import recorded_dataset
-    from tpp.data import build_loaders
     from tpp.metrics.jacobian import jacobian_singular_values
 
     device = training.resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else {}
-    info, data = recorded_dataset(args, payload, args.checkpoint or args.weights or args.model)
-    model = model_from_args(
-        args,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        payload=payload or None,
-    )
-    text = info.name in TEXT_DATASETS
-    if not text:
-        check_model_input(
-            model, (1, info.in_channels, info.image_size, info.image_size), model_name(model), input_fix(info)
-        )
-    model = model.to(device)
-    train_loader, test_loader, _ = build_loaders(
-        info.name,
-        **data,
-        batch_size=args.batch_size,
-        test_batch_size=args.test_batch_size,
-        device=device,
-        download=args.download,
-        seed=args.seed,
-    )
+    # the language-model check reads the split measured, after --train-mode is refused for it (below)
+    prepared = prepare_model_and_data(args, payload, device, batch_size=args.batch_size, seed=False, check_text=False)
+    model, info, text = prepared.model, prepared.info, prepared.text
+    train_loader, test_loader = prepared.train_loader, prepared.test_loader
     loader = train_loader if args.split == "train" else test_loader
     if text:  # next-token logits by the input embeddings (tpp.metrics.language), in eval mode
         from tpp.metrics.language import DIRECTIONS, language_model_jsv

@@ -18,25 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tpp.cli.checks import (
-    check_language_model,
-    check_model_input,
-    input_fix,
-    lr_schedule_option,
-    model_name,
-    refuse_saved_factory,
-    resume_or_overwrite,
-)
-from tpp.cli.common import (
-    TEXT_DATASETS,
-    dataset_from_args,
-    launch,
-    per_rank_batch_size,
-    require,
-    resolved_config,
-    run_label,
-    speed_options,
-)
+from tpp.cli.checks import lr_schedule_option, model_name, refuse_saved_factory, resume_or_overwrite
+from tpp.cli.common import launch, require, resolved_config, run_label, speed_options
+from tpp.cli.job_setup import job_options, prepare_model_and_data
 from tpp.cli.method_options import method_options
 from tpp.cli.prune_args import add_parser
 from tpp.cli.prune_resume import finished_job
@@ -130,68 +114,32 @@ def _prune(args: argparse.Namespace, dist_context: Any) -> int:
 
     from tpp import distributed, training
     from tpp.checkpoints import load_checkpoint
-    from tpp.cli.loading import model_from_args
-    from tpp.cli.recorded_data import recorded_dataset
-    from tpp.data import build_loaders
-    from tpp.data.record import data_record
     from tpp.jobs import JobContext, PruneJobConfig, run_prune_job
-    from tpp.models import example_inputs
     from tpp.pruning.selection import parse_ratio
 
     searching = args.speedup is not None or args.target_flops is not None
     ratio = parse_ratio(args.ratio) if args.ratio is not None and not searching else None
     device, main = dist_context.device, dist_context.is_main
     payload = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    info, data = recorded_dataset(args, payload, args.checkpoint) if payload is not None else dataset_from_args(args)
-    args.dataset = info.name
-    batch_size = per_rank_batch_size(args.batch_size, dist_context.world_size)
+    out = Path()
 
-    training.seed_everything(args.seed)
-    model = model_from_args(
-        args,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        payload=payload,
-        need_weights=True,
-    )
-    args.model = args.model or model_name(model)  # recorded in config.json, so that a resume needs no --model
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"prune-{args.method}-{run_label(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
-    args.out = str(out)  # an interruption names the folder to resume
-    text = info.name in TEXT_DATASETS
-    if not text:
-        check_model_input(
-            model,
-            (1, info.in_channels, info.image_size, info.image_size),
-            model_name(model),
-            input_fix(info, "pick a --model that takes them"),
+    def name_run(model: Any) -> None:
+        nonlocal out
+        args.model = args.model or model_name(model)  # recorded in config.json, so that a resume needs no --model
+        out = (
+            Path(args.out)
+            if args.out
+            else Path("runs") / f"prune-{args.method}-{run_label(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-    model = model.to(device)
-    train_loader, test_loader, info = build_loaders(
-        info.name,
-        **data,
-        batch_size=batch_size,
-        test_batch_size=args.test_batch_size,
-        device=device,
-        download=args.download,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        train_subset=args.train_subset,
-        rank=dist_context.rank,
-        world_size=dist_context.world_size,
+        out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
+        args.out = str(out)  # an interruption names the folder to resume
+
+    prepared = prepare_model_and_data(
+        args, payload, device, **job_options(args, dist_context), need_weights=True, want_inputs=True, on_model=name_run
     )
-    if text:  # real token ids (two windows) trace a language model's channels
-        inputs = check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
-    else:
-        inputs = example_inputs(model, in_channels=info.in_channels, batch_size=2, image_size=info.image_size).to(
-            device
-        )
-    model.tpp_data = data_record(info, data)  # every file the job writes says how its inputs are prepared
+    model, info, data, text, inputs = prepared.model, prepared.info, prepared.data, prepared.text, prepared.inputs
+    args.dataset = info.name
+    train_loader, test_loader = prepared.train_loader, prepared.test_loader
     if searching:
         ratio = _search_ratio(args, model, inputs, dist_context.is_main and not args.quiet)
     job = PruneJobConfig(

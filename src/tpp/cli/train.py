@@ -15,27 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from tpp.cli.arguments import add_data_args, add_model_args, add_runtime_args, add_speed_args, add_train_args
-from tpp.cli.checks import (
-    check_language_model,
-    check_model_input,
-    input_fix,
-    lr_schedule_option,
-    refuse_saved_factory,
-    resume_or_overwrite,
-)
-from tpp.cli.common import (
-    TEXT_DATASETS,
-    add_command,
-    dataset_from_args,
-    launch,
-    per_rank_batch_size,
-    require,
-    resolved_config,
-    run_label,
-    speed_options,
-)
+from tpp.cli.checks import lr_schedule_option, refuse_saved_factory, resume_or_overwrite
+from tpp.cli.common import TEXT_DATASETS, add_command, launch, require, resolved_config, run_label, speed_options
+from tpp.cli.job_setup import job_options, prepare_model_and_data
 from tpp.cli.text_options import text_settings
-from tpp.errors import ConfigError, ModelError
+from tpp.errors import ConfigError
 
 DESCRIPTION = """\
 Train a model with SGD (momentum, weight decay) and a per-epoch LR schedule, evaluating on the
@@ -68,35 +52,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing tpp's files there")
     group.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in <out>/tb (if installed)")
     return parser
-
-
-def _check_input_shape(model: Any, info: Any, model_name: str) -> None:
-    """Fail early, with one line, when the model cannot consume the dataset's images or gives
-    another number of class scores."""
-    import torch
-
-    from tpp.util.inputs import logits_of
-    from tpp.util.modules import device_of
-
-    shape = (2, info.in_channels, info.image_size, info.image_size)
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = logits_of(model(torch.zeros(shape, device=device_of(model))))
-    except (RuntimeError, ValueError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(
-            f"model {model_name} cannot take {info.name} images of shape {list(shape[1:])} ({first}); "
-            f"{input_fix(info, 'pick another --model')}"
-        ) from None
-    finally:
-        model.train(training)
-    if logits.dim() != 2 or logits.shape[1] != info.num_classes:
-        raise ModelError(
-            f"model {model_name} gives outputs of shape {list(logits.shape[1:])} per image, not {info.num_classes} "
-            f"class scores for {info.name}; build it with num_classes={info.num_classes}"
-        )
 
 
 def _check_resume_matches(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -136,71 +91,45 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, context: Any) -> int:
     from tpp import distributed, training
     from tpp.checkpoints import load_checkpoint
-    from tpp.cli.loading import model_from_args
-    from tpp.data import build_loaders
-    from tpp.data.record import data_record
     from tpp.jobs import JobContext, TrainJobConfig, run_train_job
 
     schedule = training.parse_lr_schedule(args.lr)
     device, main = context.device, context.is_main
-    info, data = dataset_from_args(args)
-    batch_size = per_rank_batch_size(args.batch_size, context.world_size)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"{run_label(args.model)}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
+    out, last = Path(), Path()
+    config: dict[str, Any] = {}
+    payload: dict[str, Any] | None = None
 
-    training.seed_everything(args.seed)
-    model = model_from_args(
-        args, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size
-    )
-    text = info.name in TEXT_DATASETS
-    if not text:
-        check_model_input(
-            model,
-            (1, info.in_channels, info.image_size, info.image_size),
-            args.model,
-            input_fix(info, "pick a --model that takes them"),
+    def read_resume(info: Any, data: dict[str, Any]) -> None:
+        """The run folder, the resolved options and (--resume) last.pt, once the model is known to be fine."""
+        nonlocal out, config, last, payload
+        out = (
+            Path(args.out)
+            if args.out
+            else Path("runs") / f"{run_label(args.model)}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-    model = model.to(device)
-    if not text:
-        _check_input_shape(model, info, args.model)
-    config = resolved_config(
-        args,
-        command="train",
-        dataset=info.name,
-        lr=schedule.text,
-        device=str(device),
-        out=str(out),
-        world_size=context.world_size,
-        **(text_settings(data) if text else {}),
+        out = Path(distributed.broadcast_object(str(out)))  # ranks may disagree on the time stamp
+        config = resolved_config(
+            args,
+            command="train",
+            dataset=info.name,
+            lr=schedule.text,
+            device=str(device),
+            out=str(out),
+            world_size=context.world_size,
+            **(text_settings(data) if info.name in TEXT_DATASETS else {}),
+        )
+        # read last.pt before the data: a damaged or mismatched file is refused in a second
+        last = out / training.RunDirectory.LAST
+        if args.resume and distributed.broadcast_object(last.is_file()):  # every rank reads the same last.pt
+            payload = load_checkpoint(last)
+            _check_resume_matches(payload, config, last)
+        elif args.resume:
+            _check_is_training_run(out)
+
+    prepared = prepare_model_and_data(
+        args, None, device, **job_options(args, context), label=args.model, check_outputs=True, before_data=read_resume
     )
-    # read last.pt before the data: a damaged or mismatched file is refused in a second
-    last = out / training.RunDirectory.LAST
-    payload = None
-    if args.resume and distributed.broadcast_object(last.is_file()):  # every rank reads the same last.pt
-        payload = load_checkpoint(last)
-        _check_resume_matches(payload, config, last)
-    elif args.resume:
-        _check_is_training_run(out)
-    train_loader, test_loader, info = build_loaders(
-        info.name,
-        **data,
-        batch_size=batch_size,
-        test_batch_size=args.test_batch_size,
-        device=device,
-        download=args.download,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        train_subset=args.train_subset,
-        rank=context.rank,
-        world_size=context.world_size,
-    )
-    if text:
-        check_language_model(model, next(iter(test_loader))[0][:2].to(device), info)
-    model.tpp_data = data_record(info, data)  # every checkpoint then says how its inputs are prepared
+    model, info, train_loader, test_loader = prepared.model, prepared.info, prepared.train_loader, prepared.test_loader
     model = distributed.prepare(model, context, channels_last=getattr(args, "channels_last", False))
     # the run folder is touched only once model and data are known to be fine, and by rank 0 only
     run_dir = distributed.run_on_main(
