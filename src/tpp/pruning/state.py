@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 
 from tpp.errors import CheckpointError, PruningError
 from tpp.pruning import selection
 from tpp.pruning.units import PruningUnit
-
-if TYPE_CHECKING:  # an annotation only: the pruner imports this module
-    from tpp.pruning.base import BasePruner
 
 STATE_VERSION = 1
 # How to fix a state that is not from this pruner, said at the end of most messages.
@@ -217,7 +214,9 @@ def _channels(name: str, value: Any, unit: PruningUnit) -> torch.Tensor:
 
 
 def check_state(
-    pruner: BasePruner, state: Any, total: int | None
+    pruner: Any,  # a BasePruner (not imported: it imports this module)
+    state: Any,
+    total: int | None,
 ) -> tuple[Mapping[str, Any], list[PruningUnit], dict[str, torch.Tensor]]:
     """``state`` checked against ``pruner`` (:meth:`BasePruner.load_state_dict`, whose schedule counts at
     most ``total`` iterations), with the units and pruned channels it restores; nothing is changed."""
