@@ -1,7 +1,7 @@
 """Kill a real run at every file-write point, resume it, and get the files of an uninterrupted run.
 
 Each run is a forked child of the test process (torch is imported once) that SIGKILLs itself at
-write point K (``TPP_KILL_AT_WRITE``, see :mod:`tpp.util.atomic`): point 2n-1 is "the n-th
+write point K (``TPP_KILL_AT_WRITE``, see :mod:`tpp.util.fault_injection`): point 2n-1 is "the n-th
 file is complete in its temporary file but not renamed", point 2n "renamed, nothing after it
 done". The child after it runs the same command with ``--resume``; the folder must then hold the
 same files as the uninterrupted run's, with the same tensors, metrics records and report (up to
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 
-from tpp.util.atomic import KILL_AT_WRITE_ENV
+from tpp.util.fault_injection import KILL_AT_WRITE_ENV
 
 # values that differ between any two runs, interrupted or not
 VOLATILE = {"time", "wall_seconds", "resume", "start_time"}

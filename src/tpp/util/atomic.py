@@ -10,34 +10,17 @@ import contextlib
 import json
 import os
 import re
-import signal
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
 from tpp.errors import CheckpointError
+from tpp.util.fault_injection import write_point
 
 
 def describe_os_error(error: OSError) -> str:
     """Short human reason of an OSError ("Permission denied", "Not a directory", ...)."""
     return error.strerror or str(error) or type(error).__name__
-
-
-# Fault injection for the crash tests: with TPP_KILL_AT_WRITE=K the process SIGKILLs itself at
-# the K-th write point (1-based) counted over this process: point 2n-1 is "the n-th file's data
-# is in its temporary file, not yet renamed", point 2n "renamed, nothing after it done yet".
-KILL_AT_WRITE_ENV = "TPP_KILL_AT_WRITE"
-_write_points = 0
-
-
-def _write_point() -> None:
-    global _write_points
-    target = os.environ.get(KILL_AT_WRITE_ENV)
-    if not target:
-        return
-    _write_points += 1
-    if _write_points == int(target):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # torch.save writes through a C++ zip writer that reports a short write (disk full, a file-size
@@ -68,7 +51,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
             os.fsync(handle.fileno())
         # mkstemp creates 0600 files; results are meant to be shared like any other output
         os.chmod(tmp_name, 0o644)
-        _write_point()
+        write_point()
         os.replace(tmp_name, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -82,7 +65,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
             ) from None
         raise
     _fsync_directory(path.parent)
-    _write_point()
+    write_point()
     return path
 
 
