@@ -48,7 +48,7 @@ from tpp.pruning.calibration import IMPORTANCES
 from tpp.pruning.registry import get_method
 from tpp.training import evaluate, get_rng_state, parse_lr_schedule, set_rng_state
 from tpp.training.optim import DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
-from tpp.util.atomic import atomic_write_json, remove_stale_temporaries
+from tpp.util.atomic import atomic_write_json, json_plain, remove_stale_temporaries
 from tpp.util.modules import unwrap
 
 REPORT = "report.json"
@@ -144,8 +144,8 @@ def run_prune_job(
     accuracy_before = evaluate(unwrap(model), test_loader, device)
     report: dict[str, Any] = {
         "method": config.method,
-        "config": _plain(asdict(config)),
-        "method_options": _plain(method_settings(method, config)),
+        "config": json_plain(asdict(config)),
+        "method_options": json_plain(method_settings(method, config)),
         "accuracy_before": accuracy_before,
         "counts_before": base_counts.as_dict(),
         "model": _spec_of(model),
@@ -199,7 +199,7 @@ def run_prune_job(
             broadcast_parameters(unwrap(model))  # a random re-init must be the same on every rank
         model = _prepared(model, context)  # re-applies channels_last, which removal loses
         if pruned_file is not None and context.rank == 0:
-            facts = _plain({k: report[k] for k in FACTS if k in report})
+            facts = json_plain({k: report[k] for k in FACTS if k in report})
             save_pruned(model, pruned_file, extra={**facts, "rng": get_rng_state(), **clock.state_dict()})
     report["accuracy_after_removal"] = evaluate(unwrap(model), test_loader, device)
     if config.jsv_batches > 0:
@@ -231,9 +231,9 @@ def run_prune_job(
     report["train_steps"] = train_steps(report, train_loader)
     report["wall_seconds"] = clock.seconds()
     if out is not None and context.rank == 0:
-        save_pruned(model, out / "pruned_model.pt", extra={"report": _plain(report)})
-        write_run_outputs(out, _plain(report), context.print_fn)  # plots and README.txt; never fails the job
-        atomic_write_json(out / REPORT, _plain(report))  # last: a report.json means the job is finished
+        save_pruned(model, out / "pruned_model.pt", extra={"report": json_plain(report)})
+        write_run_outputs(out, json_plain(report), context.print_fn)  # plots and README.txt; never fails the job
+        atomic_write_json(out / REPORT, json_plain(report))  # last: a report.json means the job is finished
     return model, report
 
 
@@ -257,7 +257,7 @@ def _finished(out: Path, config: PruneJobConfig) -> bool:
     report = read_report(out)
     if report is None:
         raise CheckpointError(f"{out / REPORT} is damaged; delete it and resume again to rewrite it")
-    ran, asked = report.get("config") or {}, _plain(asdict(config))
+    ran, asked = report.get("config") or {}, json_plain(asdict(config))
     for key in sorted(asked):
         if key != "ft_epochs" and key in ran and ran[key] != asked[key]:
             raise ConfigError(
@@ -313,7 +313,3 @@ def _spec_of(model: nn.Module) -> str | None:
 def _describe(pruner) -> str:
     pruned = sum(len(v) for v in pruner.pruned_indices.values())
     return f"{pruned} channels in {len(pruner.pruned_indices)} units"
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -23,7 +23,6 @@ the checkpoint stores the optimizer and all RNG states captured at the end of th
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -46,7 +45,7 @@ from tpp.training.loggers import MetricsLogger
 from tpp.training.optim import set_lr
 from tpp.training.schedule import LRSchedule
 from tpp.training.trainer_checkpoints import TrainerCheckpoints
-from tpp.util.atomic import remove_stale_temporaries
+from tpp.util.atomic import json_plain, remove_stale_temporaries
 from tpp.util.inputs import call_without_cache, logits_of
 from tpp.util.modules import unwrap
 
@@ -65,11 +64,6 @@ class FitResult:
     epochs_completed: int
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _plain(obj: Any) -> Any:
-    # checkpoints must stay weights_only-loadable: keep only JSON-like data in the config
-    return json.loads(json.dumps(obj, default=str))
 
 
 class Trainer(TrainerCheckpoints):
@@ -138,7 +132,7 @@ class Trainer(TrainerCheckpoints):
         self.hooks = hooks or StepHooks()
         self.loggers = list(loggers)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.config = _plain(dict(config or {}))
+        self.config = json_plain(dict(config or {}))
         self.extra_state = dict(extra_state or {})
         self.quiet = quiet
         self.rank = int(rank)
@@ -279,7 +273,7 @@ class Trainer(TrainerCheckpoints):
             if self.hooks.epoch_end is not None:
                 record.update(self.hooks.epoch_end(epoch))
             record.update(best_top1=self.best_top1, step=self.global_step, time=time.perf_counter() - started)
-            self.start_epoch, self.stopped, self._record = epoch + 1, stopped, _plain(record)
+            self.start_epoch, self.stopped, self._record = epoch + 1, stopped, json_plain(record)
             if self.is_main:
                 # last.pt first: it commits the epoch, and a resume rebuilds what follows from it
                 self._save(improved)

@@ -107,6 +107,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(data))
 
 
+def json_plain(value: Any) -> Any:
+    """``value`` as plain JSON data (dicts, lists, str, numbers, bools, None): what a report or a checkpoint's
+    config may hold so that it stays ``weights_only``-loadable. Arrays and tensors become lists (``tolist``),
+    anything else its ``str``."""
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (non-JSON values are written with ``str``)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
