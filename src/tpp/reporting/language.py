@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from tpp.reporting.collect import DENSE_CONTROL, value
 from tpp.reporting.groups import drop_duplicate_seeds, group_key
-from tpp.reporting.tables import _table, _unit, fmt, mean_std
+from tpp.reporting.tables import _unit, fmt, markdown_table, mean_std
 
 
 def is_language_model_run(run: Mapping[str, Any]) -> bool:
@@ -82,7 +82,7 @@ def language_model_table(runs: Sequence[Mapping[str, Any]]) -> str:
                 _unit(fmt(mean_std(value(r, "wall_seconds") for r in members)[:2], 1, 1 / 60, n=1), " min"),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def text_protocol(runs: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from tpp.errors import ConfigError
 from tpp.reporting.collect import value
-from tpp.reporting.tables import METRICS, _pair_cells, _table, aggregate, several_pairs
+from tpp.reporting.tables import METRICS, aggregate, markdown_table, pair_cells, several_pairs
 
 
 def paired_table(runs: Sequence[Mapping[str, Any]], reference: str = "tpp", metric: str = "last_top1") -> str:
@@ -64,7 +64,7 @@ def paired_table(runs: Sequence[Mapping[str, Any]], reference: str = "tpp", metr
             differences = [mine[s] - theirs[s] for s in seeds]
             mean = _signed(fmean(differences)) + (f" ± {pstdev(differences):.2f}" if len(seeds) > 1 else "")
             rows.append(
-                _pair_cells(ref, several)
+                pair_cells(ref, several)
                 + [
                     f"`{ref['ratio']}`",
                     ref["lr"],
@@ -88,7 +88,9 @@ def paired_table(runs: Sequence[Mapping[str, Any]], reference: str = "tpp", metr
         "seeds",
         "per-seed differences",
     ]
-    parts = [_table(header, rows)] if rows else [f"No method shares a seed with `{reference}` in the same cell."]
+    parts = (
+        [markdown_table(header, rows)] if rows else [f"No method shares a seed with `{reference}` in the same cell."]
+    )
     if left_out:
         parts.append(
             "\nNot paired (a seed on one side only, or a run without a seed or the metric): "

@@ -90,7 +90,8 @@ def _unit(text: str, unit: str) -> str:
     return text if text == "n/a" else text + unit
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table of ``rows`` under ``header``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -115,7 +116,8 @@ def several_pairs(groups: Sequence[Mapping[str, Any]]) -> bool:
     return len({(g["model"], g["dataset"]) for g in groups}) > 1
 
 
-def _pair_cells(g: Mapping[str, Any], several: bool) -> list[str]:
+def pair_cells(g: Mapping[str, Any], several: bool) -> list[str]:
+    """The model and dataset cells of a group's row, when the table spans several (else none)."""
     return [f"`{g['model']}`", f"`{g['dataset']}`"] if several else []
 
 
@@ -142,7 +144,7 @@ def summary_table(runs: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for g in groups:
         n = g["n"]
-        row = _pair_cells(g, several) + [
+        row = pair_cells(g, several) + [
             g["method"],
             f"`{g['ratio']}`",
             g["lr"],
@@ -160,7 +162,7 @@ def summary_table(runs: Sequence[Mapping[str, Any]]) -> str:
             _unit(fmt(g["wall_seconds"], 1, 1 / 60, n=1), " min"),
         ]
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def pivot_table(runs: Sequence[Mapping[str, Any]], metric: str = "best_top1") -> str:
@@ -171,10 +173,10 @@ def pivot_table(runs: Sequence[Mapping[str, Any]], metric: str = "best_top1") ->
     ratios = list(dict.fromkeys(g["ratio"] for g in sorted(groups, key=lambda g: g["speedup"][0] or 0.0)))
     cells: dict[tuple[str, ...], dict[str, str]] = {}
     for g in groups:
-        cells.setdefault((*_pair_cells(g, several), g["method"], g["lr"]), {})[g["ratio"]] = fmt(g[metric], n=g["n"])
+        cells.setdefault((*pair_cells(g, several), g["method"], g["lr"]), {})[g["ratio"]] = fmt(g[metric], n=g["n"])
     header = (["model", "dataset"] if several else []) + ["method", "fine-tune LR"] + [f"`{r}`" for r in ratios]
     rows = [[*key] + [c.get(r, "") for r in ratios] for key, c in cells.items()]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def paper_table(runs: Sequence[Mapping[str, Any]], paper_rows: Sequence[Mapping[str, Any]]) -> str:
@@ -225,7 +227,7 @@ def paper_table(runs: Sequence[Mapping[str, Any]], paper_rows: Sequence[Mapping[
             rows.append(
                 [p["method"], f"`{ratio}`", g["lr"], paper, ours, diff, jsv, fmt(g["jsv_after_prune"], 4, n=g["n"])]
             )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def speedup_table(runs: Sequence[Mapping[str, Any]], paper: Mapping[str, Mapping[str, float | None]]) -> str:
@@ -246,4 +248,4 @@ def speedup_table(runs: Sequence[Mapping[str, Any]], paper: Mapping[str, Mapping
                 "not run" if g is None else _unit(fmt(g["params_reduction"], 2, 100.0, n=1), "%"),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
